@@ -1,0 +1,166 @@
+# Keystonelight: one header, a tutorial in chapters, and the programs and tests around them.
+#
+#   make                 build the examples and every chapter's example
+#   make run             build and start the main program
+#   make test            build and run every test (installs doctest-dev when it can)
+#   make chapters        regenerate chapters/*/keystonelight.hpp and CHANGES.diff
+#   make check-chapters  regenerate, and fail if git sees a difference (CI runs this)
+#   make sanitize        every test under AddressSanitizer and UBSan
+#   make tsan            every test under ThreadSanitizer
+#   make install         copy keystonelight.hpp to $(DESTDIR)$(PREFIX)/include
+#   make uninstall       remove it again
+#   make clean           remove build/
+
+CXX      ?= g++
+OPT      ?= -O1 -g
+WARNINGS := -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Werror
+SANITIZE ?=
+CXXFLAGS ?=
+FLAGS    := -std=c++17 $(OPT) $(WARNINGS) $(SANITIZE) -pthread $(CXXFLAGS)
+BUILD    ?= build
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+
+HEADER   := keystonelight.hpp
+SPLITTER := build/tools/split-chapters
+
+# The chapters are the folders chapters/NN-name, in order; chapter N is the Nth of them.
+CHAPTERS := $(sort $(patsubst chapters/%/,%,$(wildcard chapters/[0-9][0-9]-*/)))
+LAST     := $(words $(CHAPTERS))
+NUMBERS  := $(shell seq 1 $(LAST))
+number    = $(patsubst 0%,%,$(firstword $(subst -, ,$(1))))
+SNAPSHOTS := $(foreach c,$(CHAPTERS),chapters/$(c)/keystonelight.hpp)
+DIFFS     := $(foreach c,$(CHAPTERS),chapters/$(c)/CHANGES.diff)
+
+# Until chapter 8 brings the server, `make run` starts chapter 1's REPL.
+RUN_PROGRAM := $(BUILD)/chapters/01-in-memory-map/example
+
+.PHONY: all run test check chapters check-chapters sanitize tsan install uninstall clean \
+        doctest test-tools test-install
+
+all: $(foreach c,$(CHAPTERS),$(BUILD)/chapters/$(c)/example)
+
+run: $(RUN_PROGRAM)
+	$(RUN_PROGRAM)
+
+# ---------------------------------------------------------------------------------------
+# Chapter snapshots: generated from the one header, never edited by hand.
+# ---------------------------------------------------------------------------------------
+
+$(SPLITTER): tools/split-chapters.cpp
+	@mkdir -p $(@D)
+	$(CXX) -std=c++17 -O1 $(WARNINGS) $< -o $@
+
+chapters: $(SNAPSHOTS) $(DIFFS)
+
+# The folder names must be numbered 01, 02, ... with no gap, or chapter N would not be
+# the folder its markers name.
+define chapter_rules
+ifneq ($(call number,$(1)),$(2))
+$$(error chapters/$(1) is chapter $(2) in order but numbered $(call number,$(1)): renumber the folders)
+endif
+chapters/$(1)/keystonelight.hpp: $(HEADER) $(SPLITTER)
+	$(SPLITTER) $(HEADER) $(2) $(LAST) > $$@.tmp && mv $$@.tmp $$@
+
+# CHANGES.diff applies with `patch -p1` inside the previous chapter's folder.
+chapters/$(1)/CHANGES.diff: chapters/$(1)/keystonelight.hpp $(3)
+	diff -u --label a/keystonelight.hpp --label b/keystonelight.hpp \
+	    $(or $(3),/dev/null) $$< > $$@.tmp; [ $$$$? -le 1 ] && mv $$@.tmp $$@
+
+$(BUILD)/chapters/$(1)/example: chapters/$(1)/example.cpp chapters/$(1)/keystonelight.hpp
+	@mkdir -p $$(@D)
+	$(CXX) $(FLAGS) $$< -o $$@
+endef
+$(foreach n,$(NUMBERS),$(eval $(call chapter_rules,$(word $(n),$(CHAPTERS)),$(n),$(if $(filter 1,$(n)),,chapters/$(word $(shell expr $(n) - 1),$(CHAPTERS))/keystonelight.hpp))))
+
+check-chapters: chapters
+	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+	  stale=$$(git status --porcelain -- chapters); \
+	  if [ -n "$$stale" ]; then \
+	    echo "error: the chapter snapshots are not what keystonelight.hpp generates:"; \
+	    echo "$$stale"; git --no-pager diff --stat -- chapters; \
+	    echo "Review 'git diff chapters', then commit the regenerated files."; \
+	    exit 1; \
+	  fi; \
+	  echo "check-chapters: $(LAST) snapshots match keystonelight.hpp"; \
+	else \
+	  echo "check-chapters: not a git checkout; snapshots regenerated, nothing to compare"; \
+	fi
+
+# ---------------------------------------------------------------------------------------
+# Tests. Chapter K's test.cpp is cumulative: it is compiled against chapter K's snapshot,
+# every later snapshot, and the final header. Each build includes the header under test
+# first with -include; the test's own #include "keystonelight.hpp" then finds the include
+# guard already defined and adds nothing. A suite named "up to chapter NN" holds a truth of
+# the early stages only and is skipped when testing a later chapter.
+# ---------------------------------------------------------------------------------------
+
+doctest:
+	@sh tools/ensure-package.sh doctest-dev \
+	    sh -c 'echo "#include <doctest/doctest.h>" | $(CXX) -std=c++17 -E -x c++ - -o /dev/null'
+
+$(BUILD)/obj/doctest_main.o: tests/doctest_main.cpp | doctest
+	@mkdir -p $(@D)
+	$(CXX) $(FLAGS) -c $< -o $@
+
+# $(1) names the header under test ("final" or a chapter), $(2) is its path, $(3) the
+# chapters whose tests run against it, $(4) extra test sources, $(5) excluded suites.
+define test_binary
+$(BUILD)/obj/$(1)/second_tu.o: tests/second_tu.cpp $(2) | doctest
+	@mkdir -p $$(@D)
+	$(CXX) $(FLAGS) -I. -include $(2) -c $$< -o $$@
+$(foreach k,$(3),
+$(BUILD)/obj/$(1)/$(k).o: chapters/$(k)/test.cpp $(2) | doctest
+	@mkdir -p $$(@D)
+	$(CXX) $(FLAGS) -I. -include $(2) -c $$< -o $$@
+)
+$(foreach t,$(4),
+$(BUILD)/obj/$(1)/$(notdir $(t:.cpp=.o)): $(t) $(2) | doctest
+	@mkdir -p $$(@D)
+	$(CXX) $(FLAGS) -I. -include $(2) -c $$< -o $$@
+)
+$(BUILD)/tests/$(1): $(BUILD)/obj/doctest_main.o $(BUILD)/obj/$(1)/second_tu.o \
+    $(foreach k,$(3),$(BUILD)/obj/$(1)/$(k).o) $(foreach t,$(4),$(BUILD)/obj/$(1)/$(notdir $(t:.cpp=.o)))
+	@mkdir -p $$(@D)
+	$(CXX) $(FLAGS) $$^ -o $$@
+TEST_BINARIES += $(BUILD)/tests/$(1)
+TEST_RUNS += "$(1)" "$(BUILD)/tests/$(1) $(if $(5),'--test-suite-exclude=$(5)')"
+endef
+# The doctest filter that skips the "up to chapter N:" suites of the given chapters; "?"
+# stands for the spaces, which would otherwise split the comma-separated list.
+comma := ,
+space := $(subst ,, )
+up_to_list = $(subst $(space),$(comma),$(strip $(foreach c,$(1),up?to?chapter?$(call number,$(c)):*)))
+$(foreach n,$(NUMBERS),$(eval $(call test_binary,$(word $(n),$(CHAPTERS)),chapters/$(word $(n),$(CHAPTERS))/keystonelight.hpp,$(wordlist 1,$(n),$(CHAPTERS)),,$(call up_to_list,$(wordlist 2,$(n),x $(CHAPTERS))))))
+$(eval $(call test_binary,final,$(HEADER),$(CHAPTERS),$(wildcard tests/*_test.cpp),$(call up_to_list,$(CHAPTERS))))
+
+EXAMPLE_RUNS := $(foreach c,$(CHAPTERS),$(if $(wildcard chapters/$(c)/example.in),\
+    "example $(c)" "sh tools/check-example.sh $(BUILD)/chapters/$(c)/example chapters/$(c)/example.in chapters/$(c)/example.out"))
+
+# Runs what is built; `test`, `sanitize` and `tsan` differ in the flags and what they add.
+check: $(TEST_BINARIES) all
+	@sh tools/run-tests.sh tests $(TEST_RUNS) $(EXAMPLE_RUNS) $(EXTRA_RUNS)
+
+test: doctest chapters $(SPLITTER)
+	@$(MAKE) --no-print-directory check EXTRA_RUNS='"split-chapters" "sh tests/split-chapters/run.sh $(SPLITTER)" "install" "sh tests/install.sh" "check-chapters" "sh tests/check-chapters.sh" "README" "sh tools/check-readme.sh $(CXX)"'
+
+sanitize: doctest chapters
+	@$(MAKE) --no-print-directory check BUILD=build/asan \
+	    SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
+
+tsan: doctest chapters
+	@$(MAKE) --no-print-directory check BUILD=build/tsan SANITIZE="-fsanitize=thread"
+
+# ---------------------------------------------------------------------------------------
+# Installing the header
+# ---------------------------------------------------------------------------------------
+
+install:
+	install -d $(DESTDIR)$(PREFIX)/include
+	install -m 644 $(HEADER) $(DESTDIR)$(PREFIX)/include/$(HEADER)
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/include/$(HEADER)
+
+clean:
+	rm -rf build
