@@ -38,7 +38,14 @@ RUN_PROGRAM := $(BUILD)/chapters/01-in-memory-map/example
 .PHONY: all run test check chapters check-chapters sanitize tsan install uninstall clean \
         doctest test-tools test-install
 
-all: $(foreach c,$(CHAPTERS),$(BUILD)/chapters/$(c)/example)
+PROGRAMS := $(patsubst examples/%.cpp,$(BUILD)/bin/%,$(wildcard examples/*.cpp))
+
+all: $(PROGRAMS) $(foreach c,$(CHAPTERS),$(BUILD)/chapters/$(c)/example)
+
+# Programs for users: examples/NAME.cpp becomes $(BUILD)/bin/NAME.
+$(BUILD)/bin/%: examples/%.cpp $(HEADER)
+	@mkdir -p $(@D)
+	$(CXX) $(FLAGS) -I. $< -o $@
 
 run: $(RUN_PROGRAM)
 	$(RUN_PROGRAM)
@@ -134,12 +141,15 @@ up_to_list = $(subst $(space),$(comma),$(strip $(foreach c,$(1),up?to?chapter?$(
 $(foreach n,$(NUMBERS),$(eval $(call test_binary,$(word $(n),$(CHAPTERS)),chapters/$(word $(n),$(CHAPTERS))/keystonelight.hpp,$(wordlist 1,$(n),$(CHAPTERS)),,$(call up_to_list,$(wordlist 2,$(n),x $(CHAPTERS))))))
 $(eval $(call test_binary,final,$(HEADER),$(CHAPTERS),$(wildcard tests/*_test.cpp),$(call up_to_list,$(CHAPTERS))))
 
+# Scripts in tests/ that drive the programs: tests/NAME.sh runs with the build folder.
+SCRIPT_RUNS := $(foreach t,$(wildcard tests/programs/*.sh),"$(notdir $(t:.sh=))" "sh $(t) $(BUILD)")
+
 EXAMPLE_RUNS := $(foreach c,$(CHAPTERS),$(if $(wildcard chapters/$(c)/example.in),\
     "example $(c)" "sh tools/check-example.sh $(BUILD)/chapters/$(c)/example chapters/$(c)/example.in chapters/$(c)/example.out"))
 
 # Runs what is built; `test`, `sanitize` and `tsan` differ in the flags and what they add.
 check: $(TEST_BINARIES) all
-	@sh tools/run-tests.sh tests $(TEST_RUNS) $(EXAMPLE_RUNS) $(EXTRA_RUNS)
+	@sh tools/run-tests.sh tests $(TEST_RUNS) $(EXAMPLE_RUNS) $(SCRIPT_RUNS) $(EXTRA_RUNS)
 
 test: doctest chapters $(SPLITTER)
 	@$(MAKE) --no-print-directory check EXTRA_RUNS='"split-chapters" "sh tests/split-chapters/run.sh $(SPLITTER)" "install" "sh tests/install.sh" "check-chapters" "sh tests/check-chapters.sh" "README" "sh tools/check-readme.sh $(CXX)"'

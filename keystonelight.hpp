@@ -13,10 +13,22 @@
 
        Status                  errors as values: a code and a message
        1. The in-memory map    Store: get, set, del, exists, size, entries
+//> chapter 2
+       2. The append-only log  FileSystem, CRC-32C, the record format, LogWriter, LogReader
+//< chapter 2
+//> chapter 3
+       3. Crash recovery       Store::open: replay, torn tails, corruption, fsync, the lock
+//< chapter 3
 
    COMPILE-TIME OPTIONS: define before including to change a default.
 
-       (none yet; each later chapter adds its own, listed here)
+//> chapter 2
+       KEYSTONELIGHT_MAX_KEY_BYTES        65536      longest key a record may hold
+       KEYSTONELIGHT_MAX_VALUE_BYTES      536870912  longest value a record may hold
+//< chapter 2
+//> chapter 3
+       KEYSTONELIGHT_FSYNC_INTERVAL_MS    1000       period of the kEverySecond flusher
+//< chapter 3
 
    CHAPTER MARKERS: a comment line made of two slashes, an angle bracket and a chapter
    ("chapter 3") opens or closes the code that chapter adds; after "#if 0", a range
@@ -42,6 +54,24 @@
 // name. Runtime settings go in Options (from chapter 3), whose defaults come from here.
 // ---------------------------------------------------------------------------------------
 
+//> chapter 2
+// The largest key and value a log record may hold. A reader treats a larger length as
+// damage, so raise them freely but lower them only for new data directories.
+#ifndef KEYSTONELIGHT_MAX_KEY_BYTES
+#define KEYSTONELIGHT_MAX_KEY_BYTES (64 * 1024)
+#endif
+#ifndef KEYSTONELIGHT_MAX_VALUE_BYTES
+#define KEYSTONELIGHT_MAX_VALUE_BYTES (512 * 1024 * 1024)
+#endif
+//< chapter 2
+//> chapter 3
+
+// How often the background flusher of FsyncPolicy::kEverySecond syncs the log.
+#ifndef KEYSTONELIGHT_FSYNC_INTERVAL_MS
+#define KEYSTONELIGHT_FSYNC_INTERVAL_MS 1000
+#endif
+//< chapter 3
+
 // ---------------------------------------------------------------------------------------
 // Platform check: the engine speaks POSIX (open, write, fsync, flock, sockets) and says so
 // at compile time rather than failing in a corner at run time.
@@ -58,6 +88,28 @@
 #include <unordered_map>
 #include <utility>
 #include <vector>
+//> chapter 2
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+//< chapter 2
+//> chapter 3
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <functional>
+#include <mutex>
+#include <thread>
+
+#include <sys/file.h>
+//< chapter 3
 
 namespace keystonelight {
 
@@ -76,6 +128,7 @@ class [[nodiscard]] Status {
     kIOError,          // the operating system refused: disk full, I/O error, permissions
     kCorruption,       // stored data is damaged; the message names the file and offset
     kBusy,             // someone else holds what we need: the data directory's lock
+    kNotSupported,     // valid, but not something this build can do (a newer log version)
   };
 
   // The default Status is success; `return Status();` says "it worked".
@@ -91,6 +144,9 @@ class [[nodiscard]] Status {
     return Status(Code::kCorruption, std::move(message));
   }
   static Status busy(std::string message) { return Status(Code::kBusy, std::move(message)); }
+  static Status not_supported(std::string message) {
+    return Status(Code::kNotSupported, std::move(message));
+  }
 
   bool ok() const { return code_ == Code::kOk; }
   Code code() const { return code_; }
@@ -109,6 +165,7 @@ class [[nodiscard]] Status {
       case Code::kIOError: return "IO error";
       case Code::kCorruption: return "Corruption";
       case Code::kBusy: return "Busy";
+      case Code::kNotSupported: return "Not supported";
     }
     return "Unknown";
   }
@@ -120,14 +177,269 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
+//> chapter 2
+// =======================================================================================
+// The file system, as the engine sees it (chapter 2). Every file operation of the engine
+// goes through these two interfaces, so a test can put a FileSystem of its own underneath
+// that fails on cue (disk full, I/O error, a failing fsync), crashes at a named step, or
+// forgets what was never synced, all without root or special file systems. The default is
+// the POSIX one below; production pays one indirect call per operation.
+//
+// Every operation returns a Status whose message names the operation, the path and the
+// operating system's reason: "write data/keystonelight.log: No space left on device".
+// =======================================================================================
+
+// An open file: positioned reads, appends at the end, sync, truncate. Not thread-safe,
+// except that sync() may run while another thread appends (the log's flusher does that).
+class File {
+ public:
+  virtual ~File() = default;  // closes the file
+
+  virtual const std::string& path() const = 0;
+
+  // Reads up to `n` bytes at `offset` into `buf`; `*got` is less than `n` only at the end
+  // of the file.
+  virtual Status read_at(std::uint64_t offset, char* buf, std::size_t n, std::size_t* got) = 0;
+
+  // Appends all of `data` at the end of the file. A failure may leave a prefix written.
+  virtual Status append(std::string_view data) = 0;
+
+  // Returns once everything appended so far, and the file's size, is on stable storage.
+  virtual Status sync() = 0;
+
+  virtual Status truncate(std::uint64_t size) = 0;
+  virtual Status size(std::uint64_t* size) = 0;
+};
+
+// Paths are plain strings, relative to the working directory or absolute. Thread-safe.
+class FileSystem {
+ public:
+  virtual ~FileSystem() = default;
+
+  // Opens `path` for reading and appending. With `create`, a missing file is created
+  // empty; without it, a missing file is an IO error.
+  virtual Status open(const std::string& path, bool create, std::unique_ptr<File>* file) = 0;
+
+  // Whether `path` names an existing file or directory.
+  virtual bool exists(const std::string& path) = 0;
+
+  // Replaces `to` with `from` in one step: a reader sees the old file or the new one.
+  virtual Status rename(const std::string& from, const std::string& to) = 0;
+
+  virtual Status remove(const std::string& path) = 0;
+
+  // Makes the directory's entries (files created, renamed or removed in it) durable.
+  virtual Status sync_dir(const std::string& dir) = 0;
+
+  // Creates `dir`; an existing directory is not an error.
+  virtual Status create_dir(const std::string& dir) = 0;
+
+  // The names in `dir`, without "." and "..".
+  virtual Status list_dir(const std::string& dir, std::vector<std::string>* names) = 0;
+};
+
+// The operating system's file system (POSIX). Lives for the whole program.
+FileSystem* default_file_system();
+//< chapter 2
+
 // =======================================================================================
 // Platform: every call into the operating system (files, fsync, locks, sockets, signals)
 // lives in this one section, wrapped to retry on EINTR and to finish short writes, so
-// that no #ifdef or raw errno handling leaks into the engine. Chapter 1 needs nothing
-// from the operating system; chapter 2 starts filling it.
+// that no #ifdef or raw errno handling leaks into the engine.
 // =======================================================================================
 
-namespace detail {}  // namespace detail
+namespace detail {
+//> chapter 2
+
+inline Status os_error(const char* operation, const std::string& path, int err) {
+  return Status::io_error(std::string(operation) + " " + path + ": " + std::strerror(err));
+}
+
+class PosixFile final : public File {
+ public:
+  PosixFile(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  ~PosixFile() override { ::close(fd_); }
+  PosixFile(const PosixFile&) = delete;
+  PosixFile& operator=(const PosixFile&) = delete;
+
+  const std::string& path() const override { return path_; }
+
+  Status read_at(std::uint64_t offset, char* buf, std::size_t n, std::size_t* got) override {
+    std::size_t done = 0;
+    while (done < n) {
+      ssize_t r = ::pread(fd_, buf + done, n - done, static_cast<off_t>(offset + done));
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) return os_error("read", path_, errno);
+      if (r == 0) break;  // end of file
+      done += static_cast<std::size_t>(r);
+    }
+    *got = done;
+    return Status();
+  }
+
+  Status append(std::string_view data) override {
+    // write(2) may write less than asked (a signal, a nearly full disk): loop on the rest.
+    while (!data.empty()) {
+      ssize_t w = ::write(fd_, data.data(), data.size());
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) return os_error("write", path_, errno);
+      data.remove_prefix(static_cast<std::size_t>(w));
+    }
+    return Status();
+  }
+
+  Status sync() override {
+#if defined(__APPLE__)
+    // macOS's fsync stops at the drive's cache; F_FULLFSYNC reaches the platter.
+    int r = ::fcntl(fd_, F_FULLFSYNC);
+#else
+    // fdatasync skips timestamps but, like fsync, persists the size an append changed.
+    int r = ::fdatasync(fd_);
+#endif
+    return r == 0 ? Status() : os_error("fsync", path_, errno);
+  }
+
+  Status truncate(std::uint64_t size) override {
+    int r;
+    do r = ::ftruncate(fd_, static_cast<off_t>(size));
+    while (r < 0 && errno == EINTR);
+    return r == 0 ? Status() : os_error("truncate", path_, errno);
+  }
+
+  Status size(std::uint64_t* size) override {
+    struct stat st;
+    if (::fstat(fd_, &st) != 0) return os_error("stat", path_, errno);
+    *size = static_cast<std::uint64_t>(st.st_size);
+    return Status();
+  }
+
+ private:
+  int fd_;
+  std::string path_;
+};
+
+class PosixFileSystem final : public FileSystem {
+ public:
+  Status open(const std::string& path, bool create, std::unique_ptr<File>* file) override {
+    // O_APPEND makes every write land at the end, whatever the file offset says.
+    int flags = O_RDWR | O_APPEND | O_CLOEXEC | (create ? O_CREAT : 0);
+    int fd;
+    do fd = ::open(path.c_str(), flags, 0644);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0) return os_error("open", path, errno);
+    file->reset(new PosixFile(fd, path));
+    return Status();
+  }
+
+  bool exists(const std::string& path) override {
+    struct stat st;
+    return ::stat(path.c_str(), &st) == 0;
+  }
+
+  Status rename(const std::string& from, const std::string& to) override {
+    if (::rename(from.c_str(), to.c_str()) != 0) return os_error("rename", from + " to", errno);
+    return Status();
+  }
+
+  Status remove(const std::string& path) override {
+    return ::unlink(path.c_str()) == 0 ? Status() : os_error("remove", path, errno);
+  }
+
+  Status sync_dir(const std::string& dir) override {
+    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return os_error("open directory", dir, errno);
+    int r = ::fsync(fd);
+    int err = errno;
+    ::close(fd);
+    return r == 0 ? Status() : os_error("fsync directory", dir, err);
+  }
+
+  Status create_dir(const std::string& dir) override {
+    if (::mkdir(dir.c_str(), 0755) == 0) return Status();
+    int err = errno;
+    struct stat st;
+    if (err == EEXIST && ::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return Status();
+    return os_error("create directory", dir, err);
+  }
+
+  Status list_dir(const std::string& dir, std::vector<std::string>* names) override {
+    DIR* d = ::opendir(dir.c_str());
+    if (d == nullptr) return os_error("list directory", dir, errno);
+    names->clear();
+    while (struct dirent* entry = ::readdir(d)) {
+      std::string name = entry->d_name;
+      if (name != "." && name != "..") names->push_back(std::move(name));
+    }
+    ::closedir(d);
+    return Status();
+  }
+};
+//< chapter 2
+//> chapter 3
+
+// An exclusive lock on a data directory, held from acquire() until destruction. It is a
+// flock(2) on DIR/LOCK: the kernel drops it when the holder exits, even by kill -9, so a
+// stale lock cannot outlive its process. The file holds the holder's pid for the message
+// a second opener sees. (flock locks an open file, not a process: a child made by fork
+// without exec shares its parent's lock until it closes its copy.)
+class DirLock {
+ public:
+  static Status acquire(const std::string& path, std::unique_ptr<DirLock>* lock) {
+    int fd;
+    do fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0) return os_error("open lock file", path, errno);
+    int r;
+    do r = ::flock(fd, LOCK_EX | LOCK_NB);
+    while (r < 0 && errno == EINTR);
+    if (r != 0) {
+      int err = errno;
+      std::string holder = read_pid(fd);
+      ::close(fd);
+      if (err != EWOULDBLOCK) return os_error("lock", path, err);
+      return Status::busy(path + " is locked by " +
+                          (holder.empty() ? std::string("another process") : "pid " + holder) +
+                          ": one Store per data directory; stop that process or use another "
+                          "directory");
+    }
+    // Ours now: replace whatever pid a previous holder left with our own.
+    std::string pid = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+      int err = errno;
+      ::close(fd);
+      return os_error("write pid to lock file", path, err);
+    }
+    lock->reset(new DirLock(fd));
+    return Status();
+  }
+
+  ~DirLock() { ::close(fd_); }  // closing the last descriptor releases the flock
+  DirLock(const DirLock&) = delete;
+  DirLock& operator=(const DirLock&) = delete;
+
+ private:
+  explicit DirLock(int fd) : fd_(fd) {}
+
+  static std::string read_pid(int fd) {
+    char buf[32];
+    ssize_t n = ::pread(fd, buf, sizeof(buf) - 1, 0);
+    std::string pid;
+    for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; ++i) pid += buf[i];
+    return pid;
+  }
+
+  int fd_;
+};
+//< chapter 3
+
+}  // namespace detail
+//> chapter 2
+
+inline FileSystem* default_file_system() {
+  static detail::PosixFileSystem posix;
+  return &posix;
+}
+//< chapter 2
 
 // =======================================================================================
 // Chapter 1: the in-memory map
@@ -138,10 +450,51 @@ namespace detail {}  // namespace detail
 // contents end with it.
 // =======================================================================================
 
+//> chapter 3
+struct Options;       // how to open a persistent store (chapter 3)
+
+// What opening a persistent store found in its log (chapter 3).
+struct RecoveryReport {
+  std::uint64_t records = 0;        // records replayed
+  std::uint64_t log_bytes = 0;      // size of the log after recovery
+  std::uint64_t bytes_dropped = 0;  // torn tail cut off (0 after a clean shutdown)
+  std::chrono::microseconds duration{0};
+};
+
+class LogWriter;      // chapter 2
+namespace detail {
+class Disk;           // the log, lock and flusher behind a persistent store (chapter 3)
+}  // namespace detail
+
+//< chapter 3
 class Store {
  public:
   // An empty store held in memory only.
   Store() = default;
+//> chapter 3
+
+  // Opens the store described by `options`. With an empty options.dir the store lives in
+  // memory, like Store(). Otherwise options.dir is created when missing, locked against
+  // every other opener, and its log replayed: a torn record at the tail (a crash in the
+  // middle of a write) is cut off and reported; a damaged record followed by good ones is
+  // Corruption, and nothing is changed. On success *store owns the open store.
+  static Status open(const Options& options, std::unique_ptr<Store>* store);
+
+  // Closes the store (see close()), ignoring errors: call close() to see them.
+  ~Store();
+
+  // Makes every write durable, stops the background flusher and releases the directory
+  // lock. Returns the first error the log has met, if any. Afterwards the store still
+  // answers reads, but writes fail. Calling it twice is harmless.
+  Status close();
+
+  // Forces everything written so far to stable storage, whatever the fsync policy.
+  Status sync();
+
+  // What the last open found in the log: records replayed, bytes dropped, time taken.
+  // All zero for a store in memory.
+  const RecoveryReport& recovery() const;
+//< chapter 3
 
   // A store owns its data (and, from chapter 3, files and a lock); copying one would
   // split that ownership, so it is neither copyable nor movable. Hold it in a
@@ -154,10 +507,20 @@ class Store {
   std::optional<std::string> get(std::string_view key) const;
 
   // Stores `value` under `key`, replacing any value it had.
+//> chapter 3
+  // A persistent store appends the change to its log first: when set() returns OK the
+  // record is in the file (and, with FsyncPolicy::kAlways, on the disk). A key longer
+  // than KEYSTONELIGHT_MAX_KEY_BYTES or a value longer than KEYSTONELIGHT_MAX_VALUE_BYTES
+  // is InvalidArgument; a failed write is IOError, and from then on every write fails
+  // with it (reads go on working) until the store is reopened.
+//< chapter 3
   Status set(std::string_view key, std::string_view value);
 
   // Removes `key`. Removing a missing key is not an error; when `existed` is not null it
   // is set to whether the key was there.
+//> chapter 3
+  // Logged like set(); removing a missing key writes nothing.
+//< chapter 3
   Status del(std::string_view key, bool* existed = nullptr);
 
   // Whether `key` has a value.
@@ -171,9 +534,23 @@ class Store {
   std::vector<std::pair<std::string, std::string>> entries() const;
 
  private:
+//> chapter 3
+  // Append one change to the log of a persistent store (nothing for one in memory),
+  // after checking the limits that the log's format sets.
+  Status log_put(std::string_view key, std::string_view value);
+  Status log_delete(std::string_view key);
+
+  // Replays the log in options.dir into map_ (chapter 3's recovery).
+  Status recover(const Options& options, FileSystem* fs, std::unique_ptr<LogWriter>* writer);
+
+//< chapter 3
   // std::unordered_map has no lookup by string_view in C++17, so lookups build a
   // std::string key; short keys fit in its inline buffer and allocate nothing.
   std::unordered_map<std::string, std::string> map_;
+//> chapter 3
+  std::unique_ptr<detail::Disk> disk_;  // null for a store in memory
+  RecoveryReport recovery_;
+//< chapter 3
 };
 
 inline std::optional<std::string> Store::get(std::string_view key) const {
@@ -183,13 +560,21 @@ inline std::optional<std::string> Store::get(std::string_view key) const {
 }
 
 inline Status Store::set(std::string_view key, std::string_view value) {
+//> chapter 3
+  if (Status s = log_put(key, value); !s.ok()) return s;
+//< chapter 3
   map_.insert_or_assign(std::string(key), std::string(value));
   return Status();
 }
 
 inline Status Store::del(std::string_view key, bool* existed) {
-  bool erased = map_.erase(std::string(key)) > 0;
-  if (existed != nullptr) *existed = erased;
+  auto it = map_.find(std::string(key));
+  if (existed != nullptr) *existed = it != map_.end();
+  if (it == map_.end()) return Status();
+//> chapter 3
+  if (Status s = log_delete(key); !s.ok()) return s;
+//< chapter 3
+  map_.erase(it);
   return Status();
 }
 
@@ -202,6 +587,617 @@ inline std::size_t Store::size() const { return map_.size(); }
 inline std::vector<std::pair<std::string, std::string>> Store::entries() const {
   return {map_.begin(), map_.end()};
 }
+//> chapter 2
+
+// =======================================================================================
+// Chapter 2: the append-only log
+//
+// Every change becomes a record appended to one file; replaying the file from the start
+// rebuilds the map. Appends are sequential writes, the cheapest thing a disk does, and a
+// crash can only damage the end of the file. Each record carries a CRC-32C of itself, so
+// the reader can tell a whole record from a torn or damaged one. The byte layout, with a
+// diagram, is in docs/log-format.md. All integers are little-endian.
+//
+//   file header   magic "KEYSTONE" (8) | version (4) | CRC-32C of the 12 bytes before (4)
+//   record        CRC-32C (4) | type (1) | key length (4) | value length (4)
+//                 | expiry, ms since the Unix epoch, 0 = none (8) | key | value
+//
+// A record's CRC covers everything after the CRC field. Records hold resulting values,
+// never operations, so replaying one twice changes nothing.
+// =======================================================================================
+
+enum class RecordType : std::uint8_t {
+  kPut = 1,     // key now has value
+  kDelete = 2,  // key has no value; the value length is 0
+};
+
+inline constexpr char kLogMagic[8] = {'K', 'E', 'Y', 'S', 'T', 'O', 'N', 'E'};
+inline constexpr std::uint32_t kLogVersion = 1;
+inline constexpr std::size_t kFileHeaderBytes = 8 + 4 + 4;           // magic, version, CRC
+inline constexpr std::size_t kRecordHeaderBytes = 4 + 1 + 4 + 4 + 8;  // CRC, type, lengths, expiry
+inline constexpr std::uint32_t kMaxKeyBytes = KEYSTONELIGHT_MAX_KEY_BYTES;
+inline constexpr std::uint32_t kMaxValueBytes = KEYSTONELIGHT_MAX_VALUE_BYTES;
+
+// One record as the reader found it. The views point into the reader's buffer and stay
+// valid until its next call.
+struct Record {
+  RecordType type = RecordType::kPut;
+  std::string_view key;
+  std::string_view value;
+  std::uint64_t expiry_ms = 0;
+  std::uint64_t offset = 0;  // where the record starts in the file
+  std::uint64_t size = 0;    // its length in bytes, header included
+};
+
+namespace detail {
+
+// CRC-32C (Castagnoli): the polynomial of iSCSI, ext4 and LevelDB, better at catching the
+// burst errors of storage than the CRC-32 of zip. One table lookup per byte, table built
+// at compile time from the reflected polynomial 0x82F63B78.
+struct Crc32cTable {
+  std::uint32_t entry[256] = {};
+  constexpr Crc32cTable() {
+    for (std::uint32_t i = 0; i < 256; ++i) {
+      std::uint32_t crc = i;
+      for (int bit = 0; bit < 8; ++bit) crc = (crc >> 1) ^ ((crc & 1) ? 0x82F63B78u : 0u);
+      entry[i] = crc;
+    }
+  }
+};
+inline constexpr Crc32cTable kCrc32cTable{};
+
+// Extends `crc` (the CRC of what came before, 0 at the start) with `n` more bytes.
+inline std::uint32_t crc32c_extend(std::uint32_t crc, const char* data, std::size_t n) {
+  crc = ~crc;
+  for (std::size_t i = 0; i < n; ++i) {
+    crc = kCrc32cTable.entry[(crc ^ static_cast<unsigned char>(data[i])) & 0xFF] ^ (crc >> 8);
+  }
+  return ~crc;
+}
+inline std::uint32_t crc32c(std::string_view data) {
+  return crc32c_extend(0, data.data(), data.size());
+}
+
+// Fixed-width little-endian integers, byte by byte: the same file reads the same on
+// every machine, whatever its own byte order.
+inline void put_u32(std::string* out, std::uint32_t v) {
+  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+}
+inline void put_u64(std::string* out, std::uint64_t v) {
+  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+}
+inline std::uint32_t get_u32(const char* p) {
+  std::uint32_t v = 0;
+  for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(p[i]);
+  return v;
+}
+inline std::uint64_t get_u64(const char* p) {
+  std::uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(p[i]);
+  return v;
+}
+
+// The 16 bytes every log starts with.
+inline std::string encode_file_header() {
+  std::string header(kLogMagic, sizeof(kLogMagic));
+  put_u32(&header, kLogVersion);
+  put_u32(&header, crc32c(header));
+  return header;
+}
+
+// Appends one encoded record to *out. The caller has checked the lengths.
+inline void encode_record(RecordType type, std::string_view key, std::string_view value,
+                          std::uint64_t expiry_ms, std::string* out) {
+  const std::size_t start = out->size();
+  put_u32(out, 0);  // the CRC, filled in below once the rest is known
+  out->push_back(static_cast<char>(type));
+  put_u32(out, static_cast<std::uint32_t>(key.size()));
+  put_u32(out, static_cast<std::uint32_t>(value.size()));
+  put_u64(out, expiry_ms);
+  out->append(key);
+  out->append(value);
+  const std::uint32_t crc = crc32c_extend(0, out->data() + start + 4, out->size() - start - 4);
+  for (int i = 0; i < 4; ++i) (*out)[start + i] = static_cast<char>((crc >> (8 * i)) & 0xFF);
+}
+
+}  // namespace detail
+
+// Checks a key and value against the limits of the record format.
+inline Status check_record_limits(std::string_view key, std::string_view value) {
+  if (key.size() > kMaxKeyBytes) {
+    return Status::invalid_argument("key of " + std::to_string(key.size()) +
+                                    " bytes is longer than the limit of " +
+                                    std::to_string(kMaxKeyBytes) +
+                                    " (KEYSTONELIGHT_MAX_KEY_BYTES)");
+  }
+  if (value.size() > kMaxValueBytes) {
+    return Status::invalid_argument("value of " + std::to_string(value.size()) +
+                                    " bytes is longer than the limit of " +
+                                    std::to_string(kMaxValueBytes) +
+                                    " (KEYSTONELIGHT_MAX_VALUE_BYTES)");
+  }
+  return Status();
+}
+
+// Appends records to a log file. Each record is handed to the file in one append, so
+// when append() returns OK the whole record has reached the file (the operating system's
+// cache, that is; sync() takes it to the disk). Not thread-safe, except that sync() may
+// run while another thread appends.
+class LogWriter {
+ public:
+  // Starts writing at the end of `file`, whose first `size` bytes are a valid log (at
+  // least the file header). To start a new log, use create().
+  LogWriter(std::unique_ptr<File> file, std::uint64_t size)
+      : file_(std::move(file)), size_(size) {}
+
+  // Makes `file`, which must be empty, a log by writing the file header.
+  static Status create(std::unique_ptr<File> file, std::unique_ptr<LogWriter>* writer) {
+    if (Status s = file->append(detail::encode_file_header()); !s.ok()) return s;
+    writer->reset(new LogWriter(std::move(file), kFileHeaderBytes));
+    return Status();
+  }
+
+  // Appends one record. On failure the file is cut back to where the record began (when
+  // the file allows), so a failed append never leaves half a record behind.
+  Status append(RecordType type, std::string_view key, std::string_view value,
+                std::uint64_t expiry_ms = 0) {
+    if (Status s = check_record_limits(key, value); !s.ok()) return s;
+    if (type == RecordType::kDelete && !value.empty()) {
+      return Status::invalid_argument("a delete record has no value");
+    }
+    buffer_.clear();
+    detail::encode_record(type, key, value, expiry_ms, &buffer_);
+    if (buffer_.capacity() > kKeepBufferBytes) buffer_.shrink_to_fit();
+    Status s = file_->append(buffer_);
+    if (!s.ok()) {
+      (void)file_->truncate(size_);  // best effort: a torn tail is recovered anyway
+      return s;
+    }
+    size_ += buffer_.size();
+    return Status();
+  }
+
+  Status sync() { return file_->sync(); }
+
+  std::uint64_t size() const { return size_; }
+  File& file() { return *file_; }
+
+ private:
+  static constexpr std::size_t kKeepBufferBytes = 1 << 20;  // drop buffers grown past this
+
+  std::unique_ptr<File> file_;
+  std::uint64_t size_;
+  std::string buffer_;  // the record being written, reused to spare an allocation each
+};
+
+// Reads a log from the start, one record at a time, and says precisely where and why it
+// stopped. It does not decide whether a bad record is a torn tail or damage in the
+// middle: that takes a look at what follows (find_valid_record_after), and the choice
+// is recovery's (chapter 3). It never allocates more than the file holds.
+class LogReader {
+ public:
+  enum class Result {
+    kRecord,       // a whole record with a matching CRC
+    kEnd,          // the clean end of the file
+    kIncomplete,   // the file ends inside the record's header or body
+    kBadChecksum,  // the record's CRC does not match its bytes
+    kBadType,      // the type byte is neither put nor delete
+    kBadLength,    // a length beyond the limits, or a delete that carries a value
+    kIOError,      // reading failed; see status()
+  };
+
+  // What open() found at the start of the file.
+  enum class Header {
+    kValid,    // a whole, matching header
+    kMissing,  // the file is empty
+    kTorn,     // the file is shorter than a header and holds a prefix of one
+  };
+
+  // Reads from `file`, which must outlive the reader.
+  explicit LogReader(File* file) : file_(file) {}
+
+  // Reads the file's size and checks its header. A wrong magic number or a damaged header
+  // is Corruption, a version from the future NotSupported. On success the reader stands
+  // at the first record (or, for kMissing and kTorn, at the end).
+  Status open(Header* header) {
+    if (Status s = file_->size(&file_size_); !s.ok()) return s;
+    const std::string expected = detail::encode_file_header();
+    const std::size_t have =
+        static_cast<std::size_t>(std::min<std::uint64_t>(file_size_, kFileHeaderBytes));
+    const char* p = nullptr;
+    if (Status s = fill(0, have, &p); !s.ok()) return s;
+    const std::string_view found(p, have);
+    offset_ = have;
+    if (have < kFileHeaderBytes) {
+      if (expected.compare(0, have, found) != 0) {
+        return Status::corruption(file_->path() + " is " + std::to_string(have) +
+                                  " bytes long and does not start like a Keystonelight log");
+      }
+      *header = have == 0 ? Header::kMissing : Header::kTorn;
+      return Status();
+    }
+    if (found.substr(0, 8) != std::string_view(kLogMagic, 8)) {
+      return Status::corruption(file_->path() +
+                                " is not a Keystonelight log (no \"KEYSTONE\" magic at offset 0)");
+    }
+    if (detail::get_u32(p + 12) != detail::crc32c(found.substr(0, 12))) {
+      return Status::corruption(file_->path() + ": the file header's checksum does not match "
+                                "(offset 0); the header is damaged");
+    }
+    const std::uint32_t version = detail::get_u32(p + 8);
+    if (version != kLogVersion) {
+      return Status::not_supported(file_->path() + " is a version " + std::to_string(version) +
+                                   " log; this build reads version " +
+                                   std::to_string(kLogVersion) + ": use a newer Keystonelight");
+    }
+    *header = Header::kValid;
+    return Status();
+  }
+
+  // Reads the record at offset() into *record and moves past it. Any other result leaves
+  // offset() at the start of the record that could not be read.
+  Result next(Record* record) {
+    Result r = parse_at(offset_, record);
+    if (r == Result::kRecord) offset_ += record->size;
+    return r;
+  }
+
+  // The first offset after `offset` where a whole, valid record starts, if any. A bad
+  // record followed by valid ones is damage in the middle of the log; with nothing valid
+  // after it, it is a torn write at the tail.
+  std::optional<std::uint64_t> find_valid_record_after(std::uint64_t offset) {
+    Record record;
+    for (std::uint64_t p = offset + 1; p + kRecordHeaderBytes <= file_size_; ++p) {
+      if (parse_at(p, &record) == Result::kRecord) return p;
+    }
+    return std::nullopt;
+  }
+
+  // Words for a result, for messages: "checksum mismatch".
+  static const char* describe(Result r) {
+    switch (r) {
+      case Result::kRecord: return "valid record";
+      case Result::kEnd: return "end of log";
+      case Result::kIncomplete: return "incomplete record";
+      case Result::kBadChecksum: return "checksum mismatch";
+      case Result::kBadType: return "unknown record type";
+      case Result::kBadLength: return "impossible length";
+      case Result::kIOError: return "read error";
+    }
+    return "unknown";
+  }
+
+  std::uint64_t offset() const { return offset_; }
+  std::uint64_t file_size() const { return file_size_; }
+  const Status& status() const { return status_; }  // the error behind kIOError
+
+ private:
+  static constexpr std::size_t kReadAheadBytes = 256 * 1024;
+
+  Result parse_at(std::uint64_t at, Record* record) {
+    if (at == file_size_) return Result::kEnd;
+    if (file_size_ - at < kRecordHeaderBytes) return Result::kIncomplete;
+    const char* p = nullptr;
+    if (!(status_ = fill(at, kRecordHeaderBytes, &p)).ok()) return Result::kIOError;
+    const auto type = static_cast<unsigned char>(p[4]);
+    const std::uint32_t key_bytes = detail::get_u32(p + 5);
+    const std::uint32_t value_bytes = detail::get_u32(p + 9);
+    const std::uint64_t expiry_ms = detail::get_u64(p + 13);
+    if (type != static_cast<unsigned char>(RecordType::kPut) &&
+        type != static_cast<unsigned char>(RecordType::kDelete)) {
+      return Result::kBadType;
+    }
+    if (key_bytes > kMaxKeyBytes || value_bytes > kMaxValueBytes ||
+        (type == static_cast<unsigned char>(RecordType::kDelete) && value_bytes != 0)) {
+      return Result::kBadLength;
+    }
+    // Checked against the file's size before anything is read or allocated: a damaged
+    // length must not make us read (or reserve) half a gigabyte.
+    const std::uint64_t size = kRecordHeaderBytes + std::uint64_t{key_bytes} + value_bytes;
+    if (file_size_ - at < size) return Result::kIncomplete;
+    if (!(status_ = fill(at, static_cast<std::size_t>(size), &p)).ok()) return Result::kIOError;
+    if (detail::get_u32(p) != detail::crc32c_extend(0, p + 4, static_cast<std::size_t>(size) - 4)) {
+      return Result::kBadChecksum;
+    }
+    record->type = static_cast<RecordType>(type);
+    record->key = std::string_view(p + kRecordHeaderBytes, key_bytes);
+    record->value = std::string_view(p + kRecordHeaderBytes + key_bytes, value_bytes);
+    record->expiry_ms = expiry_ms;
+    record->offset = at;
+    record->size = size;
+    return Result::kRecord;
+  }
+
+  // Makes bytes [at, at + n) of the file available at *data, reading ahead so that a
+  // walk through small records costs one read(2) per 256 KiB, not one per record.
+  Status fill(std::uint64_t at, std::size_t n, const char** data) {
+    if (at < buffer_start_ || at + n > buffer_start_ + buffer_.size()) {
+      const std::uint64_t want = std::min<std::uint64_t>(
+          std::max<std::uint64_t>(n, kReadAheadBytes), file_size_ - at);
+      buffer_.resize(static_cast<std::size_t>(want));
+      std::size_t got = 0;
+      if (Status s = file_->read_at(at, buffer_.data(), buffer_.size(), &got); !s.ok()) {
+        buffer_.clear();
+        return s;
+      }
+      buffer_.resize(got);
+      buffer_start_ = at;
+      if (got < n) {
+        return Status::io_error("read " + file_->path() + ": the file shrank while being read");
+      }
+    }
+    *data = buffer_.data() + (at - buffer_start_);
+    return Status();
+  }
+
+  File* file_;
+  std::uint64_t file_size_ = 0;
+  std::uint64_t offset_ = 0;
+  std::string buffer_;              // bytes [buffer_start_, buffer_start_ + size) of the file
+  std::uint64_t buffer_start_ = 0;
+  Status status_;
+};
+//< chapter 2
+//> chapter 3
+
+// =======================================================================================
+// Chapter 3: crash recovery
+//
+// A persistent store is a directory: DIR/keystonelight.log holds the records, DIR/LOCK
+// keeps a second process out. Opening replays the log into the map. A crash can tear only
+// the last record (appends never touch what is already written), so a bad record with
+// nothing valid after it is cut off and reported; a bad record with valid records after
+// it cannot come from a crash, and the store refuses to open rather than guess.
+//
+// Durability: in every fsync policy the record has reached the file, through write(2),
+// before a write returns, so a killed process never loses an acknowledged write. Only the
+// fsync, which protects against power loss, is a matter of policy.
+// =======================================================================================
+
+enum class FsyncPolicy {
+  kAlways,       // fsync before every write returns: nothing acknowledged is ever lost
+  kEverySecond,  // a background thread fsyncs once a second: a power cut loses <= 1 s
+  kNever,        // leave it to the operating system (typically within 30 s)
+};
+
+inline constexpr const char* kLogFileName = "keystonelight.log";
+inline constexpr const char* kLockFileName = "LOCK";
+
+struct Options {
+  // The data directory; empty for a store held in memory only. Created when missing (its
+  // parent must exist).
+  std::string dir;
+
+  FsyncPolicy fsync = FsyncPolicy::kEverySecond;
+
+  // Where files live. Null means default_file_system(); tests pass one that fails on cue.
+  // It must outlive the store.
+  FileSystem* file_system = nullptr;
+
+  // Receives notes worth a person's attention, such as a torn tail cut off during
+  // recovery. Empty means standard error. Called from the thread that opens the store.
+  std::function<void(const std::string& message)> info_log;
+};
+
+namespace detail {
+
+// The persistent half of a Store: the log, the directory lock, and for kEverySecond the
+// thread that syncs in the background. Its mutex guards the fields below it; the log
+// itself is used by one writer at a time, and the flusher only ever calls sync() on it.
+class Disk {
+ public:
+  Disk(const Options& options, std::unique_ptr<DirLock> lock, std::unique_ptr<LogWriter> log)
+      : policy_(options.fsync), dir_(options.dir), lock_(std::move(lock)), log_(std::move(log)) {
+    if (policy_ == FsyncPolicy::kEverySecond) flusher_ = std::thread([this] { flush_loop(); });
+  }
+  ~Disk() { (void)close(); }
+  Disk(const Disk&) = delete;
+  Disk& operator=(const Disk&) = delete;
+
+  // Appends a record; with kAlways, also syncs it. The first I/O failure is kept: every
+  // later write returns it, because after a failed write or fsync nobody can say what
+  // the file holds (Linux may even drop the unwritten pages and report success later).
+  Status append(RecordType type, std::string_view key, std::string_view value) {
+    if (Status s = usable(); !s.ok()) return s;
+    Status s = log_->append(type, key, value);
+    if (s.ok() && policy_ == FsyncPolicy::kAlways) s = log_->sync();
+    if (!s.ok()) return fail(s);
+    if (policy_ == FsyncPolicy::kEverySecond) {
+      std::lock_guard<std::mutex> lock(mu_);
+      unsynced_ = true;
+    }
+    return Status();
+  }
+
+  Status sync() {
+    if (Status s = usable(); !s.ok()) return s;
+    Status s = log_->sync();
+    return s.ok() ? s : fail(s);
+  }
+
+  // Stops the flusher, syncs, closes the log and releases the lock. Idempotent.
+  Status close() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (closed_) return failed_;
+      closed_ = true;
+    }
+    cv_.notify_all();
+    if (flusher_.joinable()) flusher_.join();
+    Status s = failed_.ok() ? log_->sync() : failed_;
+    if (!s.ok() && failed_.ok()) s = fail(s);
+    log_.reset();
+    lock_.reset();
+    return s;
+  }
+
+  std::uint64_t log_bytes() const { return log_ ? log_->size() : 0; }
+
+ private:
+  Status usable() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!failed_.ok()) return failed_;
+    if (closed_) return Status::io_error("the store in " + dir_ + " is closed");
+    return Status();
+  }
+
+  Status fail(const Status& cause) {
+    if (cause.code() == Status::Code::kInvalidArgument) return cause;  // the caller's mistake
+    std::lock_guard<std::mutex> lock(mu_);
+    if (failed_.ok()) {
+      failed_ = Status::io_error(cause.message() +
+                                 "; the store refuses writes from now on (reads still work): "
+                                 "fix the cause, then reopen it");
+    }
+    return failed_;
+  }
+
+  void flush_loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!closed_) {
+      cv_.wait_for(lock, std::chrono::milliseconds(KEYSTONELIGHT_FSYNC_INTERVAL_MS),
+                   [this] { return closed_; });
+      if (closed_ || !unsynced_ || !failed_.ok()) continue;
+      unsynced_ = false;
+      lock.unlock();  // fsync can take long; writers must not wait for it
+      Status s = log_->sync();
+      lock.lock();
+      if (!s.ok() && failed_.ok()) {
+        failed_ = Status::io_error(s.message() + " (background fsync); the store refuses "
+                                   "writes from now on: fix the cause, then reopen it");
+      }
+    }
+  }
+
+  const FsyncPolicy policy_;
+  const std::string dir_;
+  std::unique_ptr<DirLock> lock_;
+  std::unique_ptr<LogWriter> log_;
+  std::thread flusher_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool closed_ = false;
+  bool unsynced_ = false;  // appended since the flusher's last sync
+  Status failed_;          // the first I/O failure; OK while there has been none
+};
+
+// Joins a directory and a file name.
+inline std::string path_in(const std::string& dir, const char* name) {
+  return dir.empty() || dir.back() == '/' ? dir + name : dir + "/" + name;
+}
+
+}  // namespace detail
+
+inline Status Store::open(const Options& options, std::unique_ptr<Store>* store) {
+  std::unique_ptr<Store> opened(new Store());
+  if (options.dir.empty()) {
+    *store = std::move(opened);
+    return Status();
+  }
+  FileSystem* fs = options.file_system ? options.file_system : default_file_system();
+  if (Status s = fs->create_dir(options.dir); !s.ok()) return s;
+  std::unique_ptr<detail::DirLock> lock;
+  Status s = detail::DirLock::acquire(detail::path_in(options.dir, kLockFileName), &lock);
+  if (!s.ok()) return s;
+  std::unique_ptr<LogWriter> log;
+  if (s = opened->recover(options, fs, &log); !s.ok()) return s;
+  opened->disk_.reset(new detail::Disk(options, std::move(lock), std::move(log)));
+  *store = std::move(opened);
+  return Status();
+}
+
+// Replays DIR's log into the map and hands back a writer positioned after the last whole
+// record. Only a torn tail or a torn header is changed on disk, and each is reported.
+inline Status Store::recover(const Options& options, FileSystem* fs,
+                             std::unique_ptr<LogWriter>* writer) {
+  const auto started = std::chrono::steady_clock::now();
+  const std::string path = detail::path_in(options.dir, kLogFileName);
+  const bool syncs = options.fsync != FsyncPolicy::kNever;
+  auto note = [&](const std::string& message) {
+    if (options.info_log) options.info_log(message);
+    else std::fprintf(stderr, "keystonelight: %s\n", message.c_str());
+  };
+
+  std::unique_ptr<File> file;
+  if (Status s = fs->open(path, true, &file); !s.ok()) return s;
+  LogReader reader(file.get());
+  LogReader::Header header;
+  if (Status s = reader.open(&header); !s.ok()) return s;
+  if (header != LogReader::Header::kValid) {
+    // A new log, or a crash while one was being created: start it afresh. The directory
+    // is synced too, or a power cut could forget the file ever existed.
+    if (header == LogReader::Header::kTorn) {
+      note(path + ": the file header was incomplete (" + std::to_string(reader.file_size()) +
+           " bytes); a crash interrupted its creation, so it was written again");
+    }
+    Status s = file->truncate(0);
+    if (s.ok()) s = LogWriter::create(std::move(file), writer);
+    if (s.ok() && syncs) s = (*writer)->sync();
+    if (s.ok() && syncs) s = fs->sync_dir(options.dir);
+    recovery_.log_bytes = kFileHeaderBytes;
+    return s;
+  }
+
+  Record record;
+  LogReader::Result result;
+  while ((result = reader.next(&record)) == LogReader::Result::kRecord) {
+    if (record.type == RecordType::kPut) {
+      map_.insert_or_assign(std::string(record.key), std::string(record.value));
+    } else {
+      map_.erase(std::string(record.key));
+    }
+    ++recovery_.records;
+  }
+  if (result == LogReader::Result::kIOError) return reader.status();
+
+  const std::uint64_t end = reader.offset();
+  if (result != LogReader::Result::kEnd) {
+    if (std::optional<std::uint64_t> next = reader.find_valid_record_after(end)) {
+      map_.clear();
+      return Status::corruption(
+          path + ": " + LogReader::describe(result) + " at byte offset " + std::to_string(end) +
+          ", yet a valid record follows at offset " + std::to_string(*next) +
+          ": the log is damaged in the middle, which a crash cannot do. Nothing was changed. "
+          "Run `keystonelight-check --fix " + options.dir + "` to keep the " +
+          std::to_string(recovery_.records) + " records before the damage, or restore a backup");
+    }
+    recovery_.bytes_dropped = reader.file_size() - end;
+    if (Status s = file->truncate(end); !s.ok()) return s;
+    if (syncs) {
+      if (Status s = file->sync(); !s.ok()) return s;
+    }
+    note(path + ": dropped " + std::to_string(recovery_.bytes_dropped) +
+         " bytes at the tail (" + LogReader::describe(result) + " at offset " +
+         std::to_string(end) + "): a write interrupted by a crash; the log now ends after " +
+         std::to_string(recovery_.records) + " whole records");
+  }
+  recovery_.log_bytes = end;
+  recovery_.duration = std::chrono::duration_cast<std::chrono::microseconds>(
+      std::chrono::steady_clock::now() - started);
+  writer->reset(new LogWriter(std::move(file), end));
+  return Status();
+}
+
+inline Store::~Store() {
+  if (disk_) (void)disk_->close();
+}
+
+inline Status Store::close() { return disk_ ? disk_->close() : Status(); }
+
+inline Status Store::sync() { return disk_ ? disk_->sync() : Status(); }
+
+inline const RecoveryReport& Store::recovery() const { return recovery_; }
+
+inline Status Store::log_put(std::string_view key, std::string_view value) {
+  if (Status s = check_record_limits(key, value); !s.ok()) return s;
+  return disk_ ? disk_->append(RecordType::kPut, key, value) : Status();
+}
+
+inline Status Store::log_delete(std::string_view key) {
+  return disk_ ? disk_->append(RecordType::kDelete, key, {}) : Status();
+}
+//< chapter 3
 
 }  // namespace keystonelight
 

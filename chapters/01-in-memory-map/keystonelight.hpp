@@ -18,8 +18,6 @@
 
    COMPILE-TIME OPTIONS: define before including to change a default.
 
-       (none yet; each later chapter adds its own, listed here)
-
    CHAPTER MARKERS: a comment line made of two slashes, an angle bracket and a chapter
    ("chapter 3") opens or closes the code that chapter adds; after "#if 0", a range
    ("chapters 1-2") fences code that a later chapter replaces, so the compiler skips it.
@@ -78,6 +76,7 @@ class [[nodiscard]] Status {
     kIOError,          // the operating system refused: disk full, I/O error, permissions
     kCorruption,       // stored data is damaged; the message names the file and offset
     kBusy,             // someone else holds what we need: the data directory's lock
+    kNotSupported,     // valid, but not something this build can do (a newer log version)
   };
 
   // The default Status is success; `return Status();` says "it worked".
@@ -93,6 +92,9 @@ class [[nodiscard]] Status {
     return Status(Code::kCorruption, std::move(message));
   }
   static Status busy(std::string message) { return Status(Code::kBusy, std::move(message)); }
+  static Status not_supported(std::string message) {
+    return Status(Code::kNotSupported, std::move(message));
+  }
 
   bool ok() const { return code_ == Code::kOk; }
   Code code() const { return code_; }
@@ -111,6 +113,7 @@ class [[nodiscard]] Status {
       case Code::kIOError: return "IO error";
       case Code::kCorruption: return "Corruption";
       case Code::kBusy: return "Busy";
+      case Code::kNotSupported: return "Not supported";
     }
     return "Unknown";
   }
@@ -125,11 +128,12 @@ class [[nodiscard]] Status {
 // =======================================================================================
 // Platform: every call into the operating system (files, fsync, locks, sockets, signals)
 // lives in this one section, wrapped to retry on EINTR and to finish short writes, so
-// that no #ifdef or raw errno handling leaks into the engine. Chapter 1 needs nothing
-// from the operating system; chapter 2 starts filling it.
+// that no #ifdef or raw errno handling leaks into the engine.
 // =======================================================================================
 
-namespace detail {}  // namespace detail
+namespace detail {
+
+}  // namespace detail
 
 // =======================================================================================
 // Chapter 1: the in-memory map
@@ -190,8 +194,10 @@ inline Status Store::set(std::string_view key, std::string_view value) {
 }
 
 inline Status Store::del(std::string_view key, bool* existed) {
-  bool erased = map_.erase(std::string(key)) > 0;
-  if (existed != nullptr) *existed = erased;
+  auto it = map_.find(std::string(key));
+  if (existed != nullptr) *existed = it != map_.end();
+  if (it == map_.end()) return Status();
+  map_.erase(it);
   return Status();
 }
 
