@@ -697,7 +697,7 @@ inline void encode_record(RecordType type, std::string_view key, std::string_vie
   out->append(key);
   out->append(value);
   const std::uint32_t crc = crc32c_extend(0, out->data() + start + 4, out->size() - start - 4);
-  for (int i = 0; i < 4; ++i) (*out)[start + i] = static_cast<char>((crc >> (8 * i)) & 0xFF);
+  for (std::size_t i = 0; i < 4; ++i) (*out)[start + i] = static_cast<char>((crc >> (8 * i)) & 0xFF);
 }
 
 }  // namespace detail
@@ -844,11 +844,14 @@ class LogReader {
 
   // The first offset after `offset` where a whole, valid record starts, if any. A bad
   // record followed by valid ones is damage in the middle of the log; with nothing valid
-  // after it, it is a torn write at the tail.
+  // after it, it is a torn write at the tail. A read error ends the search early: check
+  // status() before taking "none" for an answer.
   std::optional<std::uint64_t> find_valid_record_after(std::uint64_t offset) {
     Record record;
     for (std::uint64_t p = offset + 1; p + kRecordHeaderBytes <= file_size_; ++p) {
-      if (parse_at(p, &record) == Result::kRecord) return p;
+      Result r = parse_at(p, &record);
+      if (r == Result::kRecord) return p;
+      if (r == Result::kIOError) break;
     }
     return std::nullopt;
   }
@@ -956,7 +959,7 @@ class LogReader {
 
 enum class FsyncPolicy {
   kAlways,       // fsync before every write returns: nothing acknowledged is ever lost
-  kEverySecond,  // a background thread fsyncs once a second: a power cut loses <= 1 s
+  kEverySecond,  // a background thread fsyncs once a second: a power cut loses about 1 s
   kNever,        // leave it to the operating system (typically within 30 s)
 };
 
@@ -1152,8 +1155,22 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
   if (result == LogReader::Result::kIOError) return reader.status();
 
   const std::uint64_t end = reader.offset();
+  if (result == LogReader::Result::kBadLength) {
+    // A crash tears a record (a prefix, perhaps followed by zeros) but never writes a
+    // length over the limits. Either a build with larger limits wrote it, or the length
+    // is damaged; cutting it off as a torn tail could throw away a good record.
+    map_.clear();
+    return Status::corruption(
+        path + ": the record at byte offset " + std::to_string(end) + " claims a key or value " +
+        "longer than this build's KEYSTONELIGHT_MAX_KEY_BYTES (" + std::to_string(kMaxKeyBytes) +
+        ") or KEYSTONELIGHT_MAX_VALUE_BYTES (" + std::to_string(kMaxValueBytes) + "). Nothing "
+        "was changed. If a build with larger limits wrote this log, raise them; otherwise the "
+        "record is damaged: run `keystonelight-check " + options.dir + "`");
+  }
   if (result != LogReader::Result::kEnd) {
-    if (std::optional<std::uint64_t> next = reader.find_valid_record_after(end)) {
+    std::optional<std::uint64_t> next = reader.find_valid_record_after(end);
+    if (!reader.status().ok()) return reader.status();
+    if (next) {
       map_.clear();
       return Status::corruption(
           path + ": " + LogReader::describe(result) + " at byte offset " + std::to_string(end) +

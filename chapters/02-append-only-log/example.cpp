@@ -29,7 +29,8 @@ void hex_dump(std::string_view bytes, std::uint64_t offset) {
 // A key or value as text, with bytes that are not printable shown as \xNN.
 std::string printable(std::string_view bytes) {
   std::string out;
-  for (unsigned char c : bytes) {
+  for (char byte : bytes) {
+    const auto c = static_cast<unsigned char>(byte);
     if (c >= 0x20 && c < 0x7f && c != '\\') {
       out += static_cast<char>(c);
     } else {

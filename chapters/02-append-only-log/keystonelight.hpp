@@ -534,7 +534,7 @@ inline void encode_record(RecordType type, std::string_view key, std::string_vie
   out->append(key);
   out->append(value);
   const std::uint32_t crc = crc32c_extend(0, out->data() + start + 4, out->size() - start - 4);
-  for (int i = 0; i < 4; ++i) (*out)[start + i] = static_cast<char>((crc >> (8 * i)) & 0xFF);
+  for (std::size_t i = 0; i < 4; ++i) (*out)[start + i] = static_cast<char>((crc >> (8 * i)) & 0xFF);
 }
 
 }  // namespace detail
@@ -681,11 +681,14 @@ class LogReader {
 
   // The first offset after `offset` where a whole, valid record starts, if any. A bad
   // record followed by valid ones is damage in the middle of the log; with nothing valid
-  // after it, it is a torn write at the tail.
+  // after it, it is a torn write at the tail. A read error ends the search early: check
+  // status() before taking "none" for an answer.
   std::optional<std::uint64_t> find_valid_record_after(std::uint64_t offset) {
     Record record;
     for (std::uint64_t p = offset + 1; p + kRecordHeaderBytes <= file_size_; ++p) {
-      if (parse_at(p, &record) == Result::kRecord) return p;
+      Result r = parse_at(p, &record);
+      if (r == Result::kRecord) return p;
+      if (r == Result::kIOError) break;
     }
     return std::nullopt;
   }

@@ -391,6 +391,23 @@ TEST_CASE("keys and values over the limits are refused before anything is writte
         kl::kFileHeaderBytes + kl::kRecordHeaderBytes + 2 + 14);
 }
 
+TEST_CASE("a whole record over this build's limits is refused, never cut off as torn") {
+  kltest::TempDir dir;
+  std::string bytes = kl::detail::encode_file_header();
+  kl::detail::encode_record(kl::RecordType::kPut, "small", "v", 0, &bytes);
+  // As a build with a larger KEYSTONELIGHT_MAX_KEY_BYTES would have written it.
+  kl::detail::encode_record(kl::RecordType::kPut, std::string(kl::kMaxKeyBytes + 1, 'k'), "v", 0,
+                            &bytes);
+  kltest::write_file(log_path(dir), bytes);
+  std::unique_ptr<kl::Store> store;
+  kl::Status s = kl::Store::open(options_for(dir), &store);
+  CHECK(s.code() == Code::kCorruption);
+  CHECK(s.message().find("KEYSTONELIGHT_MAX_KEY_BYTES") != std::string::npos);
+  CHECK(s.message().find("offset " + std::to_string(kl::kFileHeaderBytes + kl::kRecordHeaderBytes + 6)) !=
+        std::string::npos);
+  CHECK(kltest::read_file(log_path(dir)) == bytes);
+}
+
 TEST_CASE("a torn file header is rewritten; a foreign file is refused") {
   kltest::TempDir dir;
   kltest::write_file(log_path(dir), kl::detail::encode_file_header().substr(0, 5));

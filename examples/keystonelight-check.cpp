@@ -1,0 +1,394 @@
+// keystonelight-check: verifies a data directory's log, and on request repairs it.
+//
+//   keystonelight-check [--records] [--fix] DIR
+//
+// It reads DIR/keystonelight.log from start to end with the engine's own LogReader and
+// prints what it holds: records (puts, deletes), live keys, how many bytes are live (the
+// latest record of each live key: what compaction keeps) and how many are garbage
+// (overwritten and deleted records: what compaction drops), and the first problem, if
+// any, with its byte offset. A problem is one of two kinds, told apart exactly as
+// Store::open tells them (LogReader::find_valid_record_after):
+//
+//   torn tail    nothing valid follows the bad record: a write interrupted by a crash.
+//                Store::open cuts it off by itself and goes on.
+//   corruption   a valid record follows: damage in the middle, which a crash cannot do.
+//                Store::open refuses to open the store.
+//
+// Without --fix the program changes nothing, not even the LOCK file, so it is safe on a
+// copy, a backup, or a directory in use; but a store that is writing at that moment may
+// show its record in flight as a torn tail: stop it for a definitive answer.
+//
+// --fix cuts the log at the end of the last good record, syncs it, and says how many
+// bytes it removed from which offset. For a corrupt log that loses the records after the
+// damage too (copy the file first to keep them). It takes the directory's lock, as
+// Store::open does, so it refuses to touch the log of a running store. It never rewrites
+// a damaged file header: that file may not be a Keystonelight log at all.
+//
+// Exit codes (also in --help):
+//   0  the log is clean, or --fix repaired it
+//   1  a problem was found and left as it is (torn tail, corruption, a damaged header)
+//   2  usage error: an unknown option, a missing or extra DIR
+//   3  the log could not be read or repaired: no such directory or log, an I/O error,
+//      a log version this build cannot read, the lock held by a running store
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "keystonelight.hpp"
+
+namespace {
+
+using keystonelight::File;
+using keystonelight::LogReader;
+using keystonelight::Record;
+using keystonelight::RecordType;
+using keystonelight::Status;
+
+enum ExitCode : int {
+  kExitClean = 0,
+  kExitProblem = 1,
+  kExitUsage = 2,
+  kExitFailed = 3,
+};
+
+constexpr const char* kUsage =
+    "usage: keystonelight-check [--records] [--fix] DIR\n"
+    "       keystonelight-check --help | --version\n"
+    "\n"
+    "Verifies DIR/keystonelight.log without changing anything and reports its records,\n"
+    "live keys, live and garbage bytes, and the first problem: a torn tail (a write cut\n"
+    "short by a crash; opening the store drops it) or corruption (damage with valid\n"
+    "records after it; the store refuses to open).\n"
+    "\n"
+    "  --records   also list every record: offset, type, key and value length, key\n"
+    "  --fix       cut a damaged log at the end of its last good record (takes DIR/LOCK,\n"
+    "              so not while a store has DIR open); a corrupt log loses the records\n"
+    "              after the damage too, so copy the file first to keep them\n"
+    "  --help      print this text\n"
+    "  --version   print the version of Keystonelight this program was built with\n"
+    "\n"
+    "Exit codes:\n"
+    "  0  the log is clean, or --fix repaired it\n"
+    "  1  a problem was found and left as it is (torn tail, corruption, damaged header)\n"
+    "  2  usage error\n"
+    "  3  the log could not be read or repaired (missing, I/O error, locked by a store)\n";
+
+// Longest key, after escaping, that --records prints in full.
+constexpr std::size_t kMaxShownKeyChars = 48;
+
+struct Arguments {
+  std::string dir;
+  bool records = false;  // --records
+  bool fix = false;      // --fix
+  bool help = false;     // --help
+  bool version = false;  // --version
+};
+
+// Fills *args from the command line. Options may come before or after DIR; "--" ends
+// them, for a directory whose name starts with a dash. Returns what is wrong, if anything.
+std::optional<std::string> parse_arguments(int argc, char** argv, Arguments* args) {
+  bool options_done = false;
+  int dirs = 0;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (!options_done && arg == "--") {
+      options_done = true;
+    } else if (!options_done && arg.size() > 1 && arg[0] == '-') {
+      if (arg == "--records") args->records = true;
+      else if (arg == "--fix") args->fix = true;
+      else if (arg == "--help" || arg == "-h") args->help = true;
+      else if (arg == "--version") args->version = true;
+      else return "unknown option '" + arg + "'";
+    } else if (++dirs == 1) {
+      args->dir = arg;
+    } else {
+      return "one DIR at a time: '" + args->dir + "' and '" + arg + "' were both given";
+    }
+  }
+  if (dirs == 0 && !args->help && !args->version) return std::string("missing DIR");
+  return std::nullopt;
+}
+
+// A key as a person can read it on a terminal: printable ASCII as it is, any other byte
+// (and the backslash and quote, so the form cannot be misread) escaped, and a long key
+// cut short with its length, so that one huge key does not flood the listing.
+std::string printable_key(std::string_view key) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string out = "\"";
+  for (std::size_t i = 0; i < key.size(); ++i) {
+    if (out.size() > kMaxShownKeyChars) {
+      return out + "\"... (" + std::to_string(key.size()) + " bytes)";
+    }
+    const auto c = static_cast<unsigned char>(key[i]);
+    if (c == '\\' || c == '"') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xf];
+    }
+  }
+  return out + "\"";
+}
+
+unsigned long long ull(std::uint64_t n) { return static_cast<unsigned long long>(n); }
+
+void print_record(const Record& record) {
+  std::printf("  %12llu  %-6s  %10zu  %12zu  %s\n", ull(record.offset),
+              record.type == RecordType::kPut ? "put" : "delete", record.key.size(),
+              record.value.size(), printable_key(record.key).c_str());
+}
+
+// The first bad record and what follows it.
+struct Problem {
+  LogReader::Result result = LogReader::Result::kEnd;
+  std::uint64_t offset = 0;                 // where the bad record starts
+  std::optional<std::uint64_t> next_valid;  // a valid record after it: corruption
+};
+
+// What a walk through the log found. Counts cover the records before the first problem,
+// the ones Store::open would replay.
+struct Scan {
+  LogReader::Header header = LogReader::Header::kMissing;
+  std::uint64_t file_size = 0;
+  std::uint64_t good_end = 0;  // offset just after the last good record (or the header)
+  std::uint64_t puts = 0;
+  std::uint64_t deletes = 0;
+  // The latest put of each live key: the size of that record, header included.
+  std::unordered_map<std::string, std::uint64_t> live;
+  std::optional<Problem> problem;
+
+  std::uint64_t records() const { return puts + deletes; }
+  std::uint64_t live_bytes() const {
+    std::uint64_t sum = 0;
+    for (const auto& entry : live) sum += entry.second;
+    return sum;
+  }
+  // Records that compaction would drop: overwritten puts and every delete.
+  std::uint64_t garbage_bytes() const {
+    const std::uint64_t records_bytes =
+        header == LogReader::Header::kValid ? good_end - keystonelight::kFileHeaderBytes : 0;
+    return records_bytes - live_bytes();
+  }
+  std::uint64_t damaged_bytes() const { return file_size - good_end; }
+};
+
+// Replays one record into the scan's picture of the live keys.
+void count_record(const Record& record, Scan* scan) {
+  if (record.type == RecordType::kPut) {
+    ++scan->puts;
+    scan->live.insert_or_assign(std::string(record.key), record.size);
+  } else {
+    ++scan->deletes;
+    scan->live.erase(std::string(record.key));
+  }
+}
+
+// Reads the whole of `file` into *scan, listing the records on the way when asked. A
+// damaged header is Corruption, a newer log version NotSupported, a failed read IOError;
+// a bad record is not an error but scan->problem.
+Status scan_log(File* file, bool list_records, Scan* scan) {
+  LogReader reader(file);
+  if (Status s = reader.open(&scan->header); !s.ok()) return s;
+  scan->file_size = reader.file_size();
+  if (scan->header == LogReader::Header::kTorn) {
+    // A crash while the store created the file; Store::open writes the header again.
+    scan->problem = Problem{LogReader::Result::kIncomplete, 0, std::nullopt};
+    return Status();
+  }
+  if (list_records && scan->header == LogReader::Header::kValid) {
+    std::printf("  %12s  %-6s  %10s  %12s  %s\n", "offset", "type", "key bytes", "value bytes",
+                "key");
+  }
+  Record record;
+  LogReader::Result result;
+  while ((result = reader.next(&record)) == LogReader::Result::kRecord) {
+    if (list_records) print_record(record);
+    count_record(record, scan);
+  }
+  if (result == LogReader::Result::kIOError) return reader.status();
+  scan->good_end = reader.offset();
+  if (result != LogReader::Result::kEnd) {
+    scan->problem = Problem{result, scan->good_end, reader.find_valid_record_after(scan->good_end)};
+  }
+  return Status();
+}
+
+void print_report(const std::string& path, const Scan& scan) {
+  std::printf("file:           %s\n", path.c_str());
+  std::printf("size:           %llu bytes", ull(scan.file_size));
+  if (scan.header == LogReader::Header::kValid) {
+    std::printf(" = %zu header + %llu live + %llu garbage", keystonelight::kFileHeaderBytes,
+                ull(scan.live_bytes()), ull(scan.garbage_bytes()));
+    if (scan.damaged_bytes() > 0) {
+      std::printf(" + %llu from the problem on", ull(scan.damaged_bytes()));
+    }
+  }
+  std::printf("\n");
+  std::printf("records:        %llu (puts %llu, deletes %llu)%s\n", ull(scan.records()),
+              ull(scan.puts), ull(scan.deletes), scan.problem ? " before the problem" : "");
+  std::printf("live keys:      %zu\n", scan.live.size());
+  std::printf("live bytes:     %llu (the latest record of each live key: compaction keeps them)\n",
+              ull(scan.live_bytes()));
+  std::printf("garbage bytes:  %llu (overwritten and deleted records: compaction drops them)\n",
+              ull(scan.garbage_bytes()));
+
+  if (scan.header == LogReader::Header::kMissing) {
+    std::printf("problem:        none: the file is empty (a store created it and stopped before "
+                "writing its header); Store::open writes one\n");
+    return;
+  }
+  if (!scan.problem) {
+    std::printf("problem:        none: the log ends cleanly after %llu records\n",
+                ull(scan.records()));
+    return;
+  }
+  const Problem& p = *scan.problem;
+  if (scan.header == LogReader::Header::kTorn) {
+    std::printf("problem:        incomplete file header (%llu bytes) at byte offset 0\n",
+                ull(scan.file_size));
+  } else {
+    std::printf("problem:        %s at byte offset %llu\n", LogReader::describe(p.result),
+                ull(p.offset));
+  }
+  if (p.result == LogReader::Result::kBadLength) {
+    std::printf("kind:           a length over this build's limits (KEYSTONELIGHT_MAX_KEY_BYTES, "
+                "KEYSTONELIGHT_MAX_VALUE_BYTES), which a crash cannot write: a build with larger "
+                "limits wrote it, or it is damaged; Store::open refuses to open this log\n");
+  } else if (p.next_valid) {
+    std::printf("kind:           corruption: a valid record follows at offset %llu, which a crash "
+                "cannot cause; Store::open refuses to open this log\n",
+                ull(*p.next_valid));
+  } else {
+    std::printf("kind:           torn tail: nothing valid after it; Store::open would drop %llu "
+                "bytes%s and go on\n",
+                ull(scan.damaged_bytes()),
+                scan.header == LogReader::Header::kTorn ? ", write a new file header" : "");
+  }
+}
+
+// What to do about the problem just reported, for a run without --fix.
+void print_advice(const std::string& dir, const Scan& scan) {
+  const Problem& p = *scan.problem;
+  if (p.next_valid) {
+    std::printf("what to do:     restore a backup, or run `keystonelight-check --fix %s` to keep "
+                "the %llu records before offset %llu and lose the %llu bytes from there on "
+                "(copy the file first to keep them)\n",
+                dir.c_str(), ull(scan.records()), ull(p.offset), ull(scan.damaged_bytes()));
+  } else {
+    std::printf("what to do:     open the store, which drops them, or run "
+                "`keystonelight-check --fix %s` to cut the %llu bytes now\n",
+                dir.c_str(), ull(scan.damaged_bytes()));
+  }
+}
+
+// Cuts the log after its last good record and syncs it. A torn file header is replaced
+// by a whole one, as Store::open would do, so that the result is a log again.
+Status fix_log(std::unique_ptr<File> file, const Scan& scan) {
+  const std::uint64_t cut = scan.good_end;
+  if (Status s = file->truncate(cut); !s.ok()) return s;
+  if (scan.header == LogReader::Header::kTorn) {
+    std::unique_ptr<keystonelight::LogWriter> writer;
+    if (Status s = keystonelight::LogWriter::create(std::move(file), &writer); !s.ok()) return s;
+    if (Status s = writer->sync(); !s.ok()) return s;
+    std::printf("fixed:          removed %llu bytes from offset %llu and wrote a new file header; "
+                "the log is empty\n",
+                ull(scan.damaged_bytes()), ull(cut));
+    return Status();
+  }
+  if (Status s = file->sync(); !s.ok()) return s;
+  std::printf("fixed:          removed %llu bytes from offset %llu; the log now ends after %llu "
+              "whole records (synced)\n",
+              ull(scan.damaged_bytes()), ull(cut), ull(scan.records()));
+  return Status();
+}
+
+// Reports a failure that stops the check: what failed, on which file, what to do.
+int fail(const Status& s, const std::string& advice) {
+  std::fflush(stdout);  // whatever the report said so far comes first
+  std::fprintf(stderr, "keystonelight-check: %s\n", s.to_string().c_str());
+  if (!advice.empty()) std::fprintf(stderr, "keystonelight-check: %s\n", advice.c_str());
+  return kExitFailed;
+}
+
+int run(const Arguments& args) {
+  keystonelight::FileSystem* fs = keystonelight::default_file_system();
+  const std::string path = keystonelight::detail::path_in(args.dir, keystonelight::kLogFileName);
+  if (!fs->exists(args.dir)) {
+    return fail(Status::io_error(args.dir + ": no such directory"),
+                "give the data directory of a store (the one holding keystonelight.log)");
+  }
+  // Checked before the lock is taken, which would create DIR/LOCK in any directory.
+  if (!fs->exists(path)) {
+    return fail(Status::io_error(path + ": no such file"),
+                "is " + args.dir + " a Keystonelight data directory? A store creates the log "
+                "when it first opens the directory");
+  }
+
+  // With --fix, the lock comes first and is held to the end: nobody may append between
+  // our reading the log and our cutting it.
+  std::unique_ptr<keystonelight::detail::DirLock> lock;
+  if (args.fix) {
+    const std::string lock_path =
+        keystonelight::detail::path_in(args.dir, keystonelight::kLockFileName);
+    if (Status s = keystonelight::detail::DirLock::acquire(lock_path, &lock); !s.ok()) {
+      return fail(s, "nothing was changed; stop the store, then run --fix again");
+    }
+  }
+
+  std::unique_ptr<File> file;
+  if (Status s = fs->open(path, /*create=*/false, &file); !s.ok()) {
+    return fail(s, "check the file's permissions: it is opened for reading and writing");
+  }
+
+  Scan scan;
+  Status s = scan_log(file.get(), args.records, &scan);
+  if (s.code() == Status::Code::kCorruption) {
+    // The file header itself: there is no telling what the file is, so no guessing.
+    std::printf("file:           %s\nproblem:        %s\n", path.c_str(), s.message().c_str());
+    std::printf("what to do:     restore a backup; --fix does not rewrite a file header%s\n",
+                args.fix ? ", so nothing was changed" : "");
+    return kExitProblem;
+  }
+  if (s.code() == Status::Code::kNotSupported) {
+    return fail(s, "nothing was changed");
+  }
+  if (!s.ok()) return fail(s, "nothing was changed; check the disk and run the check again");
+
+  print_report(path, scan);
+  if (!scan.problem) return kExitClean;
+  if (!args.fix) {
+    print_advice(args.dir, scan);
+    return kExitProblem;
+  }
+  if (Status f = fix_log(std::move(file), scan); !f.ok()) {
+    return fail(f, "the log may be cut short or not; run the check again to see");
+  }
+  return kExitClean;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Arguments args;
+  if (std::optional<std::string> error = parse_arguments(argc, argv, &args)) {
+    std::fprintf(stderr, "keystonelight-check: %s\n\n%s", error->c_str(), kUsage);
+    return kExitUsage;
+  }
+  if (args.help) {
+    std::fputs(kUsage, stdout);
+    return kExitClean;
+  }
+  if (args.version) {
+    std::printf("keystonelight-check %s\n", KEYSTONELIGHT_VERSION_STR);
+    return kExitClean;
+  }
+  return run(args);
+}
