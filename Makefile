@@ -7,6 +7,7 @@
 #   make check-chapters  regenerate, and fail if git sees a difference (CI runs this)
 #   make sanitize        every test under AddressSanitizer and UBSan
 #   make tsan            every test under ThreadSanitizer
+#   make check-clang     compile every test and program with clang too (warnings as errors)
 #   make install         copy keystonelight.hpp to $(DESTDIR)$(PREFIX)/include
 #   make uninstall       remove it again
 #   make clean           remove build/
@@ -32,10 +33,11 @@ number    = $(patsubst 0%,%,$(firstword $(subst -, ,$(1))))
 SNAPSHOTS := $(foreach c,$(CHAPTERS),chapters/$(c)/keystonelight.hpp)
 DIFFS     := $(foreach c,$(CHAPTERS),chapters/$(c)/CHANGES.diff)
 
-# Until chapter 8 brings the server, `make run` starts chapter 1's REPL.
-RUN_PROGRAM := $(BUILD)/chapters/01-in-memory-map/example
+# Until chapter 8 brings the server, `make run` starts chapter 3's persistent REPL on ./data.
+RUN_PROGRAM := $(BUILD)/chapters/03-crash-recovery/example
+RUN_ARGS    := data
 
-.PHONY: all run test check chapters check-chapters sanitize tsan install uninstall clean \
+.PHONY: all run test check chapters check-chapters check-clang sanitize tsan install uninstall clean \
         doctest test-tools test-install
 
 PROGRAMS := $(patsubst examples/%.cpp,$(BUILD)/bin/%,$(wildcard examples/*.cpp))
@@ -48,7 +50,7 @@ $(BUILD)/bin/%: examples/%.cpp $(HEADER)
 	$(CXX) $(FLAGS) -I. $< -o $@
 
 run: $(RUN_PROGRAM)
-	$(RUN_PROGRAM)
+	$(RUN_PROGRAM) $(RUN_ARGS)
 
 # ---------------------------------------------------------------------------------------
 # Chapter snapshots: generated from the one header, never edited by hand.
@@ -160,6 +162,18 @@ sanitize: doctest chapters
 
 tsan: doctest chapters
 	@$(MAKE) --no-print-directory check BUILD=build/tsan SANITIZE="-fsanitize=thread"
+
+# A second compiler reads the code differently: clang's -Wconversion also flags sign
+# conversions that GCC lets pass. Every test and program is checked against the final
+# header (syntax and warnings only, so it costs seconds). Skipped where clang is absent.
+CLANG ?= clang++
+check-clang: doctest
+	@if ! command -v $(CLANG) >/dev/null 2>&1; then \
+	  echo "check-clang: $(CLANG) not found; skipped (apt-get install clang to run it)"; exit 0; fi; \
+	for f in $(foreach c,$(CHAPTERS),chapters/$(c)/test.cpp chapters/$(c)/example.cpp) \
+	         $(wildcard tests/*_test.cpp examples/*.cpp); do \
+	  $(CLANG) -std=c++17 $(WARNINGS) -pthread -I. -include $(HEADER) -fsyntax-only $$f || exit 1; \
+	done; echo "check-clang: every test and program compiles cleanly with $(CLANG)"
 
 # ---------------------------------------------------------------------------------------
 # Installing the header

@@ -2,7 +2,8 @@
 # check-readme.sh [CXX]
 #
 # Every ```cpp block in README.md is a whole program: compile it against keystonelight.hpp
-# with the test warnings, run it, and count it. A snippet that stops compiling fails the build.
+# with the test warnings, run it in an empty temporary directory (whatever it writes goes
+# with it), and count it. A snippet that stops compiling or exits non-zero fails the build.
 cxx=${1:-g++}
 work=$(mktemp -d) || exit 1
 trap 'rm -rf "$work"' EXIT
@@ -15,8 +16,9 @@ passed=0 failed=0
 for snippet in "$work"/snippet*.cpp; do
   [ -e "$snippet" ] || break
   name=$(basename "$snippet" .cpp)
-  if "$cxx" -std=c++17 -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Werror -I. \
-       "$snippet" -o "$work/$name" && "$work/$name" > "$work/$name.out"; then
+  mkdir "$work/$name.cwd"
+  if "$cxx" -std=c++17 -pthread -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Werror -I. \
+       "$snippet" -o "$work/$name" && (cd "$work/$name.cwd" && "$work/$name" > ../$name.out); then
     passed=$((passed + 1))
   else
     failed=$((failed + 1))
