@@ -337,7 +337,7 @@ class PosixFileSystem final : public FileSystem {
   }
 
   Status rename(const std::string& from, const std::string& to) override {
-    if (::rename(from.c_str(), to.c_str()) != 0) return os_error("rename", from + " to", errno);
+    if (::rename(from.c_str(), to.c_str()) != 0) return os_error("rename", from + " to " + to, errno);
     return Status();
   }
 
@@ -569,12 +569,13 @@ inline Status Store::set(std::string_view key, std::string_view value) {
 
 inline Status Store::del(std::string_view key, bool* existed) {
   auto it = map_.find(std::string(key));
-  if (existed != nullptr) *existed = it != map_.end();
+  if (existed != nullptr) *existed = false;
   if (it == map_.end()) return Status();
 //> chapter 3
   if (Status s = log_delete(key); !s.ok()) return s;
 //< chapter 3
   map_.erase(it);
+  if (existed != nullptr) *existed = true;
   return Status();
 }
 
@@ -594,16 +595,21 @@ inline std::vector<std::pair<std::string, std::string>> Store::entries() const {
 //
 // Every change becomes a record appended to one file; replaying the file from the start
 // rebuilds the map. Appends are sequential writes, the cheapest thing a disk does, and a
-// crash can only damage the end of the file. Each record carries a CRC-32C of itself, so
+// crash can only damage the end of the file. Each record carries CRC-32Cs of itself, so
 // the reader can tell a whole record from a torn or damaged one. The byte layout, with a
 // diagram, is in docs/log-format.md. All integers are little-endian.
 //
 //   file header   magic "KEYSTONE" (8) | version (4) | CRC-32C of the 12 bytes before (4)
-//   record        CRC-32C (4) | type (1) | key length (4) | value length (4)
-//                 | expiry, ms since the Unix epoch, 0 = none (8) | key | value
+//   record        header CRC (4) | body CRC (4) | type (1) | key length (4)
+//                 | value length (4) | expiry, ms since the Unix epoch, 0 = none (8)
+//                 | key | value
 //
-// A record's CRC covers everything after the CRC field. Records hold resulting values,
-// never operations, so replaying one twice changes nothing.
+// The header CRC covers the 21 header bytes after it, the body CRC the key and value. Two
+// CRCs, not one: a reader looking for the next valid record after damage tries every byte
+// offset, and with a header CRC each wrong offset costs 21 bytes of checking, not a CRC
+// over whatever length the bytes there happen to claim (which made that search
+// quadratic). Records hold resulting values, never operations, so replaying one twice
+// changes nothing.
 // =======================================================================================
 
 enum class RecordType : std::uint8_t {
@@ -614,7 +620,8 @@ enum class RecordType : std::uint8_t {
 inline constexpr char kLogMagic[8] = {'K', 'E', 'Y', 'S', 'T', 'O', 'N', 'E'};
 inline constexpr std::uint32_t kLogVersion = 1;
 inline constexpr std::size_t kFileHeaderBytes = 8 + 4 + 4;           // magic, version, CRC
-inline constexpr std::size_t kRecordHeaderBytes = 4 + 1 + 4 + 4 + 8;  // CRC, type, lengths, expiry
+// Header CRC, body CRC, type, key length, value length, expiry.
+inline constexpr std::size_t kRecordHeaderBytes = 4 + 4 + 1 + 4 + 4 + 8;
 inline constexpr std::uint32_t kMaxKeyBytes = KEYSTONELIGHT_MAX_KEY_BYTES;
 inline constexpr std::uint32_t kMaxValueBytes = KEYSTONELIGHT_MAX_VALUE_BYTES;
 
@@ -685,19 +692,29 @@ inline std::string encode_file_header() {
   return header;
 }
 
+inline void store_u32(char* at, std::uint32_t v) {
+  for (std::size_t i = 0; i < 4; ++i) at[i] = static_cast<char>((v >> (8 * i)) & 0xFF);
+}
+
+// Writes the header CRC of the record header at `header` (kRecordHeaderBytes long) from the
+// 21 bytes after it. Tests call it too, to forge headers that are damaged in one field only.
+inline void seal_record_header(char* header) {
+  store_u32(header, crc32c_extend(0, header + 4, kRecordHeaderBytes - 4));
+}
+
 // Appends one encoded record to *out. The caller has checked the lengths.
 inline void encode_record(RecordType type, std::string_view key, std::string_view value,
                           std::uint64_t expiry_ms, std::string* out) {
   const std::size_t start = out->size();
-  put_u32(out, 0);  // the CRC, filled in below once the rest is known
+  put_u32(out, 0);  // the header CRC, sealed below once the rest of the header is known
+  put_u32(out, crc32c_extend(crc32c(key), value.data(), value.size()));
   out->push_back(static_cast<char>(type));
   put_u32(out, static_cast<std::uint32_t>(key.size()));
   put_u32(out, static_cast<std::uint32_t>(value.size()));
   put_u64(out, expiry_ms);
+  seal_record_header(out->data() + start);
   out->append(key);
   out->append(value);
-  const std::uint32_t crc = crc32c_extend(0, out->data() + start + 4, out->size() - start - 4);
-  for (std::size_t i = 0; i < 4; ++i) (*out)[start + i] = static_cast<char>((crc >> (8 * i)) & 0xFF);
 }
 
 }  // namespace detail
@@ -747,13 +764,16 @@ class LogWriter {
     }
     buffer_.clear();
     detail::encode_record(type, key, value, expiry_ms, &buffer_);
-    if (buffer_.capacity() > kKeepBufferBytes) buffer_.shrink_to_fit();
+    if (!broken_.ok()) return broken_;
     Status s = file_->append(buffer_);
     if (!s.ok()) {
-      (void)file_->truncate(size_);  // best effort: a torn tail is recovered anyway
+      // Cut the partial record off. If even that fails, the file holds half a record that
+      // a later append would bury in the middle of the log: refuse every append from now.
+      if (!file_->truncate(size_).ok()) broken_ = s;
       return s;
     }
     size_ += buffer_.size();
+    if (buffer_.capacity() > kKeepBufferBytes) std::string().swap(buffer_);
     return Status();
   }
 
@@ -768,6 +788,7 @@ class LogWriter {
   std::unique_ptr<File> file_;
   std::uint64_t size_;
   std::string buffer_;  // the record being written, reused to spare an allocation each
+  Status broken_;       // set when a failed append could not be cut back
 };
 
 // Reads a log from the start, one record at a time, and says precisely where and why it
@@ -882,10 +903,15 @@ class LogReader {
     if (file_size_ - at < kRecordHeaderBytes) return Result::kIncomplete;
     const char* p = nullptr;
     if (!(status_ = fill(at, kRecordHeaderBytes, &p)).ok()) return Result::kIOError;
-    const auto type = static_cast<unsigned char>(p[4]);
-    const std::uint32_t key_bytes = detail::get_u32(p + 5);
-    const std::uint32_t value_bytes = detail::get_u32(p + 9);
-    const std::uint64_t expiry_ms = detail::get_u64(p + 13);
+    // The header's own CRC first: until it matches, no length here deserves trust.
+    if (detail::get_u32(p) != detail::crc32c_extend(0, p + 4, kRecordHeaderBytes - 4)) {
+      return Result::kBadChecksum;
+    }
+    const std::uint32_t body_crc = detail::get_u32(p + 4);
+    const auto type = static_cast<unsigned char>(p[8]);
+    const std::uint32_t key_bytes = detail::get_u32(p + 9);
+    const std::uint32_t value_bytes = detail::get_u32(p + 13);
+    const std::uint64_t expiry_ms = detail::get_u64(p + 17);
     if (type != static_cast<unsigned char>(RecordType::kPut) &&
         type != static_cast<unsigned char>(RecordType::kDelete)) {
       return Result::kBadType;
@@ -899,7 +925,8 @@ class LogReader {
     const std::uint64_t size = kRecordHeaderBytes + std::uint64_t{key_bytes} + value_bytes;
     if (file_size_ - at < size) return Result::kIncomplete;
     if (!(status_ = fill(at, static_cast<std::size_t>(size), &p)).ok()) return Result::kIOError;
-    if (detail::get_u32(p) != detail::crc32c_extend(0, p + 4, static_cast<std::size_t>(size) - 4)) {
+    if (body_crc != detail::crc32c_extend(0, p + kRecordHeaderBytes,
+                                          static_cast<std::size_t>(size) - kRecordHeaderBytes)) {
       return Result::kBadChecksum;
     }
     record->type = static_cast<RecordType>(type);
@@ -1085,6 +1112,14 @@ class Disk {
   Status failed_;          // the first I/O failure; OK while there has been none
 };
 
+// The directory that holds `path`: "a/b" -> "a", "b" -> ".", "/b" -> "/".
+inline std::string parent_dir(std::string path) {
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  const std::size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
 // Joins a directory and a file name.
 inline std::string path_in(const std::string& dir, const char* name) {
   return dir.empty() || dir.back() == '/' ? dir + name : dir + "/" + name;
@@ -1100,6 +1135,11 @@ inline Status Store::open(const Options& options, std::unique_ptr<Store>* store)
   }
   FileSystem* fs = options.file_system ? options.file_system : default_file_system();
   if (Status s = fs->create_dir(options.dir); !s.ok()) return s;
+  if (options.fsync != FsyncPolicy::kNever) {
+    // The directory may be new: make its entry in the parent durable too, or a power cut
+    // could take the whole directory, acknowledged writes and all.
+    if (Status s = fs->sync_dir(detail::parent_dir(options.dir)); !s.ok()) return s;
+  }
   std::unique_ptr<detail::DirLock> lock;
   Status s = detail::DirLock::acquire(detail::path_in(options.dir, kLockFileName), &lock);
   if (!s.ok()) return s;
@@ -1139,6 +1179,8 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
     if (s.ok() && syncs) s = (*writer)->sync();
     if (s.ok() && syncs) s = fs->sync_dir(options.dir);
     recovery_.log_bytes = kFileHeaderBytes;
+    recovery_.duration = std::chrono::duration_cast<std::chrono::microseconds>(
+        std::chrono::steady_clock::now() - started);
     return s;
   }
 
@@ -1161,11 +1203,12 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
     // is damaged; cutting it off as a torn tail could throw away a good record.
     map_.clear();
     return Status::corruption(
-        path + ": the record at byte offset " + std::to_string(end) + " claims a key or value " +
-        "longer than this build's KEYSTONELIGHT_MAX_KEY_BYTES (" + std::to_string(kMaxKeyBytes) +
-        ") or KEYSTONELIGHT_MAX_VALUE_BYTES (" + std::to_string(kMaxValueBytes) + "). Nothing "
-        "was changed. If a build with larger limits wrote this log, raise them; otherwise the "
-        "record is damaged: run `keystonelight-check " + options.dir + "`");
+        path + ": the record at byte offset " + std::to_string(end) + " has an impossible " +
+        "length: a key or value longer than this build's KEYSTONELIGHT_MAX_KEY_BYTES (" +
+        std::to_string(kMaxKeyBytes) + ") or KEYSTONELIGHT_MAX_VALUE_BYTES (" +
+        std::to_string(kMaxValueBytes) + "), or a delete carrying a value. Nothing was changed. "
+        "If a build with larger limits wrote this log, raise them; otherwise the record is "
+        "damaged: run `keystonelight-check " + options.dir + "`");
   }
   if (result != LogReader::Result::kEnd) {
     std::optional<std::uint64_t> next = reader.find_valid_record_after(end);
@@ -1175,7 +1218,8 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
       return Status::corruption(
           path + ": " + LogReader::describe(result) + " at byte offset " + std::to_string(end) +
           ", yet a valid record follows at offset " + std::to_string(*next) +
-          ": the log is damaged in the middle, which a crash cannot do. Nothing was changed. "
+          ": the log is damaged before its end, which a crashed process cannot do (a power cut "
+          "can, in writes not yet fsynced). Nothing was changed. "
           "Run `keystonelight-check --fix " + options.dir + "` to keep the " +
           std::to_string(recovery_.records) + " records before the damage, or restore a backup");
     }

@@ -195,9 +195,10 @@ inline Status Store::set(std::string_view key, std::string_view value) {
 
 inline Status Store::del(std::string_view key, bool* existed) {
   auto it = map_.find(std::string(key));
-  if (existed != nullptr) *existed = it != map_.end();
+  if (existed != nullptr) *existed = false;
   if (it == map_.end()) return Status();
   map_.erase(it);
+  if (existed != nullptr) *existed = true;
   return Status();
 }
 

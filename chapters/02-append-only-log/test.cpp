@@ -95,13 +95,15 @@ TEST_CASE("a record is laid out byte for byte as docs/log-format.md says") {
   std::string out;
   kl::detail::encode_record(RecordType::kPut, "k", "value", 0, &out);
   REQUIRE(out.size() == kl::kRecordHeaderBytes + 1 + 5);
-  CHECK(kl::kRecordHeaderBytes == 21);
-  CHECK(kl::detail::get_u32(out.data()) == kl::detail::crc32c(std::string_view(out).substr(4)));
-  CHECK(out[4] == 1);                                 // type: put
-  CHECK(kl::detail::get_u32(out.data() + 5) == 1);    // key length
-  CHECK(kl::detail::get_u32(out.data() + 9) == 5);    // value length
-  CHECK(kl::detail::get_u64(out.data() + 13) == 0);   // expiry: none
-  CHECK(out.substr(21) == "kvalue");
+  CHECK(kl::kRecordHeaderBytes == 25);
+  const std::string_view bytes(out);
+  CHECK(kl::detail::get_u32(out.data()) == kl::detail::crc32c(bytes.substr(4, 21)));  // header
+  CHECK(kl::detail::get_u32(out.data() + 4) == kl::detail::crc32c("kvalue"));        // body
+  CHECK(out[8] == 1);                                  // type: put
+  CHECK(kl::detail::get_u32(out.data() + 9) == 1);     // key length
+  CHECK(kl::detail::get_u32(out.data() + 13) == 5);    // value length
+  CHECK(kl::detail::get_u64(out.data() + 17) == 0);    // expiry: none
+  CHECK(out.substr(25) == "kvalue");
 
   const std::string header = kl::detail::encode_file_header();
   REQUIRE(header.size() == kl::kFileHeaderBytes);
@@ -166,20 +168,33 @@ TEST_CASE("a flipped bit is a checksum mismatch, and the records after it are st
   CHECK(reader.find_valid_record_after(clean.offsets.back()) == std::nullopt);
 }
 
-TEST_CASE("an unknown type and an impossible length are reported as such") {
+TEST_CASE("a damaged header fails its own CRC before any length is trusted") {
+  kltest::TempDir dir;
+  const std::string path = write_log(dir, sample_records());
+  std::string bytes = kltest::read_file(path);
+  bytes[kl::kFileHeaderBytes + 9 + 3] = '\x7f';  // the key length's top byte: about 2 GiB
+  kltest::write_file(path, bytes);
+  ReadBack back = read_log(path);
+  CHECK(back.stop == Result::kBadChecksum);
+  CHECK(back.stop_offset == kl::kFileHeaderBytes);
+}
+
+TEST_CASE("an unknown type and an impossible length behind a valid header CRC are reported") {
   kltest::TempDir dir;
   const std::string path = write_log(dir, sample_records());
   const std::string bytes = kltest::read_file(path);
   const std::size_t first = kl::kFileHeaderBytes;
 
   std::string bad_type = bytes;
-  bad_type[first + 4] = 9;
+  bad_type[first + 8] = 9;
+  kl::detail::seal_record_header(&bad_type[first]);
   kltest::write_file(path, bad_type);
   CHECK(read_log(path).stop == Result::kBadType);
 
-  std::string bad_length = bytes;
-  bad_length[first + 5 + 3] = '\x7f';  // key length's top byte: about 2 GiB, over the limit
-  kltest::write_file(path, bad_length);
+  // A whole record over the key limit, as a build with larger limits would write it.
+  std::string over = kl::detail::encode_file_header();
+  kl::detail::encode_record(RecordType::kPut, std::string(kl::kMaxKeyBytes + 1, 'k'), "", 0, &over);
+  kltest::write_file(path, over);
   ReadBack back = read_log(path);
   CHECK(back.stop == Result::kBadLength);
   CHECK(back.stop_offset == first);
@@ -191,10 +206,11 @@ TEST_CASE("a length claiming more than the file holds is incomplete, and nothing
   std::string bytes = kl::detail::encode_file_header();
   kl::detail::encode_record(RecordType::kPut, "k", "v", 0, &bytes);
   // 500 MB is within the value limit, so only the file's size can tell it is a lie.
-  bytes[kl::kFileHeaderBytes + 9] = 0;
-  bytes[kl::kFileHeaderBytes + 10] = 0x65;
-  bytes[kl::kFileHeaderBytes + 11] = (char)0xCD;
-  bytes[kl::kFileHeaderBytes + 12] = 0x1D;
+  bytes[kl::kFileHeaderBytes + 13] = 0;
+  bytes[kl::kFileHeaderBytes + 14] = 0x65;
+  bytes[kl::kFileHeaderBytes + 15] = static_cast<char>(0xCD);
+  bytes[kl::kFileHeaderBytes + 16] = 0x1D;
+  kl::detail::seal_record_header(&bytes[kl::kFileHeaderBytes]);
   kltest::write_file(path, bytes);
   ReadBack back = read_log(path);
   CHECK(back.stop == Result::kIncomplete);
@@ -273,6 +289,27 @@ TEST_CASE("a failed append leaves no half record behind, and the log stays reada
   CHECK(back.stop == Result::kEnd);
   REQUIRE(back.records.size() == 2);
   CHECK(back.records[1].key == "c");
+}
+
+TEST_CASE("a writer that cannot cut back a failed append refuses every later append") {
+  kltest::TempDir dir;
+  kltest::FaultyFileSystem fs;
+  const std::string path = dir.file("test.log");
+  std::unique_ptr<kl::File> file;
+  REQUIRE(fs.open(path, true, &file).ok());
+  std::unique_ptr<kl::LogWriter> writer;
+  REQUIRE(kl::LogWriter::create(std::move(file), &writer).ok());
+  fs.arm(kltest::Op::kAppend, 0, kltest::Fault::kPartialAppend, "Input/output error", 5);
+  REQUIRE_FALSE(writer->append(RecordType::kPut, "a", "1").ok());  // the cut-back works
+  REQUIRE(writer->append(RecordType::kPut, "b", "2").ok());
+  fs.arm(kltest::Op::kTruncate, 0, kltest::Fault::kFailAlways, "Input/output error");
+  fs.arm(kltest::Op::kAppend, 0, kltest::Fault::kPartialAppend, "Input/output error", 5);
+  REQUIRE_FALSE(writer->append(RecordType::kPut, "c", "3").ok());
+  // The faulty file system fails the cut-back too: the writer must not append after it.
+  CHECK(writer->append(RecordType::kPut, "d", "4").code() == kl::Status::Code::kIOError);
+  ReadBack back = read_log(path);
+  CHECK(back.records.size() == 1);
+  CHECK(back.stop == Result::kIncomplete);  // the half record stays a torn tail
 }
 
 // Short writes and EINTR are real: a blocking write(2) interrupted by a signal returns

@@ -160,8 +160,9 @@ TEST_CASE("a flipped bit anywhere never yields a wrong value: it is corruption o
     REQUIRE(store->set("gamma", "").ok());
   }
   const std::string bytes = kltest::read_file(log_path(source));
-  const std::vector<std::uint64_t> ends = {16 + 21 + 6, 16 + 21 + 6 + 21 + 7, 16 + 21 + 6 + 21 + 7 + 21 + 5,
-                                           16 + 21 + 6 + 21 + 7 + 21 + 5 + 21 + 5};
+  const std::uint64_t h = kl::kRecordHeaderBytes;
+  const std::vector<std::uint64_t> ends = {16 + h + 6, 16 + h + 6 + h + 7, 16 + h + 6 + h + 7 + h + 5,
+                                           16 + h + 6 + h + 7 + h + 5 + h + 5};
   REQUIRE(bytes.size() == ends.back());
   const std::vector<Model> after = {{{"alpha", "1"}},
                                     {{"alpha", "1"}, {"beta", "two"}},
@@ -369,6 +370,30 @@ TEST_CASE("the everysec flusher syncs in the background, and its failure stops w
   CHECK(s.code() == Code::kIOError);
   CHECK(s.message().find("background fsync") != std::string::npos);
   fs.disarm();
+}
+
+TEST_CASE("a failed delete does not claim the key was removed") {
+  kltest::TempDir dir;
+  kltest::FaultyFileSystem fs;
+  kl::Options options = options_for(dir);
+  options.file_system = &fs;
+  auto store = open_store(options);
+  REQUIRE(store->set("k", "v").ok());
+  fs.arm(kltest::Op::kAppend, 0, kltest::Fault::kFail, "No space left on device");
+  bool existed = true;
+  CHECK(store->del("k", &existed).code() == Code::kIOError);
+  CHECK_FALSE(existed);
+  CHECK(store->get("k") == "v");
+}
+
+TEST_CASE("the parent of the data directory is synced, so a new directory survives power loss") {
+  kltest::TempDir parent;
+  kltest::FaultyFileSystem fs;
+  kl::Options options = options_for(parent, kl::FsyncPolicy::kAlways);
+  options.dir = parent.file("data");
+  options.file_system = &fs;
+  auto store = open_store(options);
+  CHECK(fs.calls(kltest::Op::kSyncDir) >= 2);  // the parent, and the data directory itself
 }
 
 TEST_CASE("a store opened without a directory stays in memory and makes no files") {

@@ -30,16 +30,16 @@ inline constexpr int kCrashExitCode = 77;
 
 class FaultyFileSystem : public keystonelight::FileSystem {
  public:
+  // Arms one more fault; faults on different operations are independent.
   void arm(Op op, int skip, Fault fault, std::string reason = "Input/output error",
            std::size_t partial_bytes = 0) {
     std::lock_guard<std::mutex> lock(mu_);
-    op_ = op;
-    skip_ = skip;
-    fault_ = fault;
-    reason_ = std::move(reason);
-    partial_bytes_ = partial_bytes;
+    armed_.push_back({op, skip, fault, std::move(reason), partial_bytes});
   }
-  void disarm() { arm(Op::kOpen, 0, Fault::kNone); }
+  void disarm() {
+    std::lock_guard<std::mutex> lock(mu_);
+    armed_.clear();
+  }
 
   // How many times `op` was called since construction.
   int calls(Op op) {
@@ -47,23 +47,27 @@ class FaultyFileSystem : public keystonelight::FileSystem {
     return counts_[static_cast<std::size_t>(op)];
   }
 
-  // Decides the fate of one call: OK to go ahead, or the failure to report. Crashes and
-  // partial appends are carried out by the caller, which knows how.
+  // Decides the fate of one call: go ahead (kNone), or the fault that fires, with the
+  // failure to report. Partial appends and crashes after the call are the caller's to do.
   Fault check(Op op, keystonelight::Status* failure, std::size_t* partial_bytes,
               const std::string& path) {
     std::lock_guard<std::mutex> lock(mu_);
     ++counts_[static_cast<std::size_t>(op)];
-    if (fault_ == Fault::kNone || op != op_) return Fault::kNone;
-    if (skip_ > 0) {
-      --skip_;
-      return Fault::kNone;
+    for (auto it = armed_.begin(); it != armed_.end(); ++it) {
+      if (it->op != op) continue;
+      if (it->skip > 0) {
+        --it->skip;
+        continue;
+      }
+      const Armed fired = *it;
+      if (fired.fault != Fault::kFailAlways) armed_.erase(it);
+      if (fired.fault == Fault::kCrashBefore) ::_exit(kCrashExitCode);
+      *failure = keystonelight::Status::io_error(std::string(name(op)) + " " + path + ": " +
+                                                 fired.reason);
+      *partial_bytes = fired.partial_bytes;
+      return fired.fault;
     }
-    Fault fired = fault_;
-    if (fault_ != Fault::kFailAlways) fault_ = Fault::kNone;
-    if (fired == Fault::kCrashBefore) ::_exit(kCrashExitCode);
-    *failure = keystonelight::Status::io_error(std::string(name(op)) + " " + path + ": " + reason_);
-    *partial_bytes = partial_bytes_;
-    return fired;
+    return Fault::kNone;
   }
 
   keystonelight::Status open(const std::string& path, bool create,
@@ -105,13 +109,17 @@ class FaultyFileSystem : public keystonelight::FileSystem {
   }
 
  private:
+  struct Armed {
+    Op op;
+    int skip;
+    Fault fault;
+    std::string reason;
+    std::size_t partial_bytes;
+  };
+
   keystonelight::FileSystem* real_ = keystonelight::default_file_system();
   std::mutex mu_;
-  Op op_ = Op::kOpen;
-  int skip_ = 0;
-  Fault fault_ = Fault::kNone;
-  std::string reason_;
-  std::size_t partial_bytes_ = 0;
+  std::vector<Armed> armed_;
   int counts_[9] = {};
 };
 
