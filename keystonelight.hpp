@@ -19,6 +19,9 @@
 //> chapter 3
        3. Crash recovery       Store::open: replay, torn tails, corruption, fsync, the lock
 //< chapter 3
+//> chapter 4
+       4. Compaction           Store::compact, automatic compaction, Stats
+//< chapter 4
 
    COMPILE-TIME OPTIONS: define before including to change a default.
 
@@ -29,6 +32,10 @@
 //> chapter 3
        KEYSTONELIGHT_FSYNC_INTERVAL_MS    1000       period of the kEverySecond flusher
 //< chapter 3
+//> chapter 4
+       KEYSTONELIGHT_COMPACT_MIN_BYTES    67108864   no automatic compaction below this
+       KEYSTONELIGHT_COMPACT_RATIO        2.0        log size / live size that compacts
+//< chapter 4
 
    CHAPTER MARKERS: a comment line made of two slashes, an angle bracket and a chapter
    ("chapter 3") opens or closes the code that chapter adds; after "#if 0", a range
@@ -71,6 +78,18 @@
 #define KEYSTONELIGHT_FSYNC_INTERVAL_MS 1000
 #endif
 //< chapter 3
+//> chapter 4
+
+// Automatic compaction: when the log is at least KEYSTONELIGHT_COMPACT_MIN_BYTES long and
+// more than KEYSTONELIGHT_COMPACT_RATIO times what a compaction would write (Redis's
+// default of 100% growth is a ratio of 2).
+#ifndef KEYSTONELIGHT_COMPACT_MIN_BYTES
+#define KEYSTONELIGHT_COMPACT_MIN_BYTES (64 * 1024 * 1024)
+#endif
+#ifndef KEYSTONELIGHT_COMPACT_RATIO
+#define KEYSTONELIGHT_COMPACT_RATIO 2.0
+#endif
+//< chapter 4
 
 // ---------------------------------------------------------------------------------------
 // Platform check: the engine speaks POSIX (open, write, fsync, flock, sockets) and says so
@@ -450,6 +469,9 @@ inline FileSystem* default_file_system() {
 // contents end with it.
 // =======================================================================================
 
+//> chapter 4
+struct Stats;         // what compact() and the log have done (chapter 4)
+//< chapter 4
 //> chapter 3
 struct Options;       // how to open a persistent store (chapter 3)
 
@@ -495,6 +517,18 @@ class Store {
   // All zero for a store in memory.
   const RecoveryReport& recovery() const;
 //< chapter 3
+//> chapter 4
+
+  // Rewrites the log to hold one record per live key, from memory: a temporary file is
+  // written and fsynced, renamed over the log, and the directory fsynced. A crash at any
+  // step leaves the old log or the new one, never a mix. On failure before the rename the
+  // old log is untouched and the store stays writable; a failure after it (the directory
+  // fsync) stops writes like any other I/O error. Nothing to do for a store in memory.
+  Status compact();
+
+  // Sizes and compaction counters, for INFO and for deciding when to compact.
+  Stats stats() const;
+//< chapter 4
 
   // A store owns its data (and, from chapter 3, files and a lock); copying one would
   // split that ownership, so it is neither copyable nor movable. Hold it in a
@@ -542,6 +576,14 @@ class Store {
 
   // Replays the log in options.dir into map_ (chapter 3's recovery).
   Status recover(const Options& options, FileSystem* fs, std::unique_ptr<LogWriter>* writer);
+//> chapter 4
+
+  // Compacts when the log has grown past the thresholds in Options (chapter 4).
+  void maybe_compact();
+
+  // Adds (sign +1) or removes (-1) an entry's record from live_bytes_.
+  void count_live(int sign, std::string_view key, std::string_view value);
+//< chapter 4
 
 //< chapter 3
   // std::unordered_map has no lookup by string_view in C++17, so lookups build a
@@ -551,6 +593,11 @@ class Store {
   std::unique_ptr<detail::Disk> disk_;  // null for a store in memory
   RecoveryReport recovery_;
 //< chapter 3
+//> chapter 4
+  // What a compaction would write for the entries, header excluded: the sum over live
+  // keys of kRecordHeaderBytes + key + value. Kept up to date by every change.
+  std::uint64_t live_bytes_ = 0;
+//< chapter 4
 };
 
 inline std::optional<std::string> Store::get(std::string_view key) const {
@@ -563,7 +610,15 @@ inline Status Store::set(std::string_view key, std::string_view value) {
 //> chapter 3
   if (Status s = log_put(key, value); !s.ok()) return s;
 //< chapter 3
-  map_.insert_or_assign(std::string(key), std::string(value));
+  auto [it, added] = map_.try_emplace(std::string(key));  // finds the key, or adds it empty
+//> chapter 4
+  if (!added) count_live(-1, key, it->second);
+  count_live(+1, key, value);
+//< chapter 4
+  it->second.assign(value.data(), value.size());
+//> chapter 4
+  maybe_compact();
+//< chapter 4
   return Status();
 }
 
@@ -574,8 +629,14 @@ inline Status Store::del(std::string_view key, bool* existed) {
 //> chapter 3
   if (Status s = log_delete(key); !s.ok()) return s;
 //< chapter 3
+//> chapter 4
+  count_live(-1, key, it->second);
+//< chapter 4
   map_.erase(it);
   if (existed != nullptr) *existed = true;
+//> chapter 4
+  maybe_compact();
+//< chapter 4
   return Status();
 }
 
@@ -778,6 +839,14 @@ class LogWriter {
   }
 
   Status sync() { return file_->sync(); }
+
+  // Cuts the log back to `size` bytes (no more than size()), dropping the records after.
+  Status truncate(std::uint64_t size) {
+    if (size > size_) return Status::invalid_argument("cannot cut a log forward");
+    Status s = file_->truncate(size);
+    if (s.ok()) size_ = size;
+    return s;
+  }
 
   std::uint64_t size() const { return size_; }
   File& file() { return *file_; }
@@ -992,6 +1061,9 @@ enum class FsyncPolicy {
 
 inline constexpr const char* kLogFileName = "keystonelight.log";
 inline constexpr const char* kLockFileName = "LOCK";
+//> chapter 4
+inline constexpr const char* kCompactFileName = "keystonelight.log.compacting";
+//< chapter 4
 
 struct Options {
   // The data directory; empty for a store held in memory only. Created when missing (its
@@ -1007,18 +1079,62 @@ struct Options {
   // Receives notes worth a person's attention, such as a torn tail cut off during
   // recovery. Empty means standard error. Called from the thread that opens the store.
   std::function<void(const std::string& message)> info_log;
+//> chapter 4
+
+  // Automatic compaction (chapter 4): after a write, when the log is at least
+  // compact_min_bytes long and more than compact_ratio times the size of the live data,
+  // the store compacts. A ratio of 0 turns it off; compact() still works.
+  std::uint64_t compact_min_bytes = KEYSTONELIGHT_COMPACT_MIN_BYTES;
+  double compact_ratio = KEYSTONELIGHT_COMPACT_RATIO;
+//< chapter 4
 };
 
+//> chapter 4
+// Sizes and compaction counters of a store (chapter 4).
+struct Stats {
+  std::uint64_t log_bytes = 0;   // the log file's size; 0 for a store in memory
+  std::uint64_t live_bytes = 0;  // what a compaction would write now, file header included
+  std::uint64_t compactions = 0;         // finished since the store was opened
+  std::uint64_t failed_compactions = 0;  // failed since then
+  std::chrono::microseconds last_compaction_duration{0};
+  Status last_compaction;  // the outcome of the last one; OK when there was none
+};
+
+//< chapter 4
 namespace detail {
 
+// Hands a message for a person to options.info_log, or to standard error without one.
+inline void note(const Options& options, const std::string& message) {
+  if (options.info_log) options.info_log(message);
+  else std::fprintf(stderr, "keystonelight: %s\n", message.c_str());
+}
+
+// The directory that holds `path`: "a/b" -> "a", "b" -> ".", "/b" -> "/".
+inline std::string parent_dir(std::string path) {
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  const std::size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+// Joins a directory and a file name.
+inline std::string path_in(const std::string& dir, const char* name) {
+  return dir.empty() || dir.back() == '/' ? dir + name : dir + "/" + name;
+}
+
 // The persistent half of a Store: the log, the directory lock, and for kEverySecond the
-// thread that syncs in the background. Its mutex guards the fields below it; the log
-// itself is used by one writer at a time, and the flusher only ever calls sync() on it.
+// thread that syncs in the background. Writes come from one thread at a time (the
+// Store's caller); the flusher only ever calls sync(). mu_ guards closed_, unsynced_,
+// failed_, and log_ against the flusher: it takes its own reference to the writer under
+// mu_, so the writer can be replaced (chapter 4) while an fsync is running.
 class Disk {
  public:
-  Disk(const Options& options, std::unique_ptr<DirLock> lock, std::unique_ptr<LogWriter> log)
-      : policy_(options.fsync), dir_(options.dir), lock_(std::move(lock)), log_(std::move(log)) {
-    if (policy_ == FsyncPolicy::kEverySecond) flusher_ = std::thread([this] { flush_loop(); });
+  // `options.file_system` must be set.
+  Disk(Options options, std::unique_ptr<DirLock> lock, std::unique_ptr<LogWriter> log)
+      : options_(std::move(options)), lock_(std::move(lock)), log_(std::move(log)) {
+    if (options_.fsync == FsyncPolicy::kEverySecond) {
+      flusher_ = std::thread([this] { flush_loop(); });
+    }
   }
   ~Disk() { (void)close(); }
   Disk(const Disk&) = delete;
@@ -1029,10 +1145,15 @@ class Disk {
   // the file holds (Linux may even drop the unwritten pages and report success later).
   Status append(RecordType type, std::string_view key, std::string_view value) {
     if (Status s = usable(); !s.ok()) return s;
+    const std::uint64_t before = log_->size();
     Status s = log_->append(type, key, value);
-    if (s.ok() && policy_ == FsyncPolicy::kAlways) s = log_->sync();
+    if (s.ok() && options_.fsync == FsyncPolicy::kAlways) {
+      s = log_->sync();
+      // The write is reported as failed, so try not to let it come back on reopen.
+      if (!s.ok()) (void)log_->truncate(before);
+    }
     if (!s.ok()) return fail(s);
-    if (policy_ == FsyncPolicy::kEverySecond) {
+    if (options_.fsync == FsyncPolicy::kEverySecond) {
       std::lock_guard<std::mutex> lock(mu_);
       unsynced_ = true;
     }
@@ -1056,18 +1177,115 @@ class Disk {
     if (flusher_.joinable()) flusher_.join();
     Status s = failed_.ok() ? log_->sync() : failed_;
     if (!s.ok() && failed_.ok()) s = fail(s);
-    log_.reset();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      log_.reset();
+    }
     lock_.reset();
     return s;
   }
 
   std::uint64_t log_bytes() const { return log_ ? log_->size() : 0; }
+//> chapter 4
+
+  // Chapter 4's compaction; see Store::compact. `map` is the store's whole contents.
+  Status compact(const std::unordered_map<std::string, std::string>& map) {
+    if (Status s = usable(); !s.ok()) return s;
+    const auto started = std::chrono::steady_clock::now();
+    Status s = rewrite(map);
+    std::lock_guard<std::mutex> lock(mu_);
+    ++(s.ok() ? compactions_.compactions : compactions_.failed_compactions);
+    compactions_.last_compaction = s;
+    compactions_.last_compaction_duration = std::chrono::duration_cast<std::chrono::microseconds>(
+        std::chrono::steady_clock::now() - started);
+    return s;
+  }
+
+  // Whether the log has outgrown the live data enough to be worth compacting. After a
+  // failed automatic compaction, waits until the log has grown by compact_min_bytes more,
+  // so that a full disk does not make every write try again.
+  bool wants_compaction(std::uint64_t live_bytes) const {
+    const std::uint64_t size = log_bytes();
+    return options_.compact_ratio > 0 && failed_.ok() && size >= options_.compact_min_bytes &&
+           size >= retry_at_bytes_ &&
+           static_cast<double>(size) >
+               options_.compact_ratio * static_cast<double>(kFileHeaderBytes + live_bytes);
+  }
+  void postpone_compaction() { retry_at_bytes_ = log_bytes() + options_.compact_min_bytes; }
+
+  Stats stats() {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stats stats = compactions_;
+    stats.log_bytes = log_ ? log_->size() : 0;
+    return stats;
+  }
+
+  const Options& options() const { return options_; }
+//< chapter 4
 
  private:
+//> chapter 4
+  static constexpr std::size_t kCompactionChunkBytes = 1 << 20;  // bytes per write(2)
+
+  // The steps of a compaction, in the order that makes a crash at any point harmless:
+  // (1) write every live entry to a temporary file and (2) fsync it, whatever the fsync
+  // policy: it must be whole on disk before its name can replace the log; (3) rename it
+  // over the log, which swaps the two in one step; (4) fsync the directory, so that the
+  // rename itself survives a power cut; (5) append to the new log from now on.
+  Status rewrite(const std::unordered_map<std::string, std::string>& map) {
+    FileSystem* fs = options_.file_system;
+    const std::string temp = path_in(options_.dir, kCompactFileName);
+    const std::string path = path_in(options_.dir, kLogFileName);
+    std::uint64_t size = 0;
+    Status s = write_snapshot(temp, map, &size);
+    if (s.ok()) s = fs->rename(temp, path);
+    if (!s.ok()) {
+      if (fs->exists(temp)) (void)fs->remove(temp);
+      return Status::io_error("compaction of " + path + " failed and the log is unchanged: " +
+                              s.message() + ". The store stays writable; fix the cause (a full "
+                              "disk?) and compact again");
+    }
+    // The new log has the name now. If the directory cannot be synced, nobody can say
+    // which of the two logs a power cut would leave: stop writing, as after any I/O error.
+    std::unique_ptr<File> file;
+    s = fs->sync_dir(options_.dir);
+    if (s.ok()) s = fs->open(path, false, &file);
+    if (!s.ok()) return fail(s);
+    auto log = std::make_shared<LogWriter>(std::move(file), size);
+    std::lock_guard<std::mutex> lock(mu_);
+    log_ = std::move(log);  // the flusher may still hold the old one for a moment
+    unsynced_ = false;
+    return Status();
+  }
+
+  // Steps (1) and (2): the live entries, from memory, into `temp`, synced.
+  Status write_snapshot(const std::string& temp,
+                        const std::unordered_map<std::string, std::string>& map,
+                        std::uint64_t* size) {
+    std::unique_ptr<File> file;
+    Status s = options_.file_system->open(temp, true, &file);
+    if (s.ok()) s = file->truncate(0);  // a leftover of an earlier attempt
+    std::string chunk = encode_file_header();
+    *size = 0;
+    auto flush = [&] {
+      if (s.ok()) s = file->append(chunk);
+      *size += chunk.size();
+      chunk.clear();
+    };
+    for (auto it = map.begin(); it != map.end() && s.ok(); ++it) {
+      encode_record(RecordType::kPut, it->first, it->second, 0, &chunk);
+      if (chunk.size() >= kCompactionChunkBytes) flush();
+    }
+    flush();
+    if (s.ok()) s = file->sync();
+    return s;
+  }
+
+//< chapter 4
   Status usable() {
     std::lock_guard<std::mutex> lock(mu_);
     if (!failed_.ok()) return failed_;
-    if (closed_) return Status::io_error("the store in " + dir_ + " is closed");
+    if (closed_) return Status::io_error("the store in " + options_.dir + " is closed; open it again");
     return Status();
   }
 
@@ -1089,8 +1307,9 @@ class Disk {
                    [this] { return closed_; });
       if (closed_ || !unsynced_ || !failed_.ok()) continue;
       unsynced_ = false;
+      std::shared_ptr<LogWriter> log = log_;
       lock.unlock();  // fsync can take long; writers must not wait for it
-      Status s = log_->sync();
+      Status s = log->sync();
       lock.lock();
       if (!s.ok() && failed_.ok()) {
         failed_ = Status::io_error(s.message() + " (background fsync); the store refuses "
@@ -1099,10 +1318,9 @@ class Disk {
     }
   }
 
-  const FsyncPolicy policy_;
-  const std::string dir_;
+  const Options options_;
   std::unique_ptr<DirLock> lock_;
-  std::unique_ptr<LogWriter> log_;
+  std::shared_ptr<LogWriter> log_;
   std::thread flusher_;
 
   std::mutex mu_;
@@ -1110,20 +1328,11 @@ class Disk {
   bool closed_ = false;
   bool unsynced_ = false;  // appended since the flusher's last sync
   Status failed_;          // the first I/O failure; OK while there has been none
+//> chapter 4
+  Stats compactions_;                // the compaction counters of Stats
+  std::uint64_t retry_at_bytes_ = 0;  // no automatic compaction below this log size
+//< chapter 4
 };
-
-// The directory that holds `path`: "a/b" -> "a", "b" -> ".", "/b" -> "/".
-inline std::string parent_dir(std::string path) {
-  while (path.size() > 1 && path.back() == '/') path.pop_back();
-  const std::size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
-
-// Joins a directory and a file name.
-inline std::string path_in(const std::string& dir, const char* name) {
-  return dir.empty() || dir.back() == '/' ? dir + name : dir + "/" + name;
-}
 
 }  // namespace detail
 
@@ -1145,7 +1354,9 @@ inline Status Store::open(const Options& options, std::unique_ptr<Store>* store)
   if (!s.ok()) return s;
   std::unique_ptr<LogWriter> log;
   if (s = opened->recover(options, fs, &log); !s.ok()) return s;
-  opened->disk_.reset(new detail::Disk(options, std::move(lock), std::move(log)));
+  Options resolved = options;
+  resolved.file_system = fs;
+  opened->disk_.reset(new detail::Disk(std::move(resolved), std::move(lock), std::move(log)));
   *store = std::move(opened);
   return Status();
 }
@@ -1157,10 +1368,17 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
   const auto started = std::chrono::steady_clock::now();
   const std::string path = detail::path_in(options.dir, kLogFileName);
   const bool syncs = options.fsync != FsyncPolicy::kNever;
-  auto note = [&](const std::string& message) {
-    if (options.info_log) options.info_log(message);
-    else std::fprintf(stderr, "keystonelight: %s\n", message.c_str());
-  };
+  auto note = [&](const std::string& message) { detail::note(options, message); };
+//> chapter 4
+
+  // A compaction that died before its rename leaves its temporary file; the log it was
+  // going to replace is whole, so the file is only in the way.
+  const std::string temp = detail::path_in(options.dir, kCompactFileName);
+  if (fs->exists(temp)) {
+    if (Status s = fs->remove(temp); !s.ok()) return s;
+    note("removed " + temp + ", left by a compaction that did not finish; the log is intact");
+  }
+//< chapter 4
 
   std::unique_ptr<File> file;
   if (Status s = fs->open(path, true, &file); !s.ok()) return s;
@@ -1237,6 +1455,9 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
   recovery_.duration = std::chrono::duration_cast<std::chrono::microseconds>(
       std::chrono::steady_clock::now() - started);
   writer->reset(new LogWriter(std::move(file), end));
+//> chapter 4
+  for (const auto& [key, value] : map_) count_live(+1, key, value);
+//< chapter 4
   return Status();
 }
 
@@ -1259,6 +1480,41 @@ inline Status Store::log_delete(std::string_view key) {
   return disk_ ? disk_->append(RecordType::kDelete, key, {}) : Status();
 }
 //< chapter 3
+//> chapter 4
+
+// =======================================================================================
+// Chapter 4: compaction
+//
+// The log keeps every version of every key, so a store that overwrites and deletes grows
+// without bound while its contents stay the same size. Compaction writes what is live,
+// from memory (the map is the truth; there is nothing to read back), as a fresh log and
+// swaps it in with rename(2), which replaces a name in one step: a crash at any moment
+// leaves the old log or the new one under that name, never a mix. The data directory's
+// lock is held throughout. Stop-the-world for writers (in this chapter the caller's
+// thread does it; chapter 5 lets readers go on meanwhile).
+// =======================================================================================
+
+inline Status Store::compact() { return disk_ ? disk_->compact(map_) : Status(); }
+
+inline Stats Store::stats() const {
+  Stats stats = disk_ ? disk_->stats() : Stats();
+  stats.live_bytes = (disk_ ? kFileHeaderBytes : 0) + live_bytes_;
+  return stats;
+}
+
+inline void Store::maybe_compact() {
+  if (!disk_ || !disk_->wants_compaction(live_bytes_)) return;
+  if (Status s = compact(); !s.ok()) {
+    disk_->postpone_compaction();
+    detail::note(disk_->options(), "automatic compaction failed: " + s.to_string());
+  }
+}
+
+inline void Store::count_live(int sign, std::string_view key, std::string_view value) {
+  const std::uint64_t bytes = kRecordHeaderBytes + key.size() + value.size();
+  live_bytes_ = sign > 0 ? live_bytes_ + bytes : live_bytes_ - bytes;
+}
+//< chapter 4
 
 }  // namespace keystonelight
 

@@ -189,7 +189,8 @@ inline std::optional<std::string> Store::get(std::string_view key) const {
 }
 
 inline Status Store::set(std::string_view key, std::string_view value) {
-  map_.insert_or_assign(std::string(key), std::string(value));
+  auto [it, added] = map_.try_emplace(std::string(key));  // finds the key, or adds it empty
+  it->second.assign(value.data(), value.size());
   return Status();
 }
 

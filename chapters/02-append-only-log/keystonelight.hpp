@@ -404,7 +404,8 @@ inline std::optional<std::string> Store::get(std::string_view key) const {
 }
 
 inline Status Store::set(std::string_view key, std::string_view value) {
-  map_.insert_or_assign(std::string(key), std::string(value));
+  auto [it, added] = map_.try_emplace(std::string(key));  // finds the key, or adds it empty
+  it->second.assign(value.data(), value.size());
   return Status();
 }
 
@@ -615,6 +616,14 @@ class LogWriter {
   }
 
   Status sync() { return file_->sync(); }
+
+  // Cuts the log back to `size` bytes (no more than size()), dropping the records after.
+  Status truncate(std::uint64_t size) {
+    if (size > size_) return Status::invalid_argument("cannot cut a log forward");
+    Status s = file_->truncate(size);
+    if (s.ok()) size_ = size;
+    return s;
+  }
 
   std::uint64_t size() const { return size_; }
   File& file() { return *file_; }

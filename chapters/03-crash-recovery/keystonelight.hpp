@@ -527,7 +527,8 @@ inline std::optional<std::string> Store::get(std::string_view key) const {
 
 inline Status Store::set(std::string_view key, std::string_view value) {
   if (Status s = log_put(key, value); !s.ok()) return s;
-  map_.insert_or_assign(std::string(key), std::string(value));
+  auto [it, added] = map_.try_emplace(std::string(key));  // finds the key, or adds it empty
+  it->second.assign(value.data(), value.size());
   return Status();
 }
 
@@ -739,6 +740,14 @@ class LogWriter {
   }
 
   Status sync() { return file_->sync(); }
+
+  // Cuts the log back to `size` bytes (no more than size()), dropping the records after.
+  Status truncate(std::uint64_t size) {
+    if (size > size_) return Status::invalid_argument("cannot cut a log forward");
+    Status s = file_->truncate(size);
+    if (s.ok()) size_ = size;
+    return s;
+  }
 
   std::uint64_t size() const { return size_; }
   File& file() { return *file_; }
@@ -970,14 +979,38 @@ struct Options {
 
 namespace detail {
 
+// Hands a message for a person to options.info_log, or to standard error without one.
+inline void note(const Options& options, const std::string& message) {
+  if (options.info_log) options.info_log(message);
+  else std::fprintf(stderr, "keystonelight: %s\n", message.c_str());
+}
+
+// The directory that holds `path`: "a/b" -> "a", "b" -> ".", "/b" -> "/".
+inline std::string parent_dir(std::string path) {
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  const std::size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+// Joins a directory and a file name.
+inline std::string path_in(const std::string& dir, const char* name) {
+  return dir.empty() || dir.back() == '/' ? dir + name : dir + "/" + name;
+}
+
 // The persistent half of a Store: the log, the directory lock, and for kEverySecond the
-// thread that syncs in the background. Its mutex guards the fields below it; the log
-// itself is used by one writer at a time, and the flusher only ever calls sync() on it.
+// thread that syncs in the background. Writes come from one thread at a time (the
+// Store's caller); the flusher only ever calls sync(). mu_ guards closed_, unsynced_,
+// failed_, and log_ against the flusher: it takes its own reference to the writer under
+// mu_, so the writer can be replaced (chapter 4) while an fsync is running.
 class Disk {
  public:
-  Disk(const Options& options, std::unique_ptr<DirLock> lock, std::unique_ptr<LogWriter> log)
-      : policy_(options.fsync), dir_(options.dir), lock_(std::move(lock)), log_(std::move(log)) {
-    if (policy_ == FsyncPolicy::kEverySecond) flusher_ = std::thread([this] { flush_loop(); });
+  // `options.file_system` must be set.
+  Disk(Options options, std::unique_ptr<DirLock> lock, std::unique_ptr<LogWriter> log)
+      : options_(std::move(options)), lock_(std::move(lock)), log_(std::move(log)) {
+    if (options_.fsync == FsyncPolicy::kEverySecond) {
+      flusher_ = std::thread([this] { flush_loop(); });
+    }
   }
   ~Disk() { (void)close(); }
   Disk(const Disk&) = delete;
@@ -988,10 +1021,15 @@ class Disk {
   // the file holds (Linux may even drop the unwritten pages and report success later).
   Status append(RecordType type, std::string_view key, std::string_view value) {
     if (Status s = usable(); !s.ok()) return s;
+    const std::uint64_t before = log_->size();
     Status s = log_->append(type, key, value);
-    if (s.ok() && policy_ == FsyncPolicy::kAlways) s = log_->sync();
+    if (s.ok() && options_.fsync == FsyncPolicy::kAlways) {
+      s = log_->sync();
+      // The write is reported as failed, so try not to let it come back on reopen.
+      if (!s.ok()) (void)log_->truncate(before);
+    }
     if (!s.ok()) return fail(s);
-    if (policy_ == FsyncPolicy::kEverySecond) {
+    if (options_.fsync == FsyncPolicy::kEverySecond) {
       std::lock_guard<std::mutex> lock(mu_);
       unsynced_ = true;
     }
@@ -1015,7 +1053,10 @@ class Disk {
     if (flusher_.joinable()) flusher_.join();
     Status s = failed_.ok() ? log_->sync() : failed_;
     if (!s.ok() && failed_.ok()) s = fail(s);
-    log_.reset();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      log_.reset();
+    }
     lock_.reset();
     return s;
   }
@@ -1026,7 +1067,7 @@ class Disk {
   Status usable() {
     std::lock_guard<std::mutex> lock(mu_);
     if (!failed_.ok()) return failed_;
-    if (closed_) return Status::io_error("the store in " + dir_ + " is closed");
+    if (closed_) return Status::io_error("the store in " + options_.dir + " is closed; open it again");
     return Status();
   }
 
@@ -1048,8 +1089,9 @@ class Disk {
                    [this] { return closed_; });
       if (closed_ || !unsynced_ || !failed_.ok()) continue;
       unsynced_ = false;
+      std::shared_ptr<LogWriter> log = log_;
       lock.unlock();  // fsync can take long; writers must not wait for it
-      Status s = log_->sync();
+      Status s = log->sync();
       lock.lock();
       if (!s.ok() && failed_.ok()) {
         failed_ = Status::io_error(s.message() + " (background fsync); the store refuses "
@@ -1058,10 +1100,9 @@ class Disk {
     }
   }
 
-  const FsyncPolicy policy_;
-  const std::string dir_;
+  const Options options_;
   std::unique_ptr<DirLock> lock_;
-  std::unique_ptr<LogWriter> log_;
+  std::shared_ptr<LogWriter> log_;
   std::thread flusher_;
 
   std::mutex mu_;
@@ -1070,19 +1111,6 @@ class Disk {
   bool unsynced_ = false;  // appended since the flusher's last sync
   Status failed_;          // the first I/O failure; OK while there has been none
 };
-
-// The directory that holds `path`: "a/b" -> "a", "b" -> ".", "/b" -> "/".
-inline std::string parent_dir(std::string path) {
-  while (path.size() > 1 && path.back() == '/') path.pop_back();
-  const std::size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
-
-// Joins a directory and a file name.
-inline std::string path_in(const std::string& dir, const char* name) {
-  return dir.empty() || dir.back() == '/' ? dir + name : dir + "/" + name;
-}
 
 }  // namespace detail
 
@@ -1104,7 +1132,9 @@ inline Status Store::open(const Options& options, std::unique_ptr<Store>* store)
   if (!s.ok()) return s;
   std::unique_ptr<LogWriter> log;
   if (s = opened->recover(options, fs, &log); !s.ok()) return s;
-  opened->disk_.reset(new detail::Disk(options, std::move(lock), std::move(log)));
+  Options resolved = options;
+  resolved.file_system = fs;
+  opened->disk_.reset(new detail::Disk(std::move(resolved), std::move(lock), std::move(log)));
   *store = std::move(opened);
   return Status();
 }
@@ -1116,10 +1146,7 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
   const auto started = std::chrono::steady_clock::now();
   const std::string path = detail::path_in(options.dir, kLogFileName);
   const bool syncs = options.fsync != FsyncPolicy::kNever;
-  auto note = [&](const std::string& message) {
-    if (options.info_log) options.info_log(message);
-    else std::fprintf(stderr, "keystonelight: %s\n", message.c_str());
-  };
+  auto note = [&](const std::string& message) { detail::note(options, message); };
 
   std::unique_ptr<File> file;
   if (Status s = fs->open(path, true, &file); !s.ok()) return s;
