@@ -823,9 +823,9 @@ class LogWriter {
     if (type == RecordType::kDelete && !value.empty()) {
       return Status::invalid_argument("a delete record has no value");
     }
+    if (!broken_.ok()) return broken_;
     buffer_.clear();
     detail::encode_record(type, key, value, expiry_ms, &buffer_);
-    if (!broken_.ok()) return broken_;
     Status s = file_->append(buffer_);
     if (!s.ok()) {
       // Cut the partial record off. If even that fails, the file holds half a record that
@@ -867,10 +867,10 @@ class LogWriter {
 class LogReader {
  public:
   enum class Result {
-    kRecord,       // a whole record with a matching CRC
+    kRecord,       // a whole record whose two CRCs match
     kEnd,          // the clean end of the file
     kIncomplete,   // the file ends inside the record's header or body
-    kBadChecksum,  // the record's CRC does not match its bytes
+    kBadChecksum,  // the header's or the body's CRC does not match its bytes
     kBadType,      // the type byte is neither put nor delete
     kBadLength,    // a length beyond the limits, or a delete that carries a value
     kIOError,      // reading failed; see status()
@@ -1206,7 +1206,7 @@ class Disk {
   // so that a full disk does not make every write try again.
   bool wants_compaction(std::uint64_t live_bytes) const {
     const std::uint64_t size = log_bytes();
-    return options_.compact_ratio > 0 && failed_.ok() && size >= options_.compact_min_bytes &&
+    return options_.compact_ratio > 0 && size >= options_.compact_min_bytes &&
            size >= retry_at_bytes_ &&
            static_cast<double>(size) >
                options_.compact_ratio * static_cast<double>(kFileHeaderBytes + live_bytes);
@@ -1255,6 +1255,7 @@ class Disk {
     std::lock_guard<std::mutex> lock(mu_);
     log_ = std::move(log);  // the flusher may still hold the old one for a moment
     unsynced_ = false;
+    retry_at_bytes_ = 0;  // any back-off measured the old log
     return Status();
   }
 
@@ -1336,6 +1337,35 @@ class Disk {
 
 }  // namespace detail
 
+// What a bad record that stopped a replay means. Recovery and keystonelight-check decide
+// the same way, with this.
+enum class Damage {
+  kTornTail,       // nothing valid after it: a write cut short; safe to cut off
+  kCorruption,     // a valid record follows: damaged before the end; refuse
+  kNotUnderstood,  // its header CRC holds, yet its type or length cannot be: refuse
+};
+struct Diagnosis {
+  Damage damage = Damage::kTornTail;
+  std::optional<std::uint64_t> next_valid;  // for kCorruption: where the next record starts
+};
+
+// Diagnoses the bad record at reader.offset() that made next() return `result`. A crash
+// tears a record into a prefix, perhaps followed by zeros or stale bytes; it never makes a
+// header whose CRC holds yet whose type or length is wrong, so those are never cut off: a
+// build with larger limits wrote them, or they are damaged.
+inline Status diagnose(LogReader& reader, LogReader::Result result, Diagnosis* diagnosis) {
+  diagnosis->damage = Damage::kTornTail;
+  diagnosis->next_valid.reset();
+  if (result == LogReader::Result::kBadType || result == LogReader::Result::kBadLength) {
+    diagnosis->damage = Damage::kNotUnderstood;
+    return Status();
+  }
+  diagnosis->next_valid = reader.find_valid_record_after(reader.offset());
+  if (!reader.status().ok()) return reader.status();
+  if (diagnosis->next_valid) diagnosis->damage = Damage::kCorruption;
+  return Status();
+}
+
 inline Status Store::open(const Options& options, std::unique_ptr<Store>* store) {
   std::unique_ptr<Store> opened(new Store());
   if (options.dir.empty()) {
@@ -1343,6 +1373,14 @@ inline Status Store::open(const Options& options, std::unique_ptr<Store>* store)
     return Status();
   }
   FileSystem* fs = options.file_system ? options.file_system : default_file_system();
+//> chapter 4
+  if (options.compact_ratio != 0 && !(options.compact_ratio > 1)) {
+    return Status::invalid_argument(
+        "compact_ratio " + std::to_string(options.compact_ratio) + " would compact after "
+        "nearly every write: use 0 to turn automatic compaction off, or more than 1 (the "
+        "default is " + std::to_string(KEYSTONELIGHT_COMPACT_RATIO) + ")");
+  }
+//< chapter 4
   if (Status s = fs->create_dir(options.dir); !s.ok()) return s;
   if (options.fsync != FsyncPolicy::kNever) {
     // The directory may be new: make its entry in the parent durable too, or a power cut
@@ -1415,23 +1453,24 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
   if (result == LogReader::Result::kIOError) return reader.status();
 
   const std::uint64_t end = reader.offset();
-  if (result == LogReader::Result::kBadLength) {
-    // A crash tears a record (a prefix, perhaps followed by zeros) but never writes a
-    // length over the limits. Either a build with larger limits wrote it, or the length
-    // is damaged; cutting it off as a torn tail could throw away a good record.
-    map_.clear();
-    return Status::corruption(
-        path + ": the record at byte offset " + std::to_string(end) + " has an impossible " +
-        "length: a key or value longer than this build's KEYSTONELIGHT_MAX_KEY_BYTES (" +
-        std::to_string(kMaxKeyBytes) + ") or KEYSTONELIGHT_MAX_VALUE_BYTES (" +
-        std::to_string(kMaxValueBytes) + "), or a delete carrying a value. Nothing was changed. "
-        "If a build with larger limits wrote this log, raise them; otherwise the record is "
-        "damaged: run `keystonelight-check " + options.dir + "`");
-  }
   if (result != LogReader::Result::kEnd) {
-    std::optional<std::uint64_t> next = reader.find_valid_record_after(end);
-    if (!reader.status().ok()) return reader.status();
-    if (next) {
+    Diagnosis diagnosis;
+    if (Status s = diagnose(reader, result, &diagnosis); !s.ok()) return s;
+    if (diagnosis.damage == Damage::kNotUnderstood) {
+      map_.clear();
+      return Status::corruption(
+          path + ": the record at byte offset " + std::to_string(end) + " has a valid header " +
+          "but " + (result == LogReader::Result::kBadType
+                        ? std::string("a record type this build does not know")
+                        : "an impossible length: a key or value longer than this build's "
+                          "KEYSTONELIGHT_MAX_KEY_BYTES (" + std::to_string(kMaxKeyBytes) +
+                          ") or KEYSTONELIGHT_MAX_VALUE_BYTES (" + std::to_string(kMaxValueBytes) +
+                          "), or a delete carrying a value") +
+          ". Nothing was changed. If a build with larger limits wrote this log, raise them; "
+          "otherwise the record is damaged: run `keystonelight-check " + options.dir + "`");
+    }
+    if (diagnosis.damage == Damage::kCorruption) {
+      const std::optional<std::uint64_t>& next = diagnosis.next_valid;
       map_.clear();
       return Status::corruption(
           path + ": " + LogReader::describe(result) + " at byte offset " + std::to_string(end) +

@@ -11,7 +11,7 @@
 //
 //   torn tail    nothing valid follows the bad record: a write interrupted by a crash.
 //                Store::open cuts it off by itself and goes on.
-//   corruption   a valid record follows: damage in the middle, which a crash cannot do.
+//   corruption   a valid record follows: damage in the middle, which a crashed process cannot do.
 //                Store::open refuses to open the store.
 //
 // Without --fix the program changes nothing, not even the LOCK file, so it is safe on a
@@ -149,8 +149,8 @@ void print_record(const Record& record) {
 // The first bad record and what follows it.
 struct Problem {
   LogReader::Result result = LogReader::Result::kEnd;
-  std::uint64_t offset = 0;                 // where the bad record starts
-  std::optional<std::uint64_t> next_valid;  // a valid record after it: corruption
+  std::uint64_t offset = 0;  // where the bad record starts
+  keystonelight::Diagnosis diagnosis;  // what Store::open makes of it
 };
 
 // What a walk through the log found. Counts cover the records before the first problem,
@@ -200,7 +200,7 @@ Status scan_log(File* file, bool list_records, Scan* scan) {
   scan->file_size = reader.file_size();
   if (scan->header == LogReader::Header::kTorn) {
     // A crash while the store created the file; Store::open writes the header again.
-    scan->problem = Problem{LogReader::Result::kIncomplete, 0, std::nullopt};
+    scan->problem = Problem{LogReader::Result::kIncomplete, 0, {}};
     return Status();
   }
   if (list_records && scan->header == LogReader::Header::kValid) {
@@ -216,7 +216,9 @@ Status scan_log(File* file, bool list_records, Scan* scan) {
   if (result == LogReader::Result::kIOError) return reader.status();
   scan->good_end = reader.offset();
   if (result != LogReader::Result::kEnd) {
-    scan->problem = Problem{result, scan->good_end, reader.find_valid_record_after(scan->good_end)};
+    Problem problem{result, scan->good_end, {}};
+    if (Status s = keystonelight::diagnose(reader, result, &problem.diagnosis); !s.ok()) return s;
+    scan->problem = problem;
   }
   return Status();
 }
@@ -258,14 +260,16 @@ void print_report(const std::string& path, const Scan& scan) {
     std::printf("problem:        %s at byte offset %llu\n", LogReader::describe(p.result),
                 ull(p.offset));
   }
-  if (p.result == LogReader::Result::kBadLength) {
-    std::printf("kind:           a length over this build's limits (KEYSTONELIGHT_MAX_KEY_BYTES, "
-                "KEYSTONELIGHT_MAX_VALUE_BYTES), which a crash cannot write: a build with larger "
+  if (p.diagnosis.damage == keystonelight::Damage::kNotUnderstood) {
+    std::printf("kind:           not understood: its header CRC holds, yet its type or length "
+                "does not (over this build's KEYSTONELIGHT_MAX_KEY_BYTES or "
+                "KEYSTONELIGHT_MAX_VALUE_BYTES?), which a crash cannot write: a build with larger "
                 "limits wrote it, or it is damaged; Store::open refuses to open this log\n");
-  } else if (p.next_valid) {
-    std::printf("kind:           corruption: a valid record follows at offset %llu, which a crash "
-                "cannot cause; Store::open refuses to open this log\n",
-                ull(*p.next_valid));
+  } else if (p.diagnosis.next_valid) {
+    std::printf("kind:           corruption: a valid record follows at offset %llu, which a "
+                "crashed process cannot cause (a power cut can, in writes not yet fsynced); "
+                "Store::open refuses to open this log\n",
+                ull(*p.diagnosis.next_valid));
   } else {
     std::printf("kind:           torn tail: nothing valid after it; Store::open would drop %llu "
                 "bytes%s and go on\n",
@@ -277,7 +281,7 @@ void print_report(const std::string& path, const Scan& scan) {
 // What to do about the problem just reported, for a run without --fix.
 void print_advice(const std::string& dir, const Scan& scan) {
   const Problem& p = *scan.problem;
-  if (p.next_valid) {
+  if (p.diagnosis.damage != keystonelight::Damage::kTornTail) {
     std::printf("what to do:     restore a backup, or run `keystonelight-check --fix %s` to keep "
                 "the %llu records before offset %llu and lose the %llu bytes from there on "
                 "(copy the file first to keep them)\n",

@@ -600,9 +600,9 @@ class LogWriter {
     if (type == RecordType::kDelete && !value.empty()) {
       return Status::invalid_argument("a delete record has no value");
     }
+    if (!broken_.ok()) return broken_;
     buffer_.clear();
     detail::encode_record(type, key, value, expiry_ms, &buffer_);
-    if (!broken_.ok()) return broken_;
     Status s = file_->append(buffer_);
     if (!s.ok()) {
       // Cut the partial record off. If even that fails, the file holds half a record that
@@ -644,10 +644,10 @@ class LogWriter {
 class LogReader {
  public:
   enum class Result {
-    kRecord,       // a whole record with a matching CRC
+    kRecord,       // a whole record whose two CRCs match
     kEnd,          // the clean end of the file
     kIncomplete,   // the file ends inside the record's header or body
-    kBadChecksum,  // the record's CRC does not match its bytes
+    kBadChecksum,  // the header's or the body's CRC does not match its bytes
     kBadType,      // the type byte is neither put nor delete
     kBadLength,    // a length beyond the limits, or a delete that carries a value
     kIOError,      // reading failed; see status()

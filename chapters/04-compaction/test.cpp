@@ -334,6 +334,38 @@ TEST_CASE("compaction under everysec keeps the flusher working on the new log") 
   CHECK(contents(*store) == model);
 }
 
+TEST_CASE("a compact_ratio that would compact after every write is refused on open") {
+  kltest::TempDir dir;
+  kl::Options options = options_for(dir);
+  for (double ratio : {0.5, 1.0, -2.0}) {
+    options.compact_ratio = ratio;
+    std::unique_ptr<kl::Store> store;
+    kl::Status s = kl::Store::open(options, &store);
+    CHECK(s.code() == Code::kInvalidArgument);
+    CHECK(s.message().find("compact_ratio") != std::string::npos);
+  }
+}
+
+TEST_CASE("after a failed automatic compaction, a later success resets the back-off") {
+  kltest::TempDir dir;
+  kltest::FaultyFileSystem fs;
+  kl::Options options = options_for(dir, &fs);
+  options.compact_min_bytes = 4096;
+  options.compact_ratio = 2;
+  auto store = open_store(options);
+  fs.arm(Op::kRename, 0, Fault::kFail, "Read-only file system");
+  int writes = 0;
+  while (store->stats().failed_compactions == 0 && writes < 10000) {
+    REQUIRE(store->set("same key", std::to_string(writes++)).ok());
+  }
+  REQUIRE(store->stats().failed_compactions == 1);
+  REQUIRE(store->compact().ok());  // by hand, now that the disk is fine
+  const std::uint64_t compacted = store->stats().log_bytes;
+  for (int i = 0; i < 2000; ++i) REQUIRE(store->set("same key", std::to_string(i)).ok());
+  CHECK(store->stats().compactions > 1);  // automatic ones again, in the small new log
+  CHECK(store->stats().log_bytes < compacted + 2 * 4096);
+}
+
 TEST_CASE("compacting a store in memory is a harmless no-op") {
   kl::Store store;
   REQUIRE(store.set("k", "v").ok());
