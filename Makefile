@@ -112,6 +112,10 @@ $(BUILD)/obj/doctest_main.o: tests/doctest_main.cpp | doctest
 	@mkdir -p $(@D)
 	$(CXX) $(FLAGS) -c $< -o $@
 
+# The test helpers every suite may include; a change to one rebuilds every suite, or two
+# suites in one binary could disagree about a helper's layout.
+SUPPORT := $(wildcard tests/support/*.hpp)
+
 # $(1) names the header under test ("final" or a chapter), $(2) is its path, $(3) the
 # chapters whose tests run against it, $(4) extra test sources, $(5) excluded suites.
 define test_binary
@@ -119,12 +123,12 @@ $(BUILD)/obj/$(1)/second_tu.o: tests/second_tu.cpp $(2) | doctest
 	@mkdir -p $$(@D)
 	$(CXX) $(FLAGS) -I. -include $(2) -c $$< -o $$@
 $(foreach k,$(3),
-$(BUILD)/obj/$(1)/$(k).o: chapters/$(k)/test.cpp $(2) | doctest
+$(BUILD)/obj/$(1)/$(k).o: chapters/$(k)/test.cpp $(2) $(SUPPORT) | doctest
 	@mkdir -p $$(@D)
 	$(CXX) $(FLAGS) -I. -include $(2) -c $$< -o $$@
 )
 $(foreach t,$(4),
-$(BUILD)/obj/$(1)/$(notdir $(t:.cpp=.o)): $(t) $(2) | doctest
+$(BUILD)/obj/$(1)/$(notdir $(t:.cpp=.o)): $(t) $(2) $(SUPPORT) | doctest
 	@mkdir -p $$(@D)
 	$(CXX) $(FLAGS) -I. -include $(2) -c $$< -o $$@
 )

@@ -22,6 +22,10 @@
 //> chapter 4
        4. Compaction           Store::compact, automatic compaction, Stats
 //< chapter 4
+//> chapter 5
+       5. Concurrency          the reader-writer lock, increment/append/conditional set,
+                               group commit, compaction in the background
+//< chapter 5
 
    COMPILE-TIME OPTIONS: define before including to change a default.
 
@@ -42,7 +46,7 @@
    ("chapters 1-2") fences code that a later chapter replaces, so the compiler skips it.
    tools/split-chapters reads them to write each chapter's snapshot (chapters/NN-name/).
 
-   THREAD SAFETY: a Store is not safe to share between threads without a lock of your own.
+   THREAD SAFETY: each class says what it allows in its comment.
 */
 #ifndef KEYSTONELIGHT_HPP
 #define KEYSTONELIGHT_HPP
@@ -129,6 +133,14 @@
 
 #include <sys/file.h>
 //< chapter 3
+//> chapter 5
+#include <atomic>
+#include <cstdlib>
+#include <limits>
+#include <shared_mutex>
+
+#include <pthread.h>
+//< chapter 5
 
 namespace keystonelight {
 
@@ -450,6 +462,38 @@ class DirLock {
   int fd_;
 };
 //< chapter 3
+//> chapter 5
+
+// A reader-writer lock that lets a waiting writer in before new readers. It has the
+// interface of std::shared_mutex and works with std::shared_lock and std::unique_lock,
+// but std::shared_mutex on glibc prefers readers: under a steady stream of reads a writer
+// can wait almost for ever (chapter 5's example measured 54 writes a second beside five
+// million reads). glibc's pthread_rwlock can be asked to prefer writers; other systems'
+// already do. Not recursive: a thread must not take it twice.
+class SharedMutex {
+ public:
+  SharedMutex() {
+    pthread_rwlockattr_t attributes;
+    pthread_rwlockattr_init(&attributes);
+#if defined(__GLIBC__)
+    pthread_rwlockattr_setkind_np(&attributes, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+#endif
+    pthread_rwlock_init(&lock_, &attributes);
+    pthread_rwlockattr_destroy(&attributes);
+  }
+  ~SharedMutex() { pthread_rwlock_destroy(&lock_); }
+  SharedMutex(const SharedMutex&) = delete;
+  SharedMutex& operator=(const SharedMutex&) = delete;
+
+  void lock() { pthread_rwlock_wrlock(&lock_); }
+  void unlock() { pthread_rwlock_unlock(&lock_); }
+  void lock_shared() { pthread_rwlock_rdlock(&lock_); }
+  void unlock_shared() { pthread_rwlock_unlock(&lock_); }
+
+ private:
+  pthread_rwlock_t lock_;
+};
+//< chapter 5
 
 }  // namespace detail
 //> chapter 2
@@ -467,6 +511,14 @@ inline FileSystem* default_file_system() {
 // byte are ordinary data, which is why the API takes std::string_view (a pointer and a
 // length) and never a C string. A Store made with `Store()` lives in memory only; its
 // contents end with it.
+//
+#if 0 //> chapters 1-4
+// A Store is not thread-safe: share one between threads only behind a lock of your own.
+#endif //< chapters 1-4
+//> chapter 5
+// A Store is thread-safe (chapter 5): any number of threads may call any member function
+// at once, except that close() and the destructor must not race with other calls.
+//< chapter 5
 // =======================================================================================
 
 //> chapter 4
@@ -556,6 +608,30 @@ class Store {
   // Logged like set(); removing a missing key writes nothing.
 //< chapter 3
   Status del(std::string_view key, bool* existed = nullptr);
+//> chapter 5
+
+  // Read-modify-write operations (chapter 5). Each reads, decides and writes under the
+  // writer lock, so no other write can come between, and logs one record holding the
+  // resulting value, never the operation.
+
+  // Adds `delta` to the 64-bit integer stored as decimal text under `key` (a missing key
+  // counts as 0), stores the result the same way, and puts it in *result (when not null),
+  // like Redis's INCRBY. InvalidArgument, and nothing changes, when the value is not an
+  // integer in plain decimal form ("value is not an integer or out of range") or when the
+  // result would overflow ("increment or decrement would overflow").
+  Status increment(std::string_view key, std::int64_t delta, std::int64_t* result = nullptr);
+
+  // Appends `suffix` to the value under `key` (a missing key counts as empty) and puts the
+  // new length in *length (when not null), like Redis's APPEND.
+  Status append(std::string_view key, std::string_view suffix, std::size_t* length = nullptr);
+
+  // set() with a condition, like Redis's SET with NX or XX and GET: stores `value` only
+  // when the key is absent (kIfAbsent) or present (kIfPresent), says in *stored whether
+  // it did, and puts the value it had before in *previous (when not null).
+  enum class SetIf { kAlways, kIfAbsent, kIfPresent };
+  Status set(std::string_view key, std::string_view value, SetIf condition, bool* stored,
+             std::optional<std::string>* previous = nullptr);
+//< chapter 5
 
   // Whether `key` has a value.
   bool exists(std::string_view key) const;
@@ -568,6 +644,10 @@ class Store {
   std::vector<std::pair<std::string, std::string>> entries() const;
 
  private:
+  // The one place a value is stored: set() calls it, and so (from chapter 5) do the
+  // read-modify-write operations, with the writer lock held.
+  Status put(std::string_view key, std::string_view value);
+
 //> chapter 3
   // Append one change to the log of a persistent store (nothing for one in memory),
   // after checking the limits that the log's format sets.
@@ -584,6 +664,17 @@ class Store {
   // Adds (sign +1) or removes (-1) an entry's record from live_bytes_.
   void count_live(int sign, std::string_view key, std::string_view value);
 //< chapter 4
+//> chapter 5
+
+  // Ends a write: releases the writer lock, then waits until the write is durable as the
+  // fsync policy promises (with kAlways, the fsync that covers it; group commit).
+  Status finish_write(std::unique_lock<detail::SharedMutex>& lock);
+
+  // The background compaction thread: started by open() when automatic compaction is on,
+  // woken by maybe_compact(), stopped and joined by close().
+  void compactor_loop();
+  void stop_compactor();
+//< chapter 5
 
 //< chapter 3
   // std::unordered_map has no lookup by string_view in C++17, so lookups build a
@@ -598,15 +689,49 @@ class Store {
   // keys of kRecordHeaderBytes + key + value. Kept up to date by every change.
   std::uint64_t live_bytes_ = 0;
 //< chapter 4
+//> chapter 5
+
+  // Chapter 5's locks. The order, outermost first, which every path follows so that no
+  // two threads can each hold what the other waits for:
+  //   compaction_mu_  one compaction at a time
+  //   mu_             the map (and live_bytes_): shared for reads and for a compaction
+  //                   (it only reads the map), exclusive for writes
+  //   compactor_mu_   the compactor thread's wake-up state
+  //   Disk's mutex    the log's bookkeeping; held briefly, never across I/O
+  // No lock is held while user code runs (Options::info_log is called without one), and
+  // waiting for an fsync (group commit) holds only the Disk's mutex, between checks.
+  mutable detail::SharedMutex mu_;
+  std::mutex compaction_mu_;
+  mutable std::mutex compactor_mu_;
+  std::condition_variable compactor_cv_;
+  bool compaction_wanted_ = false;   // guarded by compactor_mu_
+  bool compaction_running_ = false;  // guarded by compactor_mu_
+  bool compactor_stopping_ = false;  // guarded by compactor_mu_
+  std::thread compactor_;
+//< chapter 5
 };
 
 inline std::optional<std::string> Store::get(std::string_view key) const {
+//> chapter 5
+  std::shared_lock<detail::SharedMutex> lock(mu_);
+//< chapter 5
   auto it = map_.find(std::string(key));
   if (it == map_.end()) return std::nullopt;
   return it->second;
 }
 
 inline Status Store::set(std::string_view key, std::string_view value) {
+#if 0 //> chapters 1-4
+  return put(key, value);
+#endif //< chapters 1-4
+//> chapter 5
+  std::unique_lock<detail::SharedMutex> lock(mu_);
+  Status s = put(key, value);
+  return s.ok() ? finish_write(lock) : s;
+//< chapter 5
+}
+
+inline Status Store::put(std::string_view key, std::string_view value) {
 //> chapter 3
   if (Status s = log_put(key, value); !s.ok()) return s;
 //< chapter 3
@@ -623,6 +748,9 @@ inline Status Store::set(std::string_view key, std::string_view value) {
 }
 
 inline Status Store::del(std::string_view key, bool* existed) {
+//> chapter 5
+  std::unique_lock<detail::SharedMutex> lock(mu_);
+//< chapter 5
   auto it = map_.find(std::string(key));
   if (existed != nullptr) *existed = false;
   if (it == map_.end()) return Status();
@@ -637,16 +765,32 @@ inline Status Store::del(std::string_view key, bool* existed) {
 //> chapter 4
   maybe_compact();
 //< chapter 4
+#if 0 //> chapters 1-4
   return Status();
+#endif //< chapters 1-4
+//> chapter 5
+  return finish_write(lock);
+//< chapter 5
 }
 
 inline bool Store::exists(std::string_view key) const {
+//> chapter 5
+  std::shared_lock<detail::SharedMutex> lock(mu_);
+//< chapter 5
   return map_.find(std::string(key)) != map_.end();
 }
 
-inline std::size_t Store::size() const { return map_.size(); }
+inline std::size_t Store::size() const {
+//> chapter 5
+  std::shared_lock<detail::SharedMutex> lock(mu_);
+//< chapter 5
+  return map_.size();
+}
 
 inline std::vector<std::pair<std::string, std::string>> Store::entries() const {
+//> chapter 5
+  std::shared_lock<detail::SharedMutex> lock(mu_);
+//< chapter 5
   return {map_.begin(), map_.end()};
 }
 //> chapter 2
@@ -1098,6 +1242,9 @@ struct Stats {
   std::uint64_t failed_compactions = 0;  // failed since then
   std::chrono::microseconds last_compaction_duration{0};
   Status last_compaction;  // the outcome of the last one; OK when there was none
+//> chapter 5
+  bool compaction_pending = false;  // the background compactor is due to run, or running
+//< chapter 5
 };
 
 //< chapter 4
@@ -1140,11 +1287,20 @@ class Disk {
   Disk(const Disk&) = delete;
   Disk& operator=(const Disk&) = delete;
 
-  // Appends a record; with kAlways, also syncs it. The first I/O failure is kept: every
-  // later write returns it, because after a failed write or fsync nobody can say what
-  // the file holds (Linux may even drop the unwritten pages and report success later).
+#if 0 //> chapters 3-4
+  // Appends a record; with kAlways, also syncs it.
+#endif //< chapters 3-4
+//> chapter 5
+  // Appends a record. With kAlways, the caller then waits in wait_durable() (chapter 5's
+  // group commit), after letting go of the Store's writer lock. Writes come one at a
+  // time: the caller holds that lock.
+//< chapter 5
+  // The first I/O failure is kept: every later write returns it, because after a failed
+  // write or fsync nobody can say what the file holds (Linux may even drop the unwritten
+  // pages and report success later).
   Status append(RecordType type, std::string_view key, std::string_view value) {
     if (Status s = usable(); !s.ok()) return s;
+#if 0 //> chapters 3-4
     const std::uint64_t before = log_->size();
     Status s = log_->append(type, key, value);
     if (s.ok() && options_.fsync == FsyncPolicy::kAlways) {
@@ -1153,6 +1309,12 @@ class Disk {
       if (!s.ok()) (void)log_->truncate(before);
     }
     if (!s.ok()) return fail(s);
+#endif //< chapters 3-4
+//> chapter 5
+    Status s = log_->append(type, key, value);
+    if (!s.ok()) return fail(s);
+    appended_.fetch_add(1);  // after write(2) returned: a sync that starts now covers it
+//< chapter 5
     if (options_.fsync == FsyncPolicy::kEverySecond) {
       std::lock_guard<std::mutex> lock(mu_);
       unsynced_ = true;
@@ -1162,9 +1324,49 @@ class Disk {
 
   Status sync() {
     if (Status s = usable(); !s.ok()) return s;
-    Status s = log_->sync();
+    std::shared_ptr<LogWriter> log;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      log = log_;
+    }
+    Status s = log->sync();
     return s.ok() ? s : fail(s);
   }
+//> chapter 5
+
+  // The number of records appended so far: a write's ticket for wait_durable().
+  std::uint64_t appended() const { return appended_.load(); }
+
+  // Group commit. Returns once record number `ticket` is on disk (at once unless the
+  // policy is kAlways). The first waiter to find no fsync running becomes the leader: it
+  // notes how many records have been written, fsyncs once, and wakes everyone whom that
+  // covers; writers that arrive meanwhile wait for the next round rather than starting
+  // fsyncs of their own. So N concurrent writers pay for a few fsyncs, not N, and nobody
+  // is answered before the fsync that covers their record.
+  Status wait_durable(std::uint64_t ticket) {
+    if (options_.fsync != FsyncPolicy::kAlways) return Status();
+    std::unique_lock<std::mutex> lock(mu_);
+    while (synced_ < ticket) {
+      if (!failed_.ok()) return failed_;
+      if (closed_) return Status::io_error("the store in " + options_.dir + " closed before a write was synced");
+      if (!syncing_) {
+        syncing_ = true;  // the leader of this round
+        const std::uint64_t covered = appended_.load();
+        std::shared_ptr<LogWriter> log = log_;
+        lock.unlock();
+        Status s = log->sync();
+        lock.lock();
+        syncing_ = false;
+        if (s.ok()) synced_ = std::max(synced_, covered);
+        if (!s.ok() && failed_.ok()) failed_ = sticky(s);
+        durable_cv_.notify_all();
+      } else {
+        durable_cv_.wait(lock);
+      }
+    }
+    return Status();
+  }
+//< chapter 5
 
   // Stops the flusher, syncs, closes the log and releases the lock. Idempotent.
   Status close() {
@@ -1179,13 +1381,22 @@ class Disk {
     if (!s.ok() && failed_.ok()) s = fail(s);
     {
       std::lock_guard<std::mutex> lock(mu_);
+//> chapter 5
+      if (s.ok()) synced_ = appended_.load();  // the sync above covered every write
+//< chapter 5
       log_.reset();
     }
+//> chapter 5
+    durable_cv_.notify_all();
+//< chapter 5
     lock_.reset();
     return s;
   }
 
-  std::uint64_t log_bytes() const { return log_ ? log_->size() : 0; }
+  std::uint64_t log_bytes() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return log_ ? log_->size() : 0;
+  }
 //> chapter 4
 
   // Chapter 4's compaction; see Store::compact. `map` is the store's whole contents.
@@ -1194,6 +1405,9 @@ class Disk {
     const auto started = std::chrono::steady_clock::now();
     Status s = rewrite(map);
     std::lock_guard<std::mutex> lock(mu_);
+    // After a failure, no automatic compaction until the log has grown by
+    // compact_min_bytes more, so that a full disk does not make every write try again.
+    if (!s.ok()) retry_at_bytes_ = (log_ ? log_->size() : 0) + options_.compact_min_bytes;
     ++(s.ok() ? compactions_.compactions : compactions_.failed_compactions);
     compactions_.last_compaction = s;
     compactions_.last_compaction_duration = std::chrono::duration_cast<std::chrono::microseconds>(
@@ -1201,17 +1415,16 @@ class Disk {
     return s;
   }
 
-  // Whether the log has outgrown the live data enough to be worth compacting. After a
-  // failed automatic compaction, waits until the log has grown by compact_min_bytes more,
-  // so that a full disk does not make every write try again.
+  // Whether the log has outgrown the live data enough to be worth compacting (and no
+  // failed compaction asks to wait for more growth first).
   bool wants_compaction(std::uint64_t live_bytes) const {
-    const std::uint64_t size = log_bytes();
+    std::lock_guard<std::mutex> lock(mu_);
+    const std::uint64_t size = log_ ? log_->size() : 0;
     return options_.compact_ratio > 0 && size >= options_.compact_min_bytes &&
            size >= retry_at_bytes_ &&
            static_cast<double>(size) >
                options_.compact_ratio * static_cast<double>(kFileHeaderBytes + live_bytes);
   }
-  void postpone_compaction() { retry_at_bytes_ = log_bytes() + options_.compact_min_bytes; }
 
   Stats stats() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -1256,6 +1469,10 @@ class Disk {
     log_ = std::move(log);  // the flusher may still hold the old one for a moment
     unsynced_ = false;
     retry_at_bytes_ = 0;  // any back-off measured the old log
+//> chapter 5
+    synced_ = appended_.load();  // the new log was synced whole: every write so far is durable
+    durable_cv_.notify_all();
+//< chapter 5
     return Status();
   }
 
@@ -1293,12 +1510,14 @@ class Disk {
   Status fail(const Status& cause) {
     if (cause.code() == Status::Code::kInvalidArgument) return cause;  // the caller's mistake
     std::lock_guard<std::mutex> lock(mu_);
-    if (failed_.ok()) {
-      failed_ = Status::io_error(cause.message() +
-                                 "; the store refuses writes from now on (reads still work): "
-                                 "fix the cause, then reopen it");
-    }
+    if (failed_.ok()) failed_ = sticky(cause);
     return failed_;
+  }
+
+  static Status sticky(const Status& cause) {
+    return Status::io_error(cause.message() +
+                            "; the store refuses writes from now on (reads still work): fix "
+                            "the cause, then reopen it");
   }
 
   void flush_loop() {
@@ -1324,7 +1543,7 @@ class Disk {
   std::shared_ptr<LogWriter> log_;
   std::thread flusher_;
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   bool closed_ = false;
   bool unsynced_ = false;  // appended since the flusher's last sync
@@ -1333,6 +1552,12 @@ class Disk {
   Stats compactions_;                // the compaction counters of Stats
   std::uint64_t retry_at_bytes_ = 0;  // no automatic compaction below this log size
 //< chapter 4
+//> chapter 5
+  std::atomic<std::uint64_t> appended_{0};  // records appended; written under the Store's lock
+  std::uint64_t synced_ = 0;                // records known to be on disk
+  bool syncing_ = false;                    // a group-commit leader is in fsync
+  std::condition_variable durable_cv_;      // wakes group-commit followers
+//< chapter 5
 };
 
 }  // namespace detail
@@ -1395,6 +1620,12 @@ inline Status Store::open(const Options& options, std::unique_ptr<Store>* store)
   Options resolved = options;
   resolved.file_system = fs;
   opened->disk_.reset(new detail::Disk(std::move(resolved), std::move(lock), std::move(log)));
+//> chapter 5
+  if (options.compact_ratio > 0) {
+    Store* self = opened.get();
+    opened->compactor_ = std::thread([self] { self->compactor_loop(); });
+  }
+//< chapter 5
   *store = std::move(opened);
   return Status();
 }
@@ -1500,11 +1731,15 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
   return Status();
 }
 
-inline Store::~Store() {
-  if (disk_) (void)disk_->close();
-}
+inline Store::~Store() { (void)close(); }
 
-inline Status Store::close() { return disk_ ? disk_->close() : Status(); }
+inline Status Store::close() {
+//> chapter 5
+  stop_compactor();
+  std::unique_lock<detail::SharedMutex> lock(mu_);  // writes in progress finish first
+//< chapter 5
+  return disk_ ? disk_->close() : Status();
+}
 
 inline Status Store::sync() { return disk_ ? disk_->sync() : Status(); }
 
@@ -1533,20 +1768,46 @@ inline Status Store::log_delete(std::string_view key) {
 // thread does it; chapter 5 lets readers go on meanwhile).
 // =======================================================================================
 
-inline Status Store::compact() { return disk_ ? disk_->compact(map_) : Status(); }
+inline Status Store::compact() {
+  if (!disk_) return Status();
+//> chapter 5
+  // Readers go on reading the map while it is written out; writers wait, so the map the
+  // new log is made from is the map when it replaces the old one.
+  std::lock_guard<std::mutex> one_at_a_time(compaction_mu_);
+  std::shared_lock<detail::SharedMutex> no_writers(mu_);
+//< chapter 5
+  return disk_->compact(map_);
+}
 
 inline Stats Store::stats() const {
+//> chapter 5
+  std::shared_lock<detail::SharedMutex> lock(mu_);
+//< chapter 5
   Stats stats = disk_ ? disk_->stats() : Stats();
   stats.live_bytes = (disk_ ? kFileHeaderBytes : 0) + live_bytes_;
+//> chapter 5
+  std::lock_guard<std::mutex> compactor(compactor_mu_);
+  stats.compaction_pending = compaction_wanted_ || compaction_running_;
+//< chapter 5
   return stats;
 }
 
 inline void Store::maybe_compact() {
   if (!disk_ || !disk_->wants_compaction(live_bytes_)) return;
+#if 0 //> chapters 4-4
   if (Status s = compact(); !s.ok()) {
-    disk_->postpone_compaction();
     detail::note(disk_->options(), "automatic compaction failed: " + s.to_string());
   }
+#endif //< chapters 4-4
+//> chapter 5
+  // The caller holds the writer lock, which compact() would wait for: hand the work to
+  // the compactor thread instead.
+  {
+    std::lock_guard<std::mutex> lock(compactor_mu_);
+    compaction_wanted_ = true;
+  }
+  compactor_cv_.notify_one();
+//< chapter 5
 }
 
 inline void Store::count_live(int sign, std::string_view key, std::string_view value) {
@@ -1554,6 +1815,122 @@ inline void Store::count_live(int sign, std::string_view key, std::string_view v
   live_bytes_ = sign > 0 ? live_bytes_ + bytes : live_bytes_ - bytes;
 }
 //< chapter 4
+//> chapter 5
+
+// =======================================================================================
+// Chapter 5: concurrency
+//
+// One reader-writer lock guards the map: any number of readers at once, or one writer
+// (detail::SharedMutex, which lets waiting writers in first; see its comment for why
+// not std::shared_mutex). A write holds it exclusively while it appends its record and
+// applies it, so the log's order is the map's order; then it lets go and, with kAlways,
+// waits for the fsync that covers it, sharing that fsync with every writer that arrived
+// meanwhile (group commit). A compaction holds the lock shared: readers go on, writers
+// wait. Automatic compactions run on a thread of the store's own. The lock order is
+// written next to the locks, in the Store class.
+// =======================================================================================
+
+namespace detail {
+
+// Parses `text` as Redis parses an integer for INCR: an optional minus sign and decimal
+// digits, no spaces, no plus sign, no leading zeros, within a signed 64-bit range.
+inline bool parse_int64(std::string_view text, std::int64_t* value) {
+  const bool negative = !text.empty() && text[0] == '-';
+  std::string_view digits = negative ? text.substr(1) : text;
+  if (digits.empty() || digits.size() > 19) return false;
+  if (digits[0] == '0' && (digits.size() > 1 || negative)) return false;  // "01", "-0"
+  std::uint64_t magnitude = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return false;
+    magnitude = magnitude * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  const std::uint64_t limit =
+      static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) + (negative ? 1 : 0);
+  if (magnitude > limit) return false;
+  // Negating through unsigned arithmetic keeps INT64_MIN, whose magnitude has no int64.
+  *value = negative ? static_cast<std::int64_t>(~magnitude + 1) : static_cast<std::int64_t>(magnitude);
+  return true;
+}
+
+}  // namespace detail
+
+inline Status Store::finish_write(std::unique_lock<detail::SharedMutex>& lock) {
+  if (!disk_) return Status();
+  const std::uint64_t ticket = disk_->appended();  // still under the lock: our record's number
+  lock.unlock();
+  return disk_->wait_durable(ticket);
+}
+
+inline Status Store::increment(std::string_view key, std::int64_t delta, std::int64_t* result) {
+  std::unique_lock<detail::SharedMutex> lock(mu_);
+  std::int64_t current = 0;
+  auto it = map_.find(std::string(key));
+  if (it != map_.end() && !detail::parse_int64(it->second, &current)) {
+    return Status::invalid_argument("value is not an integer or out of range");
+  }
+  if ((delta > 0 && current > std::numeric_limits<std::int64_t>::max() - delta) ||
+      (delta < 0 && current < std::numeric_limits<std::int64_t>::min() - delta)) {
+    return Status::invalid_argument("increment or decrement would overflow");
+  }
+  const std::int64_t next = current + delta;
+  if (Status s = put(key, std::to_string(next)); !s.ok()) return s;
+  if (result != nullptr) *result = next;
+  return finish_write(lock);
+}
+
+inline Status Store::append(std::string_view key, std::string_view suffix, std::size_t* length) {
+  std::unique_lock<detail::SharedMutex> lock(mu_);
+  auto it = map_.find(std::string(key));
+  std::string value = it != map_.end() ? it->second : std::string();
+  if (value.size() + suffix.size() > kMaxValueBytes) {
+    return Status::invalid_argument("string exceeds maximum allowed size (" +
+                                    std::to_string(kMaxValueBytes) + " bytes)");
+  }
+  value.append(suffix);
+  if (Status s = put(key, value); !s.ok()) return s;
+  if (length != nullptr) *length = value.size();
+  return finish_write(lock);
+}
+
+inline Status Store::set(std::string_view key, std::string_view value, SetIf condition,
+                         bool* stored, std::optional<std::string>* previous) {
+  std::unique_lock<detail::SharedMutex> lock(mu_);
+  auto it = map_.find(std::string(key));
+  const bool present = it != map_.end();
+  if (previous != nullptr) *previous = present ? std::optional<std::string>(it->second) : std::nullopt;
+  *stored = false;
+  if ((condition == SetIf::kIfAbsent && present) || (condition == SetIf::kIfPresent && !present)) {
+    return Status();
+  }
+  if (Status s = put(key, value); !s.ok()) return s;
+  *stored = true;
+  return finish_write(lock);
+}
+
+inline void Store::compactor_loop() {
+  std::unique_lock<std::mutex> lock(compactor_mu_);
+  while (true) {
+    compactor_cv_.wait(lock, [this] { return compaction_wanted_ || compactor_stopping_; });
+    if (compactor_stopping_) return;
+    compaction_wanted_ = false;
+    compaction_running_ = true;
+    lock.unlock();  // compact() takes compaction_mu_ and mu_, which come before this one
+    Status s = compact();
+    if (!s.ok()) detail::note(disk_->options(), "automatic compaction failed: " + s.to_string());
+    lock.lock();
+    compaction_running_ = false;
+  }
+}
+
+inline void Store::stop_compactor() {
+  {
+    std::lock_guard<std::mutex> lock(compactor_mu_);
+    compactor_stopping_ = true;
+  }
+  compactor_cv_.notify_one();
+  if (compactor_.joinable()) compactor_.join();
+}
+//< chapter 5
 
 }  // namespace keystonelight
 

@@ -23,7 +23,7 @@
    ("chapters 1-2") fences code that a later chapter replaces, so the compiler skips it.
    tools/split-chapters reads them to write each chapter's snapshot (chapters/NN-name/).
 
-   THREAD SAFETY: a Store is not safe to share between threads without a lock of your own.
+   THREAD SAFETY: each class says what it allows in its comment.
 */
 #ifndef KEYSTONELIGHT_HPP
 #define KEYSTONELIGHT_HPP
@@ -142,6 +142,8 @@ namespace detail {
 // byte are ordinary data, which is why the API takes std::string_view (a pointer and a
 // length) and never a C string. A Store made with `Store()` lives in memory only; its
 // contents end with it.
+//
+// A Store is not thread-safe: share one between threads only behind a lock of your own.
 // =======================================================================================
 
 class Store {
@@ -177,6 +179,10 @@ class Store {
   std::vector<std::pair<std::string, std::string>> entries() const;
 
  private:
+  // The one place a value is stored: set() calls it, and so (from chapter 5) do the
+  // read-modify-write operations, with the writer lock held.
+  Status put(std::string_view key, std::string_view value);
+
   // std::unordered_map has no lookup by string_view in C++17, so lookups build a
   // std::string key; short keys fit in its inline buffer and allocate nothing.
   std::unordered_map<std::string, std::string> map_;
@@ -189,6 +195,10 @@ inline std::optional<std::string> Store::get(std::string_view key) const {
 }
 
 inline Status Store::set(std::string_view key, std::string_view value) {
+  return put(key, value);
+}
+
+inline Status Store::put(std::string_view key, std::string_view value) {
   auto [it, added] = map_.try_emplace(std::string(key));  // finds the key, or adds it empty
   it->second.assign(value.data(), value.size());
   return Status();
@@ -207,7 +217,9 @@ inline bool Store::exists(std::string_view key) const {
   return map_.find(std::string(key)) != map_.end();
 }
 
-inline std::size_t Store::size() const { return map_.size(); }
+inline std::size_t Store::size() const {
+  return map_.size();
+}
 
 inline std::vector<std::pair<std::string, std::string>> Store::entries() const {
   return {map_.begin(), map_.end()};

@@ -29,7 +29,7 @@
    ("chapters 1-2") fences code that a later chapter replaces, so the compiler skips it.
    tools/split-chapters reads them to write each chapter's snapshot (chapters/NN-name/).
 
-   THREAD SAFETY: a Store is not safe to share between threads without a lock of your own.
+   THREAD SAFETY: each class says what it allows in its comment.
 */
 #ifndef KEYSTONELIGHT_HPP
 #define KEYSTONELIGHT_HPP
@@ -426,6 +426,8 @@ inline FileSystem* default_file_system() {
 // byte are ordinary data, which is why the API takes std::string_view (a pointer and a
 // length) and never a C string. A Store made with `Store()` lives in memory only; its
 // contents end with it.
+//
+// A Store is not thread-safe: share one between threads only behind a lock of your own.
 // =======================================================================================
 
 struct Options;       // how to open a persistent store (chapter 3)
@@ -504,6 +506,10 @@ class Store {
   std::vector<std::pair<std::string, std::string>> entries() const;
 
  private:
+  // The one place a value is stored: set() calls it, and so (from chapter 5) do the
+  // read-modify-write operations, with the writer lock held.
+  Status put(std::string_view key, std::string_view value);
+
   // Append one change to the log of a persistent store (nothing for one in memory),
   // after checking the limits that the log's format sets.
   Status log_put(std::string_view key, std::string_view value);
@@ -526,6 +532,10 @@ inline std::optional<std::string> Store::get(std::string_view key) const {
 }
 
 inline Status Store::set(std::string_view key, std::string_view value) {
+  return put(key, value);
+}
+
+inline Status Store::put(std::string_view key, std::string_view value) {
   if (Status s = log_put(key, value); !s.ok()) return s;
   auto [it, added] = map_.try_emplace(std::string(key));  // finds the key, or adds it empty
   it->second.assign(value.data(), value.size());
@@ -546,7 +556,9 @@ inline bool Store::exists(std::string_view key) const {
   return map_.find(std::string(key)) != map_.end();
 }
 
-inline std::size_t Store::size() const { return map_.size(); }
+inline std::size_t Store::size() const {
+  return map_.size();
+}
 
 inline std::vector<std::pair<std::string, std::string>> Store::entries() const {
   return {map_.begin(), map_.end()};
@@ -1016,9 +1028,10 @@ class Disk {
   Disk(const Disk&) = delete;
   Disk& operator=(const Disk&) = delete;
 
-  // Appends a record; with kAlways, also syncs it. The first I/O failure is kept: every
-  // later write returns it, because after a failed write or fsync nobody can say what
-  // the file holds (Linux may even drop the unwritten pages and report success later).
+  // Appends a record; with kAlways, also syncs it.
+  // The first I/O failure is kept: every later write returns it, because after a failed
+  // write or fsync nobody can say what the file holds (Linux may even drop the unwritten
+  // pages and report success later).
   Status append(RecordType type, std::string_view key, std::string_view value) {
     if (Status s = usable(); !s.ok()) return s;
     const std::uint64_t before = log_->size();
@@ -1038,7 +1051,12 @@ class Disk {
 
   Status sync() {
     if (Status s = usable(); !s.ok()) return s;
-    Status s = log_->sync();
+    std::shared_ptr<LogWriter> log;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      log = log_;
+    }
+    Status s = log->sync();
     return s.ok() ? s : fail(s);
   }
 
@@ -1061,7 +1079,10 @@ class Disk {
     return s;
   }
 
-  std::uint64_t log_bytes() const { return log_ ? log_->size() : 0; }
+  std::uint64_t log_bytes() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return log_ ? log_->size() : 0;
+  }
 
  private:
   Status usable() {
@@ -1074,12 +1095,14 @@ class Disk {
   Status fail(const Status& cause) {
     if (cause.code() == Status::Code::kInvalidArgument) return cause;  // the caller's mistake
     std::lock_guard<std::mutex> lock(mu_);
-    if (failed_.ok()) {
-      failed_ = Status::io_error(cause.message() +
-                                 "; the store refuses writes from now on (reads still work): "
-                                 "fix the cause, then reopen it");
-    }
+    if (failed_.ok()) failed_ = sticky(cause);
     return failed_;
+  }
+
+  static Status sticky(const Status& cause) {
+    return Status::io_error(cause.message() +
+                            "; the store refuses writes from now on (reads still work): fix "
+                            "the cause, then reopen it");
   }
 
   void flush_loop() {
@@ -1105,7 +1128,7 @@ class Disk {
   std::shared_ptr<LogWriter> log_;
   std::thread flusher_;
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   bool closed_ = false;
   bool unsynced_ = false;  // appended since the flusher's last sync
@@ -1256,11 +1279,11 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
   return Status();
 }
 
-inline Store::~Store() {
-  if (disk_) (void)disk_->close();
-}
+inline Store::~Store() { (void)close(); }
 
-inline Status Store::close() { return disk_ ? disk_->close() : Status(); }
+inline Status Store::close() {
+  return disk_ ? disk_->close() : Status();
+}
 
 inline Status Store::sync() { return disk_ ? disk_->sync() : Status(); }
 

@@ -32,7 +32,7 @@
    ("chapters 1-2") fences code that a later chapter replaces, so the compiler skips it.
    tools/split-chapters reads them to write each chapter's snapshot (chapters/NN-name/).
 
-   THREAD SAFETY: a Store is not safe to share between threads without a lock of your own.
+   THREAD SAFETY: each class says what it allows in its comment.
 */
 #ifndef KEYSTONELIGHT_HPP
 #define KEYSTONELIGHT_HPP
@@ -439,6 +439,8 @@ inline FileSystem* default_file_system() {
 // byte are ordinary data, which is why the API takes std::string_view (a pointer and a
 // length) and never a C string. A Store made with `Store()` lives in memory only; its
 // contents end with it.
+//
+// A Store is not thread-safe: share one between threads only behind a lock of your own.
 // =======================================================================================
 
 struct Stats;         // what compact() and the log have done (chapter 4)
@@ -528,6 +530,10 @@ class Store {
   std::vector<std::pair<std::string, std::string>> entries() const;
 
  private:
+  // The one place a value is stored: set() calls it, and so (from chapter 5) do the
+  // read-modify-write operations, with the writer lock held.
+  Status put(std::string_view key, std::string_view value);
+
   // Append one change to the log of a persistent store (nothing for one in memory),
   // after checking the limits that the log's format sets.
   Status log_put(std::string_view key, std::string_view value);
@@ -559,6 +565,10 @@ inline std::optional<std::string> Store::get(std::string_view key) const {
 }
 
 inline Status Store::set(std::string_view key, std::string_view value) {
+  return put(key, value);
+}
+
+inline Status Store::put(std::string_view key, std::string_view value) {
   if (Status s = log_put(key, value); !s.ok()) return s;
   auto [it, added] = map_.try_emplace(std::string(key));  // finds the key, or adds it empty
   if (!added) count_live(-1, key, it->second);
@@ -584,7 +594,9 @@ inline bool Store::exists(std::string_view key) const {
   return map_.find(std::string(key)) != map_.end();
 }
 
-inline std::size_t Store::size() const { return map_.size(); }
+inline std::size_t Store::size() const {
+  return map_.size();
+}
 
 inline std::vector<std::pair<std::string, std::string>> Store::entries() const {
   return {map_.begin(), map_.end()};
@@ -1071,9 +1083,10 @@ class Disk {
   Disk(const Disk&) = delete;
   Disk& operator=(const Disk&) = delete;
 
-  // Appends a record; with kAlways, also syncs it. The first I/O failure is kept: every
-  // later write returns it, because after a failed write or fsync nobody can say what
-  // the file holds (Linux may even drop the unwritten pages and report success later).
+  // Appends a record; with kAlways, also syncs it.
+  // The first I/O failure is kept: every later write returns it, because after a failed
+  // write or fsync nobody can say what the file holds (Linux may even drop the unwritten
+  // pages and report success later).
   Status append(RecordType type, std::string_view key, std::string_view value) {
     if (Status s = usable(); !s.ok()) return s;
     const std::uint64_t before = log_->size();
@@ -1093,7 +1106,12 @@ class Disk {
 
   Status sync() {
     if (Status s = usable(); !s.ok()) return s;
-    Status s = log_->sync();
+    std::shared_ptr<LogWriter> log;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      log = log_;
+    }
+    Status s = log->sync();
     return s.ok() ? s : fail(s);
   }
 
@@ -1116,7 +1134,10 @@ class Disk {
     return s;
   }
 
-  std::uint64_t log_bytes() const { return log_ ? log_->size() : 0; }
+  std::uint64_t log_bytes() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return log_ ? log_->size() : 0;
+  }
 
   // Chapter 4's compaction; see Store::compact. `map` is the store's whole contents.
   Status compact(const std::unordered_map<std::string, std::string>& map) {
@@ -1124,6 +1145,9 @@ class Disk {
     const auto started = std::chrono::steady_clock::now();
     Status s = rewrite(map);
     std::lock_guard<std::mutex> lock(mu_);
+    // After a failure, no automatic compaction until the log has grown by
+    // compact_min_bytes more, so that a full disk does not make every write try again.
+    if (!s.ok()) retry_at_bytes_ = (log_ ? log_->size() : 0) + options_.compact_min_bytes;
     ++(s.ok() ? compactions_.compactions : compactions_.failed_compactions);
     compactions_.last_compaction = s;
     compactions_.last_compaction_duration = std::chrono::duration_cast<std::chrono::microseconds>(
@@ -1131,17 +1155,16 @@ class Disk {
     return s;
   }
 
-  // Whether the log has outgrown the live data enough to be worth compacting. After a
-  // failed automatic compaction, waits until the log has grown by compact_min_bytes more,
-  // so that a full disk does not make every write try again.
+  // Whether the log has outgrown the live data enough to be worth compacting (and no
+  // failed compaction asks to wait for more growth first).
   bool wants_compaction(std::uint64_t live_bytes) const {
-    const std::uint64_t size = log_bytes();
+    std::lock_guard<std::mutex> lock(mu_);
+    const std::uint64_t size = log_ ? log_->size() : 0;
     return options_.compact_ratio > 0 && size >= options_.compact_min_bytes &&
            size >= retry_at_bytes_ &&
            static_cast<double>(size) >
                options_.compact_ratio * static_cast<double>(kFileHeaderBytes + live_bytes);
   }
-  void postpone_compaction() { retry_at_bytes_ = log_bytes() + options_.compact_min_bytes; }
 
   Stats stats() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -1220,12 +1243,14 @@ class Disk {
   Status fail(const Status& cause) {
     if (cause.code() == Status::Code::kInvalidArgument) return cause;  // the caller's mistake
     std::lock_guard<std::mutex> lock(mu_);
-    if (failed_.ok()) {
-      failed_ = Status::io_error(cause.message() +
-                                 "; the store refuses writes from now on (reads still work): "
-                                 "fix the cause, then reopen it");
-    }
+    if (failed_.ok()) failed_ = sticky(cause);
     return failed_;
+  }
+
+  static Status sticky(const Status& cause) {
+    return Status::io_error(cause.message() +
+                            "; the store refuses writes from now on (reads still work): fix "
+                            "the cause, then reopen it");
   }
 
   void flush_loop() {
@@ -1251,7 +1276,7 @@ class Disk {
   std::shared_ptr<LogWriter> log_;
   std::thread flusher_;
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   bool closed_ = false;
   bool unsynced_ = false;  // appended since the flusher's last sync
@@ -1419,11 +1444,11 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
   return Status();
 }
 
-inline Store::~Store() {
-  if (disk_) (void)disk_->close();
-}
+inline Store::~Store() { (void)close(); }
 
-inline Status Store::close() { return disk_ ? disk_->close() : Status(); }
+inline Status Store::close() {
+  return disk_ ? disk_->close() : Status();
+}
 
 inline Status Store::sync() { return disk_ ? disk_->sync() : Status(); }
 
@@ -1450,7 +1475,10 @@ inline Status Store::log_delete(std::string_view key) {
 // thread does it; chapter 5 lets readers go on meanwhile).
 // =======================================================================================
 
-inline Status Store::compact() { return disk_ ? disk_->compact(map_) : Status(); }
+inline Status Store::compact() {
+  if (!disk_) return Status();
+  return disk_->compact(map_);
+}
 
 inline Stats Store::stats() const {
   Stats stats = disk_ ? disk_->stats() : Stats();
@@ -1461,7 +1489,6 @@ inline Stats Store::stats() const {
 inline void Store::maybe_compact() {
   if (!disk_ || !disk_->wants_compaction(live_bytes_)) return;
   if (Status s = compact(); !s.ok()) {
-    disk_->postpone_compaction();
     detail::note(disk_->options(), "automatic compaction failed: " + s.to_string());
   }
 }

@@ -14,8 +14,10 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -39,6 +41,17 @@ class FaultyFileSystem : public keystonelight::FileSystem {
   void disarm() {
     std::lock_guard<std::mutex> lock(mu_);
     armed_.clear();
+  }
+
+  // Makes every file sync take at least this long, as a slow disk would: tests of group
+  // commit use it so that concurrent writers really do meet at an fsync.
+  void slow_sync(std::chrono::microseconds delay) {
+    std::lock_guard<std::mutex> lock(mu_);
+    sync_delay_ = delay;
+  }
+  std::chrono::microseconds sync_delay() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return sync_delay_;
   }
 
   // How many times `op` was called since construction.
@@ -120,6 +133,7 @@ class FaultyFileSystem : public keystonelight::FileSystem {
   keystonelight::FileSystem* real_ = keystonelight::default_file_system();
   std::mutex mu_;
   std::vector<Armed> armed_;
+  std::chrono::microseconds sync_delay_{0};
   int counts_[9] = {};
 };
 
@@ -147,7 +161,10 @@ class FaultyFile : public keystonelight::File {
     return s;
   }
   keystonelight::Status sync() override {
-    return fs_->run(Op::kSync, path(), [&] { return real_->sync(); });
+    return fs_->run(Op::kSync, path(), [&] {
+      std::this_thread::sleep_for(fs_->sync_delay());
+      return real_->sync();
+    });
   }
   keystonelight::Status truncate(std::uint64_t size) override {
     return fs_->run(Op::kTruncate, path(), [&] { return real_->truncate(size); });

@@ -1,0 +1,1791 @@
+// GENERATED from keystonelight.hpp at the top of the repository by tools/split-chapters.
+// Do not edit: change keystonelight.hpp, then run `make chapters`.
+/* keystonelight.hpp: a concurrent, crash-safe key-value store in one C++17 header.
+   Version 0.1.0. MIT License; the full text is at the end of this file.
+
+   QUICK START (embedded)
+
+       #include "keystonelight.hpp"
+       keystonelight::Store store;                       // in memory
+       if (!store.set("greeting", "hello").ok()) return 1;
+       std::cout << store.get("greeting").value_or("(nil)") << "\n";
+
+   CONTENTS: the sections of this file follow the tutorial's chapters
+   (chapters/NN-name/ holds each stage as a snapshot of this file).
+
+       Status                  errors as values: a code and a message
+       1. The in-memory map    Store: get, set, del, exists, size, entries
+       2. The append-only log  FileSystem, CRC-32C, the record format, LogWriter, LogReader
+       3. Crash recovery       Store::open: replay, torn tails, corruption, fsync, the lock
+       4. Compaction           Store::compact, automatic compaction, Stats
+       5. Concurrency          the reader-writer lock, increment/append/conditional set,
+                               group commit, compaction in the background
+
+   COMPILE-TIME OPTIONS: define before including to change a default.
+
+       KEYSTONELIGHT_MAX_KEY_BYTES        65536      longest key a record may hold
+       KEYSTONELIGHT_MAX_VALUE_BYTES      536870912  longest value a record may hold
+       KEYSTONELIGHT_FSYNC_INTERVAL_MS    1000       period of the kEverySecond flusher
+       KEYSTONELIGHT_COMPACT_MIN_BYTES    67108864   no automatic compaction below this
+       KEYSTONELIGHT_COMPACT_RATIO        2.0        log size / live size that compacts
+
+   CHAPTER MARKERS: a comment line made of two slashes, an angle bracket and a chapter
+   ("chapter 3") opens or closes the code that chapter adds; after "#if 0", a range
+   ("chapters 1-2") fences code that a later chapter replaces, so the compiler skips it.
+   tools/split-chapters reads them to write each chapter's snapshot (chapters/NN-name/).
+
+   THREAD SAFETY: each class says what it allows in its comment.
+*/
+#ifndef KEYSTONELIGHT_HPP
+#define KEYSTONELIGHT_HPP
+
+// ---------------------------------------------------------------------------------------
+// Version
+// ---------------------------------------------------------------------------------------
+
+#define KEYSTONELIGHT_VERSION_MAJOR 0
+#define KEYSTONELIGHT_VERSION_MINOR 1
+#define KEYSTONELIGHT_VERSION_PATCH 0
+#define KEYSTONELIGHT_VERSION_STR "0.1.0"
+
+// ---------------------------------------------------------------------------------------
+// Configuration: every compile-time default lives in this block, with its unit in its
+// name. Runtime settings go in Options (from chapter 3), whose defaults come from here.
+// ---------------------------------------------------------------------------------------
+
+// The largest key and value a log record may hold. A reader treats a larger length as
+// damage, so raise them freely but lower them only for new data directories.
+#ifndef KEYSTONELIGHT_MAX_KEY_BYTES
+#define KEYSTONELIGHT_MAX_KEY_BYTES (64 * 1024)
+#endif
+#ifndef KEYSTONELIGHT_MAX_VALUE_BYTES
+#define KEYSTONELIGHT_MAX_VALUE_BYTES (512 * 1024 * 1024)
+#endif
+
+// How often the background flusher of FsyncPolicy::kEverySecond syncs the log.
+#ifndef KEYSTONELIGHT_FSYNC_INTERVAL_MS
+#define KEYSTONELIGHT_FSYNC_INTERVAL_MS 1000
+#endif
+
+// Automatic compaction: when the log is at least KEYSTONELIGHT_COMPACT_MIN_BYTES long and
+// more than KEYSTONELIGHT_COMPACT_RATIO times what a compaction would write (Redis's
+// default of 100% growth is a ratio of 2).
+#ifndef KEYSTONELIGHT_COMPACT_MIN_BYTES
+#define KEYSTONELIGHT_COMPACT_MIN_BYTES (64 * 1024 * 1024)
+#endif
+#ifndef KEYSTONELIGHT_COMPACT_RATIO
+#define KEYSTONELIGHT_COMPACT_RATIO 2.0
+#endif
+
+// ---------------------------------------------------------------------------------------
+// Platform check: the engine speaks POSIX (open, write, fsync, flock, sockets) and says so
+// at compile time rather than failing in a corner at run time.
+// ---------------------------------------------------------------------------------------
+
+#if !defined(__unix__) && !defined(__APPLE__)
+#error "keystonelight.hpp needs a POSIX system (Linux, macOS, the BSDs)."
+#endif
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <functional>
+#include <mutex>
+#include <thread>
+
+#include <sys/file.h>
+#include <atomic>
+#include <cstdlib>
+#include <limits>
+#include <shared_mutex>
+
+#include <pthread.h>
+
+namespace keystonelight {
+
+// =======================================================================================
+// Status: the outcome of an operation that can fail for expected reasons (bad input, I/O,
+// corruption, a lock held by someone else). Nothing in this API throws for those; it
+// returns a Status, and lookups that may find nothing return std::optional instead.
+// A Status is [[nodiscard]]: dropping one on the floor is a compiler warning.
+// =======================================================================================
+
+class [[nodiscard]] Status {
+ public:
+  enum class Code {
+    kOk,               // it worked
+    kInvalidArgument,  // the caller asked for something impossible (a key too long)
+    kIOError,          // the operating system refused: disk full, I/O error, permissions
+    kCorruption,       // stored data is damaged; the message names the file and offset
+    kBusy,             // someone else holds what we need: the data directory's lock
+    kNotSupported,     // valid, but not something this build can do (a newer log version)
+  };
+
+  // The default Status is success; `return Status();` says "it worked".
+  Status() = default;
+
+  static Status invalid_argument(std::string message) {
+    return Status(Code::kInvalidArgument, std::move(message));
+  }
+  static Status io_error(std::string message) {
+    return Status(Code::kIOError, std::move(message));
+  }
+  static Status corruption(std::string message) {
+    return Status(Code::kCorruption, std::move(message));
+  }
+  static Status busy(std::string message) { return Status(Code::kBusy, std::move(message)); }
+  static Status not_supported(std::string message) {
+    return Status(Code::kNotSupported, std::move(message));
+  }
+
+  bool ok() const { return code_ == Code::kOk; }
+  Code code() const { return code_; }
+  const std::string& message() const { return message_; }
+
+  // "OK", or the code's name and the message: "IO error: write data/log: No space left".
+  std::string to_string() const {
+    if (ok()) return "OK";
+    return std::string(code_name(code_)) + ": " + message_;
+  }
+
+  static const char* code_name(Code code) {
+    switch (code) {
+      case Code::kOk: return "OK";
+      case Code::kInvalidArgument: return "Invalid argument";
+      case Code::kIOError: return "IO error";
+      case Code::kCorruption: return "Corruption";
+      case Code::kBusy: return "Busy";
+      case Code::kNotSupported: return "Not supported";
+    }
+    return "Unknown";
+  }
+
+ private:
+  Status(Code code, std::string message) : code_(code), message_(std::move(message)) {}
+
+  Code code_ = Code::kOk;
+  std::string message_;
+};
+
+// =======================================================================================
+// The file system, as the engine sees it (chapter 2). Every file operation of the engine
+// goes through these two interfaces, so a test can put a FileSystem of its own underneath
+// that fails on cue (disk full, I/O error, a failing fsync), crashes at a named step, or
+// forgets what was never synced, all without root or special file systems. The default is
+// the POSIX one below; production pays one indirect call per operation.
+//
+// Every operation returns a Status whose message names the operation, the path and the
+// operating system's reason: "write data/keystonelight.log: No space left on device".
+// =======================================================================================
+
+// An open file: positioned reads, appends at the end, sync, truncate. Not thread-safe,
+// except that sync() may run while another thread appends (the log's flusher does that).
+class File {
+ public:
+  virtual ~File() = default;  // closes the file
+
+  virtual const std::string& path() const = 0;
+
+  // Reads up to `n` bytes at `offset` into `buf`; `*got` is less than `n` only at the end
+  // of the file.
+  virtual Status read_at(std::uint64_t offset, char* buf, std::size_t n, std::size_t* got) = 0;
+
+  // Appends all of `data` at the end of the file. A failure may leave a prefix written.
+  virtual Status append(std::string_view data) = 0;
+
+  // Returns once everything appended so far, and the file's size, is on stable storage.
+  virtual Status sync() = 0;
+
+  virtual Status truncate(std::uint64_t size) = 0;
+  virtual Status size(std::uint64_t* size) = 0;
+};
+
+// Paths are plain strings, relative to the working directory or absolute. Thread-safe.
+class FileSystem {
+ public:
+  virtual ~FileSystem() = default;
+
+  // Opens `path` for reading and appending. With `create`, a missing file is created
+  // empty; without it, a missing file is an IO error.
+  virtual Status open(const std::string& path, bool create, std::unique_ptr<File>* file) = 0;
+
+  // Whether `path` names an existing file or directory.
+  virtual bool exists(const std::string& path) = 0;
+
+  // Replaces `to` with `from` in one step: a reader sees the old file or the new one.
+  virtual Status rename(const std::string& from, const std::string& to) = 0;
+
+  virtual Status remove(const std::string& path) = 0;
+
+  // Makes the directory's entries (files created, renamed or removed in it) durable.
+  virtual Status sync_dir(const std::string& dir) = 0;
+
+  // Creates `dir`; an existing directory is not an error.
+  virtual Status create_dir(const std::string& dir) = 0;
+
+  // The names in `dir`, without "." and "..".
+  virtual Status list_dir(const std::string& dir, std::vector<std::string>* names) = 0;
+};
+
+// The operating system's file system (POSIX). Lives for the whole program.
+FileSystem* default_file_system();
+
+// =======================================================================================
+// Platform: every call into the operating system (files, fsync, locks, sockets, signals)
+// lives in this one section, wrapped to retry on EINTR and to finish short writes, so
+// that no #ifdef or raw errno handling leaks into the engine.
+// =======================================================================================
+
+namespace detail {
+
+inline Status os_error(const char* operation, const std::string& path, int err) {
+  return Status::io_error(std::string(operation) + " " + path + ": " + std::strerror(err));
+}
+
+class PosixFile final : public File {
+ public:
+  PosixFile(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  ~PosixFile() override { ::close(fd_); }
+  PosixFile(const PosixFile&) = delete;
+  PosixFile& operator=(const PosixFile&) = delete;
+
+  const std::string& path() const override { return path_; }
+
+  Status read_at(std::uint64_t offset, char* buf, std::size_t n, std::size_t* got) override {
+    std::size_t done = 0;
+    while (done < n) {
+      ssize_t r = ::pread(fd_, buf + done, n - done, static_cast<off_t>(offset + done));
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) return os_error("read", path_, errno);
+      if (r == 0) break;  // end of file
+      done += static_cast<std::size_t>(r);
+    }
+    *got = done;
+    return Status();
+  }
+
+  Status append(std::string_view data) override {
+    // write(2) may write less than asked (a signal, a nearly full disk): loop on the rest.
+    while (!data.empty()) {
+      ssize_t w = ::write(fd_, data.data(), data.size());
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) return os_error("write", path_, errno);
+      data.remove_prefix(static_cast<std::size_t>(w));
+    }
+    return Status();
+  }
+
+  Status sync() override {
+#if defined(__APPLE__)
+    // macOS's fsync stops at the drive's cache; F_FULLFSYNC reaches the platter.
+    int r = ::fcntl(fd_, F_FULLFSYNC);
+#else
+    // fdatasync skips timestamps but, like fsync, persists the size an append changed.
+    int r = ::fdatasync(fd_);
+#endif
+    return r == 0 ? Status() : os_error("fsync", path_, errno);
+  }
+
+  Status truncate(std::uint64_t size) override {
+    int r;
+    do r = ::ftruncate(fd_, static_cast<off_t>(size));
+    while (r < 0 && errno == EINTR);
+    return r == 0 ? Status() : os_error("truncate", path_, errno);
+  }
+
+  Status size(std::uint64_t* size) override {
+    struct stat st;
+    if (::fstat(fd_, &st) != 0) return os_error("stat", path_, errno);
+    *size = static_cast<std::uint64_t>(st.st_size);
+    return Status();
+  }
+
+ private:
+  int fd_;
+  std::string path_;
+};
+
+class PosixFileSystem final : public FileSystem {
+ public:
+  Status open(const std::string& path, bool create, std::unique_ptr<File>* file) override {
+    // O_APPEND makes every write land at the end, whatever the file offset says.
+    int flags = O_RDWR | O_APPEND | O_CLOEXEC | (create ? O_CREAT : 0);
+    int fd;
+    do fd = ::open(path.c_str(), flags, 0644);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0) return os_error("open", path, errno);
+    file->reset(new PosixFile(fd, path));
+    return Status();
+  }
+
+  bool exists(const std::string& path) override {
+    struct stat st;
+    return ::stat(path.c_str(), &st) == 0;
+  }
+
+  Status rename(const std::string& from, const std::string& to) override {
+    if (::rename(from.c_str(), to.c_str()) != 0) return os_error("rename", from + " to " + to, errno);
+    return Status();
+  }
+
+  Status remove(const std::string& path) override {
+    return ::unlink(path.c_str()) == 0 ? Status() : os_error("remove", path, errno);
+  }
+
+  Status sync_dir(const std::string& dir) override {
+    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return os_error("open directory", dir, errno);
+    int r = ::fsync(fd);
+    int err = errno;
+    ::close(fd);
+    return r == 0 ? Status() : os_error("fsync directory", dir, err);
+  }
+
+  Status create_dir(const std::string& dir) override {
+    if (::mkdir(dir.c_str(), 0755) == 0) return Status();
+    int err = errno;
+    struct stat st;
+    if (err == EEXIST && ::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return Status();
+    return os_error("create directory", dir, err);
+  }
+
+  Status list_dir(const std::string& dir, std::vector<std::string>* names) override {
+    DIR* d = ::opendir(dir.c_str());
+    if (d == nullptr) return os_error("list directory", dir, errno);
+    names->clear();
+    while (struct dirent* entry = ::readdir(d)) {
+      std::string name = entry->d_name;
+      if (name != "." && name != "..") names->push_back(std::move(name));
+    }
+    ::closedir(d);
+    return Status();
+  }
+};
+
+// An exclusive lock on a data directory, held from acquire() until destruction. It is a
+// flock(2) on DIR/LOCK: the kernel drops it when the holder exits, even by kill -9, so a
+// stale lock cannot outlive its process. The file holds the holder's pid for the message
+// a second opener sees. (flock locks an open file, not a process: a child made by fork
+// without exec shares its parent's lock until it closes its copy.)
+class DirLock {
+ public:
+  static Status acquire(const std::string& path, std::unique_ptr<DirLock>* lock) {
+    int fd;
+    do fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0) return os_error("open lock file", path, errno);
+    int r;
+    do r = ::flock(fd, LOCK_EX | LOCK_NB);
+    while (r < 0 && errno == EINTR);
+    if (r != 0) {
+      int err = errno;
+      std::string holder = read_pid(fd);
+      ::close(fd);
+      if (err != EWOULDBLOCK) return os_error("lock", path, err);
+      return Status::busy(path + " is locked by " +
+                          (holder.empty() ? std::string("another process") : "pid " + holder) +
+                          ": one Store per data directory; stop that process or use another "
+                          "directory");
+    }
+    // Ours now: replace whatever pid a previous holder left with our own.
+    std::string pid = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+      int err = errno;
+      ::close(fd);
+      return os_error("write pid to lock file", path, err);
+    }
+    lock->reset(new DirLock(fd));
+    return Status();
+  }
+
+  ~DirLock() { ::close(fd_); }  // closing the last descriptor releases the flock
+  DirLock(const DirLock&) = delete;
+  DirLock& operator=(const DirLock&) = delete;
+
+ private:
+  explicit DirLock(int fd) : fd_(fd) {}
+
+  static std::string read_pid(int fd) {
+    char buf[32];
+    ssize_t n = ::pread(fd, buf, sizeof(buf) - 1, 0);
+    std::string pid;
+    for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; ++i) pid += buf[i];
+    return pid;
+  }
+
+  int fd_;
+};
+
+// A reader-writer lock that lets a waiting writer in before new readers. It has the
+// interface of std::shared_mutex and works with std::shared_lock and std::unique_lock,
+// but std::shared_mutex on glibc prefers readers: under a steady stream of reads a writer
+// can wait almost for ever (chapter 5's example measured 54 writes a second beside five
+// million reads). glibc's pthread_rwlock can be asked to prefer writers; other systems'
+// already do. Not recursive: a thread must not take it twice.
+class SharedMutex {
+ public:
+  SharedMutex() {
+    pthread_rwlockattr_t attributes;
+    pthread_rwlockattr_init(&attributes);
+#if defined(__GLIBC__)
+    pthread_rwlockattr_setkind_np(&attributes, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+#endif
+    pthread_rwlock_init(&lock_, &attributes);
+    pthread_rwlockattr_destroy(&attributes);
+  }
+  ~SharedMutex() { pthread_rwlock_destroy(&lock_); }
+  SharedMutex(const SharedMutex&) = delete;
+  SharedMutex& operator=(const SharedMutex&) = delete;
+
+  void lock() { pthread_rwlock_wrlock(&lock_); }
+  void unlock() { pthread_rwlock_unlock(&lock_); }
+  void lock_shared() { pthread_rwlock_rdlock(&lock_); }
+  void unlock_shared() { pthread_rwlock_unlock(&lock_); }
+
+ private:
+  pthread_rwlock_t lock_;
+};
+
+}  // namespace detail
+
+inline FileSystem* default_file_system() {
+  static detail::PosixFileSystem posix;
+  return &posix;
+}
+
+// =======================================================================================
+// Chapter 1: the in-memory map
+//
+// A Store maps keys to values. Both are arbitrary byte strings: NUL, CR, LF and any other
+// byte are ordinary data, which is why the API takes std::string_view (a pointer and a
+// length) and never a C string. A Store made with `Store()` lives in memory only; its
+// contents end with it.
+//
+// A Store is thread-safe (chapter 5): any number of threads may call any member function
+// at once, except that close() and the destructor must not race with other calls.
+// =======================================================================================
+
+struct Stats;         // what compact() and the log have done (chapter 4)
+struct Options;       // how to open a persistent store (chapter 3)
+
+// What opening a persistent store found in its log (chapter 3).
+struct RecoveryReport {
+  std::uint64_t records = 0;        // records replayed
+  std::uint64_t log_bytes = 0;      // size of the log after recovery
+  std::uint64_t bytes_dropped = 0;  // torn tail cut off (0 after a clean shutdown)
+  std::chrono::microseconds duration{0};
+};
+
+class LogWriter;      // chapter 2
+namespace detail {
+class Disk;           // the log, lock and flusher behind a persistent store (chapter 3)
+}  // namespace detail
+
+class Store {
+ public:
+  // An empty store held in memory only.
+  Store() = default;
+
+  // Opens the store described by `options`. With an empty options.dir the store lives in
+  // memory, like Store(). Otherwise options.dir is created when missing, locked against
+  // every other opener, and its log replayed: a torn record at the tail (a crash in the
+  // middle of a write) is cut off and reported; a damaged record followed by good ones is
+  // Corruption, and nothing is changed. On success *store owns the open store.
+  static Status open(const Options& options, std::unique_ptr<Store>* store);
+
+  // Closes the store (see close()), ignoring errors: call close() to see them.
+  ~Store();
+
+  // Makes every write durable, stops the background flusher and releases the directory
+  // lock. Returns the first error the log has met, if any. Afterwards the store still
+  // answers reads, but writes fail. Calling it twice is harmless.
+  Status close();
+
+  // Forces everything written so far to stable storage, whatever the fsync policy.
+  Status sync();
+
+  // What the last open found in the log: records replayed, bytes dropped, time taken.
+  // All zero for a store in memory.
+  const RecoveryReport& recovery() const;
+
+  // Rewrites the log to hold one record per live key, from memory: a temporary file is
+  // written and fsynced, renamed over the log, and the directory fsynced. A crash at any
+  // step leaves the old log or the new one, never a mix. On failure before the rename the
+  // old log is untouched and the store stays writable; a failure after it (the directory
+  // fsync) stops writes like any other I/O error. Nothing to do for a store in memory.
+  Status compact();
+
+  // Sizes and compaction counters, for INFO and for deciding when to compact.
+  Stats stats() const;
+
+  // A store owns its data (and, from chapter 3, files and a lock); copying one would
+  // split that ownership, so it is neither copyable nor movable. Hold it in a
+  // std::unique_ptr where it must move.
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // The value stored under `key`, or std::nullopt when there is none. The value is a copy:
+  // it stays valid whatever happens to the store afterwards.
+  std::optional<std::string> get(std::string_view key) const;
+
+  // Stores `value` under `key`, replacing any value it had.
+  // A persistent store appends the change to its log first: when set() returns OK the
+  // record is in the file (and, with FsyncPolicy::kAlways, on the disk). A key longer
+  // than KEYSTONELIGHT_MAX_KEY_BYTES or a value longer than KEYSTONELIGHT_MAX_VALUE_BYTES
+  // is InvalidArgument; a failed write is IOError, and from then on every write fails
+  // with it (reads go on working) until the store is reopened.
+  Status set(std::string_view key, std::string_view value);
+
+  // Removes `key`. Removing a missing key is not an error; when `existed` is not null it
+  // is set to whether the key was there.
+  // Logged like set(); removing a missing key writes nothing.
+  Status del(std::string_view key, bool* existed = nullptr);
+
+  // Read-modify-write operations (chapter 5). Each reads, decides and writes under the
+  // writer lock, so no other write can come between, and logs one record holding the
+  // resulting value, never the operation.
+
+  // Adds `delta` to the 64-bit integer stored as decimal text under `key` (a missing key
+  // counts as 0), stores the result the same way, and puts it in *result (when not null),
+  // like Redis's INCRBY. InvalidArgument, and nothing changes, when the value is not an
+  // integer in plain decimal form ("value is not an integer or out of range") or when the
+  // result would overflow ("increment or decrement would overflow").
+  Status increment(std::string_view key, std::int64_t delta, std::int64_t* result = nullptr);
+
+  // Appends `suffix` to the value under `key` (a missing key counts as empty) and puts the
+  // new length in *length (when not null), like Redis's APPEND.
+  Status append(std::string_view key, std::string_view suffix, std::size_t* length = nullptr);
+
+  // set() with a condition, like Redis's SET with NX or XX and GET: stores `value` only
+  // when the key is absent (kIfAbsent) or present (kIfPresent), says in *stored whether
+  // it did, and puts the value it had before in *previous (when not null).
+  enum class SetIf { kAlways, kIfAbsent, kIfPresent };
+  Status set(std::string_view key, std::string_view value, SetIf condition, bool* stored,
+             std::optional<std::string>* previous = nullptr);
+
+  // Whether `key` has a value.
+  bool exists(std::string_view key) const;
+
+  // The number of keys.
+  std::size_t size() const;
+
+  // A copy of every (key, value) pair, in no particular order. It costs memory in
+  // proportion to the data; it is meant for tools, tests and exports, not for hot paths.
+  std::vector<std::pair<std::string, std::string>> entries() const;
+
+ private:
+  // The one place a value is stored: set() calls it, and so (from chapter 5) do the
+  // read-modify-write operations, with the writer lock held.
+  Status put(std::string_view key, std::string_view value);
+
+  // Append one change to the log of a persistent store (nothing for one in memory),
+  // after checking the limits that the log's format sets.
+  Status log_put(std::string_view key, std::string_view value);
+  Status log_delete(std::string_view key);
+
+  // Replays the log in options.dir into map_ (chapter 3's recovery).
+  Status recover(const Options& options, FileSystem* fs, std::unique_ptr<LogWriter>* writer);
+
+  // Compacts when the log has grown past the thresholds in Options (chapter 4).
+  void maybe_compact();
+
+  // Adds (sign +1) or removes (-1) an entry's record from live_bytes_.
+  void count_live(int sign, std::string_view key, std::string_view value);
+
+  // Ends a write: releases the writer lock, then waits until the write is durable as the
+  // fsync policy promises (with kAlways, the fsync that covers it; group commit).
+  Status finish_write(std::unique_lock<detail::SharedMutex>& lock);
+
+  // The background compaction thread: started by open() when automatic compaction is on,
+  // woken by maybe_compact(), stopped and joined by close().
+  void compactor_loop();
+  void stop_compactor();
+
+  // std::unordered_map has no lookup by string_view in C++17, so lookups build a
+  // std::string key; short keys fit in its inline buffer and allocate nothing.
+  std::unordered_map<std::string, std::string> map_;
+  std::unique_ptr<detail::Disk> disk_;  // null for a store in memory
+  RecoveryReport recovery_;
+  // What a compaction would write for the entries, header excluded: the sum over live
+  // keys of kRecordHeaderBytes + key + value. Kept up to date by every change.
+  std::uint64_t live_bytes_ = 0;
+
+  // Chapter 5's locks. The order, outermost first, which every path follows so that no
+  // two threads can each hold what the other waits for:
+  //   compaction_mu_  one compaction at a time
+  //   mu_             the map (and live_bytes_): shared for reads and for a compaction
+  //                   (it only reads the map), exclusive for writes
+  //   compactor_mu_   the compactor thread's wake-up state
+  //   Disk's mutex    the log's bookkeeping; held briefly, never across I/O
+  // No lock is held while user code runs (Options::info_log is called without one), and
+  // waiting for an fsync (group commit) holds only the Disk's mutex, between checks.
+  mutable detail::SharedMutex mu_;
+  std::mutex compaction_mu_;
+  mutable std::mutex compactor_mu_;
+  std::condition_variable compactor_cv_;
+  bool compaction_wanted_ = false;   // guarded by compactor_mu_
+  bool compaction_running_ = false;  // guarded by compactor_mu_
+  bool compactor_stopping_ = false;  // guarded by compactor_mu_
+  std::thread compactor_;
+};
+
+inline std::optional<std::string> Store::get(std::string_view key) const {
+  std::shared_lock<detail::SharedMutex> lock(mu_);
+  auto it = map_.find(std::string(key));
+  if (it == map_.end()) return std::nullopt;
+  return it->second;
+}
+
+inline Status Store::set(std::string_view key, std::string_view value) {
+  std::unique_lock<detail::SharedMutex> lock(mu_);
+  Status s = put(key, value);
+  return s.ok() ? finish_write(lock) : s;
+}
+
+inline Status Store::put(std::string_view key, std::string_view value) {
+  if (Status s = log_put(key, value); !s.ok()) return s;
+  auto [it, added] = map_.try_emplace(std::string(key));  // finds the key, or adds it empty
+  if (!added) count_live(-1, key, it->second);
+  count_live(+1, key, value);
+  it->second.assign(value.data(), value.size());
+  maybe_compact();
+  return Status();
+}
+
+inline Status Store::del(std::string_view key, bool* existed) {
+  std::unique_lock<detail::SharedMutex> lock(mu_);
+  auto it = map_.find(std::string(key));
+  if (existed != nullptr) *existed = false;
+  if (it == map_.end()) return Status();
+  if (Status s = log_delete(key); !s.ok()) return s;
+  count_live(-1, key, it->second);
+  map_.erase(it);
+  if (existed != nullptr) *existed = true;
+  maybe_compact();
+  return finish_write(lock);
+}
+
+inline bool Store::exists(std::string_view key) const {
+  std::shared_lock<detail::SharedMutex> lock(mu_);
+  return map_.find(std::string(key)) != map_.end();
+}
+
+inline std::size_t Store::size() const {
+  std::shared_lock<detail::SharedMutex> lock(mu_);
+  return map_.size();
+}
+
+inline std::vector<std::pair<std::string, std::string>> Store::entries() const {
+  std::shared_lock<detail::SharedMutex> lock(mu_);
+  return {map_.begin(), map_.end()};
+}
+
+// =======================================================================================
+// Chapter 2: the append-only log
+//
+// Every change becomes a record appended to one file; replaying the file from the start
+// rebuilds the map. Appends are sequential writes, the cheapest thing a disk does, and a
+// crash can only damage the end of the file. Each record carries CRC-32Cs of itself, so
+// the reader can tell a whole record from a torn or damaged one. The byte layout, with a
+// diagram, is in docs/log-format.md. All integers are little-endian.
+//
+//   file header   magic "KEYSTONE" (8) | version (4) | CRC-32C of the 12 bytes before (4)
+//   record        header CRC (4) | body CRC (4) | type (1) | key length (4)
+//                 | value length (4) | expiry, ms since the Unix epoch, 0 = none (8)
+//                 | key | value
+//
+// The header CRC covers the 21 header bytes after it, the body CRC the key and value. Two
+// CRCs, not one: a reader looking for the next valid record after damage tries every byte
+// offset, and with a header CRC each wrong offset costs 21 bytes of checking, not a CRC
+// over whatever length the bytes there happen to claim (which made that search
+// quadratic). Records hold resulting values, never operations, so replaying one twice
+// changes nothing.
+// =======================================================================================
+
+enum class RecordType : std::uint8_t {
+  kPut = 1,     // key now has value
+  kDelete = 2,  // key has no value; the value length is 0
+};
+
+inline constexpr char kLogMagic[8] = {'K', 'E', 'Y', 'S', 'T', 'O', 'N', 'E'};
+inline constexpr std::uint32_t kLogVersion = 1;
+inline constexpr std::size_t kFileHeaderBytes = 8 + 4 + 4;           // magic, version, CRC
+// Header CRC, body CRC, type, key length, value length, expiry.
+inline constexpr std::size_t kRecordHeaderBytes = 4 + 4 + 1 + 4 + 4 + 8;
+inline constexpr std::uint32_t kMaxKeyBytes = KEYSTONELIGHT_MAX_KEY_BYTES;
+inline constexpr std::uint32_t kMaxValueBytes = KEYSTONELIGHT_MAX_VALUE_BYTES;
+
+// One record as the reader found it. The views point into the reader's buffer and stay
+// valid until its next call.
+struct Record {
+  RecordType type = RecordType::kPut;
+  std::string_view key;
+  std::string_view value;
+  std::uint64_t expiry_ms = 0;
+  std::uint64_t offset = 0;  // where the record starts in the file
+  std::uint64_t size = 0;    // its length in bytes, header included
+};
+
+namespace detail {
+
+// CRC-32C (Castagnoli): the polynomial of iSCSI, ext4 and LevelDB, better at catching the
+// burst errors of storage than the CRC-32 of zip. One table lookup per byte, table built
+// at compile time from the reflected polynomial 0x82F63B78.
+struct Crc32cTable {
+  std::uint32_t entry[256] = {};
+  constexpr Crc32cTable() {
+    for (std::uint32_t i = 0; i < 256; ++i) {
+      std::uint32_t crc = i;
+      for (int bit = 0; bit < 8; ++bit) crc = (crc >> 1) ^ ((crc & 1) ? 0x82F63B78u : 0u);
+      entry[i] = crc;
+    }
+  }
+};
+inline constexpr Crc32cTable kCrc32cTable{};
+
+// Extends `crc` (the CRC of what came before, 0 at the start) with `n` more bytes.
+inline std::uint32_t crc32c_extend(std::uint32_t crc, const char* data, std::size_t n) {
+  crc = ~crc;
+  for (std::size_t i = 0; i < n; ++i) {
+    crc = kCrc32cTable.entry[(crc ^ static_cast<unsigned char>(data[i])) & 0xFF] ^ (crc >> 8);
+  }
+  return ~crc;
+}
+inline std::uint32_t crc32c(std::string_view data) {
+  return crc32c_extend(0, data.data(), data.size());
+}
+
+// Fixed-width little-endian integers, byte by byte: the same file reads the same on
+// every machine, whatever its own byte order.
+inline void put_u32(std::string* out, std::uint32_t v) {
+  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+}
+inline void put_u64(std::string* out, std::uint64_t v) {
+  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+}
+inline std::uint32_t get_u32(const char* p) {
+  std::uint32_t v = 0;
+  for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(p[i]);
+  return v;
+}
+inline std::uint64_t get_u64(const char* p) {
+  std::uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(p[i]);
+  return v;
+}
+
+// The 16 bytes every log starts with.
+inline std::string encode_file_header() {
+  std::string header(kLogMagic, sizeof(kLogMagic));
+  put_u32(&header, kLogVersion);
+  put_u32(&header, crc32c(header));
+  return header;
+}
+
+inline void store_u32(char* at, std::uint32_t v) {
+  for (std::size_t i = 0; i < 4; ++i) at[i] = static_cast<char>((v >> (8 * i)) & 0xFF);
+}
+
+// Writes the header CRC of the record header at `header` (kRecordHeaderBytes long) from the
+// 21 bytes after it. Tests call it too, to forge headers that are damaged in one field only.
+inline void seal_record_header(char* header) {
+  store_u32(header, crc32c_extend(0, header + 4, kRecordHeaderBytes - 4));
+}
+
+// Appends one encoded record to *out. The caller has checked the lengths.
+inline void encode_record(RecordType type, std::string_view key, std::string_view value,
+                          std::uint64_t expiry_ms, std::string* out) {
+  const std::size_t start = out->size();
+  put_u32(out, 0);  // the header CRC, sealed below once the rest of the header is known
+  put_u32(out, crc32c_extend(crc32c(key), value.data(), value.size()));
+  out->push_back(static_cast<char>(type));
+  put_u32(out, static_cast<std::uint32_t>(key.size()));
+  put_u32(out, static_cast<std::uint32_t>(value.size()));
+  put_u64(out, expiry_ms);
+  seal_record_header(out->data() + start);
+  out->append(key);
+  out->append(value);
+}
+
+}  // namespace detail
+
+// Checks a key and value against the limits of the record format.
+inline Status check_record_limits(std::string_view key, std::string_view value) {
+  if (key.size() > kMaxKeyBytes) {
+    return Status::invalid_argument("key of " + std::to_string(key.size()) +
+                                    " bytes is longer than the limit of " +
+                                    std::to_string(kMaxKeyBytes) +
+                                    " (KEYSTONELIGHT_MAX_KEY_BYTES)");
+  }
+  if (value.size() > kMaxValueBytes) {
+    return Status::invalid_argument("value of " + std::to_string(value.size()) +
+                                    " bytes is longer than the limit of " +
+                                    std::to_string(kMaxValueBytes) +
+                                    " (KEYSTONELIGHT_MAX_VALUE_BYTES)");
+  }
+  return Status();
+}
+
+// Appends records to a log file. Each record is handed to the file in one append, so
+// when append() returns OK the whole record has reached the file (the operating system's
+// cache, that is; sync() takes it to the disk). Not thread-safe, except that sync() may
+// run while another thread appends.
+class LogWriter {
+ public:
+  // Starts writing at the end of `file`, whose first `size` bytes are a valid log (at
+  // least the file header). To start a new log, use create().
+  LogWriter(std::unique_ptr<File> file, std::uint64_t size)
+      : file_(std::move(file)), size_(size) {}
+
+  // Makes `file`, which must be empty, a log by writing the file header.
+  static Status create(std::unique_ptr<File> file, std::unique_ptr<LogWriter>* writer) {
+    if (Status s = file->append(detail::encode_file_header()); !s.ok()) return s;
+    writer->reset(new LogWriter(std::move(file), kFileHeaderBytes));
+    return Status();
+  }
+
+  // Appends one record. On failure the file is cut back to where the record began (when
+  // the file allows), so a failed append never leaves half a record behind.
+  Status append(RecordType type, std::string_view key, std::string_view value,
+                std::uint64_t expiry_ms = 0) {
+    if (Status s = check_record_limits(key, value); !s.ok()) return s;
+    if (type == RecordType::kDelete && !value.empty()) {
+      return Status::invalid_argument("a delete record has no value");
+    }
+    if (!broken_.ok()) return broken_;
+    buffer_.clear();
+    detail::encode_record(type, key, value, expiry_ms, &buffer_);
+    Status s = file_->append(buffer_);
+    if (!s.ok()) {
+      // Cut the partial record off. If even that fails, the file holds half a record that
+      // a later append would bury in the middle of the log: refuse every append from now.
+      if (!file_->truncate(size_).ok()) broken_ = s;
+      return s;
+    }
+    size_ += buffer_.size();
+    if (buffer_.capacity() > kKeepBufferBytes) std::string().swap(buffer_);
+    return Status();
+  }
+
+  Status sync() { return file_->sync(); }
+
+  // Cuts the log back to `size` bytes (no more than size()), dropping the records after.
+  Status truncate(std::uint64_t size) {
+    if (size > size_) return Status::invalid_argument("cannot cut a log forward");
+    Status s = file_->truncate(size);
+    if (s.ok()) size_ = size;
+    return s;
+  }
+
+  std::uint64_t size() const { return size_; }
+  File& file() { return *file_; }
+
+ private:
+  static constexpr std::size_t kKeepBufferBytes = 1 << 20;  // drop buffers grown past this
+
+  std::unique_ptr<File> file_;
+  std::uint64_t size_;
+  std::string buffer_;  // the record being written, reused to spare an allocation each
+  Status broken_;       // set when a failed append could not be cut back
+};
+
+// Reads a log from the start, one record at a time, and says precisely where and why it
+// stopped. It does not decide whether a bad record is a torn tail or damage in the
+// middle: that takes a look at what follows (find_valid_record_after), and the choice
+// is recovery's (chapter 3). It never allocates more than the file holds.
+class LogReader {
+ public:
+  enum class Result {
+    kRecord,       // a whole record whose two CRCs match
+    kEnd,          // the clean end of the file
+    kIncomplete,   // the file ends inside the record's header or body
+    kBadChecksum,  // the header's or the body's CRC does not match its bytes
+    kBadType,      // the type byte is neither put nor delete
+    kBadLength,    // a length beyond the limits, or a delete that carries a value
+    kIOError,      // reading failed; see status()
+  };
+
+  // What open() found at the start of the file.
+  enum class Header {
+    kValid,    // a whole, matching header
+    kMissing,  // the file is empty
+    kTorn,     // the file is shorter than a header and holds a prefix of one
+  };
+
+  // Reads from `file`, which must outlive the reader.
+  explicit LogReader(File* file) : file_(file) {}
+
+  // Reads the file's size and checks its header. A wrong magic number or a damaged header
+  // is Corruption, a version from the future NotSupported. On success the reader stands
+  // at the first record (or, for kMissing and kTorn, at the end).
+  Status open(Header* header) {
+    if (Status s = file_->size(&file_size_); !s.ok()) return s;
+    const std::string expected = detail::encode_file_header();
+    const std::size_t have =
+        static_cast<std::size_t>(std::min<std::uint64_t>(file_size_, kFileHeaderBytes));
+    const char* p = nullptr;
+    if (Status s = fill(0, have, &p); !s.ok()) return s;
+    const std::string_view found(p, have);
+    offset_ = have;
+    if (have < kFileHeaderBytes) {
+      if (expected.compare(0, have, found) != 0) {
+        return Status::corruption(file_->path() + " is " + std::to_string(have) +
+                                  " bytes long and does not start like a Keystonelight log");
+      }
+      *header = have == 0 ? Header::kMissing : Header::kTorn;
+      return Status();
+    }
+    if (found.substr(0, 8) != std::string_view(kLogMagic, 8)) {
+      return Status::corruption(file_->path() +
+                                " is not a Keystonelight log (no \"KEYSTONE\" magic at offset 0)");
+    }
+    if (detail::get_u32(p + 12) != detail::crc32c(found.substr(0, 12))) {
+      return Status::corruption(file_->path() + ": the file header's checksum does not match "
+                                "(offset 0); the header is damaged");
+    }
+    const std::uint32_t version = detail::get_u32(p + 8);
+    if (version != kLogVersion) {
+      return Status::not_supported(file_->path() + " is a version " + std::to_string(version) +
+                                   " log; this build reads version " +
+                                   std::to_string(kLogVersion) + ": use a newer Keystonelight");
+    }
+    *header = Header::kValid;
+    return Status();
+  }
+
+  // Reads the record at offset() into *record and moves past it. Any other result leaves
+  // offset() at the start of the record that could not be read.
+  Result next(Record* record) {
+    Result r = parse_at(offset_, record);
+    if (r == Result::kRecord) offset_ += record->size;
+    return r;
+  }
+
+  // The first offset after `offset` where a whole, valid record starts, if any. A bad
+  // record followed by valid ones is damage in the middle of the log; with nothing valid
+  // after it, it is a torn write at the tail. A read error ends the search early: check
+  // status() before taking "none" for an answer.
+  std::optional<std::uint64_t> find_valid_record_after(std::uint64_t offset) {
+    Record record;
+    for (std::uint64_t p = offset + 1; p + kRecordHeaderBytes <= file_size_; ++p) {
+      Result r = parse_at(p, &record);
+      if (r == Result::kRecord) return p;
+      if (r == Result::kIOError) break;
+    }
+    return std::nullopt;
+  }
+
+  // Words for a result, for messages: "checksum mismatch".
+  static const char* describe(Result r) {
+    switch (r) {
+      case Result::kRecord: return "valid record";
+      case Result::kEnd: return "end of log";
+      case Result::kIncomplete: return "incomplete record";
+      case Result::kBadChecksum: return "checksum mismatch";
+      case Result::kBadType: return "unknown record type";
+      case Result::kBadLength: return "impossible length";
+      case Result::kIOError: return "read error";
+    }
+    return "unknown";
+  }
+
+  std::uint64_t offset() const { return offset_; }
+  std::uint64_t file_size() const { return file_size_; }
+  const Status& status() const { return status_; }  // the error behind kIOError
+
+ private:
+  static constexpr std::size_t kReadAheadBytes = 256 * 1024;
+
+  Result parse_at(std::uint64_t at, Record* record) {
+    if (at == file_size_) return Result::kEnd;
+    if (file_size_ - at < kRecordHeaderBytes) return Result::kIncomplete;
+    const char* p = nullptr;
+    if (!(status_ = fill(at, kRecordHeaderBytes, &p)).ok()) return Result::kIOError;
+    // The header's own CRC first: until it matches, no length here deserves trust.
+    if (detail::get_u32(p) != detail::crc32c_extend(0, p + 4, kRecordHeaderBytes - 4)) {
+      return Result::kBadChecksum;
+    }
+    const std::uint32_t body_crc = detail::get_u32(p + 4);
+    const auto type = static_cast<unsigned char>(p[8]);
+    const std::uint32_t key_bytes = detail::get_u32(p + 9);
+    const std::uint32_t value_bytes = detail::get_u32(p + 13);
+    const std::uint64_t expiry_ms = detail::get_u64(p + 17);
+    if (type != static_cast<unsigned char>(RecordType::kPut) &&
+        type != static_cast<unsigned char>(RecordType::kDelete)) {
+      return Result::kBadType;
+    }
+    if (key_bytes > kMaxKeyBytes || value_bytes > kMaxValueBytes ||
+        (type == static_cast<unsigned char>(RecordType::kDelete) && value_bytes != 0)) {
+      return Result::kBadLength;
+    }
+    // Checked against the file's size before anything is read or allocated: a damaged
+    // length must not make us read (or reserve) half a gigabyte.
+    const std::uint64_t size = kRecordHeaderBytes + std::uint64_t{key_bytes} + value_bytes;
+    if (file_size_ - at < size) return Result::kIncomplete;
+    if (!(status_ = fill(at, static_cast<std::size_t>(size), &p)).ok()) return Result::kIOError;
+    if (body_crc != detail::crc32c_extend(0, p + kRecordHeaderBytes,
+                                          static_cast<std::size_t>(size) - kRecordHeaderBytes)) {
+      return Result::kBadChecksum;
+    }
+    record->type = static_cast<RecordType>(type);
+    record->key = std::string_view(p + kRecordHeaderBytes, key_bytes);
+    record->value = std::string_view(p + kRecordHeaderBytes + key_bytes, value_bytes);
+    record->expiry_ms = expiry_ms;
+    record->offset = at;
+    record->size = size;
+    return Result::kRecord;
+  }
+
+  // Makes bytes [at, at + n) of the file available at *data, reading ahead so that a
+  // walk through small records costs one read(2) per 256 KiB, not one per record.
+  Status fill(std::uint64_t at, std::size_t n, const char** data) {
+    if (at < buffer_start_ || at + n > buffer_start_ + buffer_.size()) {
+      const std::uint64_t want = std::min<std::uint64_t>(
+          std::max<std::uint64_t>(n, kReadAheadBytes), file_size_ - at);
+      buffer_.resize(static_cast<std::size_t>(want));
+      std::size_t got = 0;
+      if (Status s = file_->read_at(at, buffer_.data(), buffer_.size(), &got); !s.ok()) {
+        buffer_.clear();
+        return s;
+      }
+      buffer_.resize(got);
+      buffer_start_ = at;
+      if (got < n) {
+        return Status::io_error("read " + file_->path() + ": the file shrank while being read");
+      }
+    }
+    *data = buffer_.data() + (at - buffer_start_);
+    return Status();
+  }
+
+  File* file_;
+  std::uint64_t file_size_ = 0;
+  std::uint64_t offset_ = 0;
+  std::string buffer_;              // bytes [buffer_start_, buffer_start_ + size) of the file
+  std::uint64_t buffer_start_ = 0;
+  Status status_;
+};
+
+// =======================================================================================
+// Chapter 3: crash recovery
+//
+// A persistent store is a directory: DIR/keystonelight.log holds the records, DIR/LOCK
+// keeps a second process out. Opening replays the log into the map. A crash can tear only
+// the last record (appends never touch what is already written), so a bad record with
+// nothing valid after it is cut off and reported; a bad record with valid records after
+// it cannot come from a crash, and the store refuses to open rather than guess.
+//
+// Durability: in every fsync policy the record has reached the file, through write(2),
+// before a write returns, so a killed process never loses an acknowledged write. Only the
+// fsync, which protects against power loss, is a matter of policy.
+// =======================================================================================
+
+enum class FsyncPolicy {
+  kAlways,       // fsync before every write returns: nothing acknowledged is ever lost
+  kEverySecond,  // a background thread fsyncs once a second: a power cut loses about 1 s
+  kNever,        // leave it to the operating system (typically within 30 s)
+};
+
+inline constexpr const char* kLogFileName = "keystonelight.log";
+inline constexpr const char* kLockFileName = "LOCK";
+inline constexpr const char* kCompactFileName = "keystonelight.log.compacting";
+
+struct Options {
+  // The data directory; empty for a store held in memory only. Created when missing (its
+  // parent must exist).
+  std::string dir;
+
+  FsyncPolicy fsync = FsyncPolicy::kEverySecond;
+
+  // Where files live. Null means default_file_system(); tests pass one that fails on cue.
+  // It must outlive the store.
+  FileSystem* file_system = nullptr;
+
+  // Receives notes worth a person's attention, such as a torn tail cut off during
+  // recovery. Empty means standard error. Called from the thread that opens the store.
+  std::function<void(const std::string& message)> info_log;
+
+  // Automatic compaction (chapter 4): after a write, when the log is at least
+  // compact_min_bytes long and more than compact_ratio times the size of the live data,
+  // the store compacts. A ratio of 0 turns it off; compact() still works.
+  std::uint64_t compact_min_bytes = KEYSTONELIGHT_COMPACT_MIN_BYTES;
+  double compact_ratio = KEYSTONELIGHT_COMPACT_RATIO;
+};
+
+// Sizes and compaction counters of a store (chapter 4).
+struct Stats {
+  std::uint64_t log_bytes = 0;   // the log file's size; 0 for a store in memory
+  std::uint64_t live_bytes = 0;  // what a compaction would write now, file header included
+  std::uint64_t compactions = 0;         // finished since the store was opened
+  std::uint64_t failed_compactions = 0;  // failed since then
+  std::chrono::microseconds last_compaction_duration{0};
+  Status last_compaction;  // the outcome of the last one; OK when there was none
+  bool compaction_pending = false;  // the background compactor is due to run, or running
+};
+
+namespace detail {
+
+// Hands a message for a person to options.info_log, or to standard error without one.
+inline void note(const Options& options, const std::string& message) {
+  if (options.info_log) options.info_log(message);
+  else std::fprintf(stderr, "keystonelight: %s\n", message.c_str());
+}
+
+// The directory that holds `path`: "a/b" -> "a", "b" -> ".", "/b" -> "/".
+inline std::string parent_dir(std::string path) {
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  const std::size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+// Joins a directory and a file name.
+inline std::string path_in(const std::string& dir, const char* name) {
+  return dir.empty() || dir.back() == '/' ? dir + name : dir + "/" + name;
+}
+
+// The persistent half of a Store: the log, the directory lock, and for kEverySecond the
+// thread that syncs in the background. Writes come from one thread at a time (the
+// Store's caller); the flusher only ever calls sync(). mu_ guards closed_, unsynced_,
+// failed_, and log_ against the flusher: it takes its own reference to the writer under
+// mu_, so the writer can be replaced (chapter 4) while an fsync is running.
+class Disk {
+ public:
+  // `options.file_system` must be set.
+  Disk(Options options, std::unique_ptr<DirLock> lock, std::unique_ptr<LogWriter> log)
+      : options_(std::move(options)), lock_(std::move(lock)), log_(std::move(log)) {
+    if (options_.fsync == FsyncPolicy::kEverySecond) {
+      flusher_ = std::thread([this] { flush_loop(); });
+    }
+  }
+  ~Disk() { (void)close(); }
+  Disk(const Disk&) = delete;
+  Disk& operator=(const Disk&) = delete;
+
+  // Appends a record. With kAlways, the caller then waits in wait_durable() (chapter 5's
+  // group commit), after letting go of the Store's writer lock. Writes come one at a
+  // time: the caller holds that lock.
+  // The first I/O failure is kept: every later write returns it, because after a failed
+  // write or fsync nobody can say what the file holds (Linux may even drop the unwritten
+  // pages and report success later).
+  Status append(RecordType type, std::string_view key, std::string_view value) {
+    if (Status s = usable(); !s.ok()) return s;
+    Status s = log_->append(type, key, value);
+    if (!s.ok()) return fail(s);
+    appended_.fetch_add(1);  // after write(2) returned: a sync that starts now covers it
+    if (options_.fsync == FsyncPolicy::kEverySecond) {
+      std::lock_guard<std::mutex> lock(mu_);
+      unsynced_ = true;
+    }
+    return Status();
+  }
+
+  Status sync() {
+    if (Status s = usable(); !s.ok()) return s;
+    std::shared_ptr<LogWriter> log;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      log = log_;
+    }
+    Status s = log->sync();
+    return s.ok() ? s : fail(s);
+  }
+
+  // The number of records appended so far: a write's ticket for wait_durable().
+  std::uint64_t appended() const { return appended_.load(); }
+
+  // Group commit. Returns once record number `ticket` is on disk (at once unless the
+  // policy is kAlways). The first waiter to find no fsync running becomes the leader: it
+  // notes how many records have been written, fsyncs once, and wakes everyone whom that
+  // covers; writers that arrive meanwhile wait for the next round rather than starting
+  // fsyncs of their own. So N concurrent writers pay for a few fsyncs, not N, and nobody
+  // is answered before the fsync that covers their record.
+  Status wait_durable(std::uint64_t ticket) {
+    if (options_.fsync != FsyncPolicy::kAlways) return Status();
+    std::unique_lock<std::mutex> lock(mu_);
+    while (synced_ < ticket) {
+      if (!failed_.ok()) return failed_;
+      if (closed_) return Status::io_error("the store in " + options_.dir + " closed before a write was synced");
+      if (!syncing_) {
+        syncing_ = true;  // the leader of this round
+        const std::uint64_t covered = appended_.load();
+        std::shared_ptr<LogWriter> log = log_;
+        lock.unlock();
+        Status s = log->sync();
+        lock.lock();
+        syncing_ = false;
+        if (s.ok()) synced_ = std::max(synced_, covered);
+        if (!s.ok() && failed_.ok()) failed_ = sticky(s);
+        durable_cv_.notify_all();
+      } else {
+        durable_cv_.wait(lock);
+      }
+    }
+    return Status();
+  }
+
+  // Stops the flusher, syncs, closes the log and releases the lock. Idempotent.
+  Status close() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (closed_) return failed_;
+      closed_ = true;
+    }
+    cv_.notify_all();
+    if (flusher_.joinable()) flusher_.join();
+    Status s = failed_.ok() ? log_->sync() : failed_;
+    if (!s.ok() && failed_.ok()) s = fail(s);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (s.ok()) synced_ = appended_.load();  // the sync above covered every write
+      log_.reset();
+    }
+    durable_cv_.notify_all();
+    lock_.reset();
+    return s;
+  }
+
+  std::uint64_t log_bytes() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return log_ ? log_->size() : 0;
+  }
+
+  // Chapter 4's compaction; see Store::compact. `map` is the store's whole contents.
+  Status compact(const std::unordered_map<std::string, std::string>& map) {
+    if (Status s = usable(); !s.ok()) return s;
+    const auto started = std::chrono::steady_clock::now();
+    Status s = rewrite(map);
+    std::lock_guard<std::mutex> lock(mu_);
+    // After a failure, no automatic compaction until the log has grown by
+    // compact_min_bytes more, so that a full disk does not make every write try again.
+    if (!s.ok()) retry_at_bytes_ = (log_ ? log_->size() : 0) + options_.compact_min_bytes;
+    ++(s.ok() ? compactions_.compactions : compactions_.failed_compactions);
+    compactions_.last_compaction = s;
+    compactions_.last_compaction_duration = std::chrono::duration_cast<std::chrono::microseconds>(
+        std::chrono::steady_clock::now() - started);
+    return s;
+  }
+
+  // Whether the log has outgrown the live data enough to be worth compacting (and no
+  // failed compaction asks to wait for more growth first).
+  bool wants_compaction(std::uint64_t live_bytes) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    const std::uint64_t size = log_ ? log_->size() : 0;
+    return options_.compact_ratio > 0 && size >= options_.compact_min_bytes &&
+           size >= retry_at_bytes_ &&
+           static_cast<double>(size) >
+               options_.compact_ratio * static_cast<double>(kFileHeaderBytes + live_bytes);
+  }
+
+  Stats stats() {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stats stats = compactions_;
+    stats.log_bytes = log_ ? log_->size() : 0;
+    return stats;
+  }
+
+  const Options& options() const { return options_; }
+
+ private:
+  static constexpr std::size_t kCompactionChunkBytes = 1 << 20;  // bytes per write(2)
+
+  // The steps of a compaction, in the order that makes a crash at any point harmless:
+  // (1) write every live entry to a temporary file and (2) fsync it, whatever the fsync
+  // policy: it must be whole on disk before its name can replace the log; (3) rename it
+  // over the log, which swaps the two in one step; (4) fsync the directory, so that the
+  // rename itself survives a power cut; (5) append to the new log from now on.
+  Status rewrite(const std::unordered_map<std::string, std::string>& map) {
+    FileSystem* fs = options_.file_system;
+    const std::string temp = path_in(options_.dir, kCompactFileName);
+    const std::string path = path_in(options_.dir, kLogFileName);
+    std::uint64_t size = 0;
+    Status s = write_snapshot(temp, map, &size);
+    if (s.ok()) s = fs->rename(temp, path);
+    if (!s.ok()) {
+      if (fs->exists(temp)) (void)fs->remove(temp);
+      return Status::io_error("compaction of " + path + " failed and the log is unchanged: " +
+                              s.message() + ". The store stays writable; fix the cause (a full "
+                              "disk?) and compact again");
+    }
+    // The new log has the name now. If the directory cannot be synced, nobody can say
+    // which of the two logs a power cut would leave: stop writing, as after any I/O error.
+    std::unique_ptr<File> file;
+    s = fs->sync_dir(options_.dir);
+    if (s.ok()) s = fs->open(path, false, &file);
+    if (!s.ok()) return fail(s);
+    auto log = std::make_shared<LogWriter>(std::move(file), size);
+    std::lock_guard<std::mutex> lock(mu_);
+    log_ = std::move(log);  // the flusher may still hold the old one for a moment
+    unsynced_ = false;
+    retry_at_bytes_ = 0;  // any back-off measured the old log
+    synced_ = appended_.load();  // the new log was synced whole: every write so far is durable
+    durable_cv_.notify_all();
+    return Status();
+  }
+
+  // Steps (1) and (2): the live entries, from memory, into `temp`, synced.
+  Status write_snapshot(const std::string& temp,
+                        const std::unordered_map<std::string, std::string>& map,
+                        std::uint64_t* size) {
+    std::unique_ptr<File> file;
+    Status s = options_.file_system->open(temp, true, &file);
+    if (s.ok()) s = file->truncate(0);  // a leftover of an earlier attempt
+    std::string chunk = encode_file_header();
+    *size = 0;
+    auto flush = [&] {
+      if (s.ok()) s = file->append(chunk);
+      *size += chunk.size();
+      chunk.clear();
+    };
+    for (auto it = map.begin(); it != map.end() && s.ok(); ++it) {
+      encode_record(RecordType::kPut, it->first, it->second, 0, &chunk);
+      if (chunk.size() >= kCompactionChunkBytes) flush();
+    }
+    flush();
+    if (s.ok()) s = file->sync();
+    return s;
+  }
+
+  Status usable() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!failed_.ok()) return failed_;
+    if (closed_) return Status::io_error("the store in " + options_.dir + " is closed; open it again");
+    return Status();
+  }
+
+  Status fail(const Status& cause) {
+    if (cause.code() == Status::Code::kInvalidArgument) return cause;  // the caller's mistake
+    std::lock_guard<std::mutex> lock(mu_);
+    if (failed_.ok()) failed_ = sticky(cause);
+    return failed_;
+  }
+
+  static Status sticky(const Status& cause) {
+    return Status::io_error(cause.message() +
+                            "; the store refuses writes from now on (reads still work): fix "
+                            "the cause, then reopen it");
+  }
+
+  void flush_loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!closed_) {
+      cv_.wait_for(lock, std::chrono::milliseconds(KEYSTONELIGHT_FSYNC_INTERVAL_MS),
+                   [this] { return closed_; });
+      if (closed_ || !unsynced_ || !failed_.ok()) continue;
+      unsynced_ = false;
+      std::shared_ptr<LogWriter> log = log_;
+      lock.unlock();  // fsync can take long; writers must not wait for it
+      Status s = log->sync();
+      lock.lock();
+      if (!s.ok() && failed_.ok()) {
+        failed_ = Status::io_error(s.message() + " (background fsync); the store refuses "
+                                   "writes from now on: fix the cause, then reopen it");
+      }
+    }
+  }
+
+  const Options options_;
+  std::unique_ptr<DirLock> lock_;
+  std::shared_ptr<LogWriter> log_;
+  std::thread flusher_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool closed_ = false;
+  bool unsynced_ = false;  // appended since the flusher's last sync
+  Status failed_;          // the first I/O failure; OK while there has been none
+  Stats compactions_;                // the compaction counters of Stats
+  std::uint64_t retry_at_bytes_ = 0;  // no automatic compaction below this log size
+  std::atomic<std::uint64_t> appended_{0};  // records appended; written under the Store's lock
+  std::uint64_t synced_ = 0;                // records known to be on disk
+  bool syncing_ = false;                    // a group-commit leader is in fsync
+  std::condition_variable durable_cv_;      // wakes group-commit followers
+};
+
+}  // namespace detail
+
+// What a bad record that stopped a replay means. Recovery and keystonelight-check decide
+// the same way, with this.
+enum class Damage {
+  kTornTail,       // nothing valid after it: a write cut short; safe to cut off
+  kCorruption,     // a valid record follows: damaged before the end; refuse
+  kNotUnderstood,  // its header CRC holds, yet its type or length cannot be: refuse
+};
+struct Diagnosis {
+  Damage damage = Damage::kTornTail;
+  std::optional<std::uint64_t> next_valid;  // for kCorruption: where the next record starts
+};
+
+// Diagnoses the bad record at reader.offset() that made next() return `result`. A crash
+// tears a record into a prefix, perhaps followed by zeros or stale bytes; it never makes a
+// header whose CRC holds yet whose type or length is wrong, so those are never cut off: a
+// build with larger limits wrote them, or they are damaged.
+inline Status diagnose(LogReader& reader, LogReader::Result result, Diagnosis* diagnosis) {
+  diagnosis->damage = Damage::kTornTail;
+  diagnosis->next_valid.reset();
+  if (result == LogReader::Result::kBadType || result == LogReader::Result::kBadLength) {
+    diagnosis->damage = Damage::kNotUnderstood;
+    return Status();
+  }
+  diagnosis->next_valid = reader.find_valid_record_after(reader.offset());
+  if (!reader.status().ok()) return reader.status();
+  if (diagnosis->next_valid) diagnosis->damage = Damage::kCorruption;
+  return Status();
+}
+
+inline Status Store::open(const Options& options, std::unique_ptr<Store>* store) {
+  std::unique_ptr<Store> opened(new Store());
+  if (options.dir.empty()) {
+    *store = std::move(opened);
+    return Status();
+  }
+  FileSystem* fs = options.file_system ? options.file_system : default_file_system();
+  if (options.compact_ratio != 0 && !(options.compact_ratio > 1)) {
+    return Status::invalid_argument(
+        "compact_ratio " + std::to_string(options.compact_ratio) + " would compact after "
+        "nearly every write: use 0 to turn automatic compaction off, or more than 1 (the "
+        "default is " + std::to_string(KEYSTONELIGHT_COMPACT_RATIO) + ")");
+  }
+  if (Status s = fs->create_dir(options.dir); !s.ok()) return s;
+  if (options.fsync != FsyncPolicy::kNever) {
+    // The directory may be new: make its entry in the parent durable too, or a power cut
+    // could take the whole directory, acknowledged writes and all.
+    if (Status s = fs->sync_dir(detail::parent_dir(options.dir)); !s.ok()) return s;
+  }
+  std::unique_ptr<detail::DirLock> lock;
+  Status s = detail::DirLock::acquire(detail::path_in(options.dir, kLockFileName), &lock);
+  if (!s.ok()) return s;
+  std::unique_ptr<LogWriter> log;
+  if (s = opened->recover(options, fs, &log); !s.ok()) return s;
+  Options resolved = options;
+  resolved.file_system = fs;
+  opened->disk_.reset(new detail::Disk(std::move(resolved), std::move(lock), std::move(log)));
+  if (options.compact_ratio > 0) {
+    Store* self = opened.get();
+    opened->compactor_ = std::thread([self] { self->compactor_loop(); });
+  }
+  *store = std::move(opened);
+  return Status();
+}
+
+// Replays DIR's log into the map and hands back a writer positioned after the last whole
+// record. Only a torn tail or a torn header is changed on disk, and each is reported.
+inline Status Store::recover(const Options& options, FileSystem* fs,
+                             std::unique_ptr<LogWriter>* writer) {
+  const auto started = std::chrono::steady_clock::now();
+  const std::string path = detail::path_in(options.dir, kLogFileName);
+  const bool syncs = options.fsync != FsyncPolicy::kNever;
+  auto note = [&](const std::string& message) { detail::note(options, message); };
+
+  // A compaction that died before its rename leaves its temporary file; the log it was
+  // going to replace is whole, so the file is only in the way.
+  const std::string temp = detail::path_in(options.dir, kCompactFileName);
+  if (fs->exists(temp)) {
+    if (Status s = fs->remove(temp); !s.ok()) return s;
+    note("removed " + temp + ", left by a compaction that did not finish; the log is intact");
+  }
+
+  std::unique_ptr<File> file;
+  if (Status s = fs->open(path, true, &file); !s.ok()) return s;
+  LogReader reader(file.get());
+  LogReader::Header header;
+  if (Status s = reader.open(&header); !s.ok()) return s;
+  if (header != LogReader::Header::kValid) {
+    // A new log, or a crash while one was being created: start it afresh. The directory
+    // is synced too, or a power cut could forget the file ever existed.
+    if (header == LogReader::Header::kTorn) {
+      note(path + ": the file header was incomplete (" + std::to_string(reader.file_size()) +
+           " bytes); a crash interrupted its creation, so it was written again");
+    }
+    Status s = file->truncate(0);
+    if (s.ok()) s = LogWriter::create(std::move(file), writer);
+    if (s.ok() && syncs) s = (*writer)->sync();
+    if (s.ok() && syncs) s = fs->sync_dir(options.dir);
+    recovery_.log_bytes = kFileHeaderBytes;
+    recovery_.duration = std::chrono::duration_cast<std::chrono::microseconds>(
+        std::chrono::steady_clock::now() - started);
+    return s;
+  }
+
+  Record record;
+  LogReader::Result result;
+  while ((result = reader.next(&record)) == LogReader::Result::kRecord) {
+    if (record.type == RecordType::kPut) {
+      map_.insert_or_assign(std::string(record.key), std::string(record.value));
+    } else {
+      map_.erase(std::string(record.key));
+    }
+    ++recovery_.records;
+  }
+  if (result == LogReader::Result::kIOError) return reader.status();
+
+  const std::uint64_t end = reader.offset();
+  if (result != LogReader::Result::kEnd) {
+    Diagnosis diagnosis;
+    if (Status s = diagnose(reader, result, &diagnosis); !s.ok()) return s;
+    if (diagnosis.damage == Damage::kNotUnderstood) {
+      map_.clear();
+      return Status::corruption(
+          path + ": the record at byte offset " + std::to_string(end) + " has a valid header " +
+          "but " + (result == LogReader::Result::kBadType
+                        ? std::string("a record type this build does not know")
+                        : "an impossible length: a key or value longer than this build's "
+                          "KEYSTONELIGHT_MAX_KEY_BYTES (" + std::to_string(kMaxKeyBytes) +
+                          ") or KEYSTONELIGHT_MAX_VALUE_BYTES (" + std::to_string(kMaxValueBytes) +
+                          "), or a delete carrying a value") +
+          ". Nothing was changed. If a build with larger limits wrote this log, raise them; "
+          "otherwise the record is damaged: run `keystonelight-check " + options.dir + "`");
+    }
+    if (diagnosis.damage == Damage::kCorruption) {
+      const std::optional<std::uint64_t>& next = diagnosis.next_valid;
+      map_.clear();
+      return Status::corruption(
+          path + ": " + LogReader::describe(result) + " at byte offset " + std::to_string(end) +
+          ", yet a valid record follows at offset " + std::to_string(*next) +
+          ": the log is damaged before its end, which a crashed process cannot do (a power cut "
+          "can, in writes not yet fsynced). Nothing was changed. "
+          "Run `keystonelight-check --fix " + options.dir + "` to keep the " +
+          std::to_string(recovery_.records) + " records before the damage, or restore a backup");
+    }
+    recovery_.bytes_dropped = reader.file_size() - end;
+    if (Status s = file->truncate(end); !s.ok()) return s;
+    if (syncs) {
+      if (Status s = file->sync(); !s.ok()) return s;
+    }
+    note(path + ": dropped " + std::to_string(recovery_.bytes_dropped) +
+         " bytes at the tail (" + LogReader::describe(result) + " at offset " +
+         std::to_string(end) + "): a write interrupted by a crash; the log now ends after " +
+         std::to_string(recovery_.records) + " whole records");
+  }
+  recovery_.log_bytes = end;
+  recovery_.duration = std::chrono::duration_cast<std::chrono::microseconds>(
+      std::chrono::steady_clock::now() - started);
+  writer->reset(new LogWriter(std::move(file), end));
+  for (const auto& [key, value] : map_) count_live(+1, key, value);
+  return Status();
+}
+
+inline Store::~Store() { (void)close(); }
+
+inline Status Store::close() {
+  stop_compactor();
+  std::unique_lock<detail::SharedMutex> lock(mu_);  // writes in progress finish first
+  return disk_ ? disk_->close() : Status();
+}
+
+inline Status Store::sync() { return disk_ ? disk_->sync() : Status(); }
+
+inline const RecoveryReport& Store::recovery() const { return recovery_; }
+
+inline Status Store::log_put(std::string_view key, std::string_view value) {
+  if (Status s = check_record_limits(key, value); !s.ok()) return s;
+  return disk_ ? disk_->append(RecordType::kPut, key, value) : Status();
+}
+
+inline Status Store::log_delete(std::string_view key) {
+  return disk_ ? disk_->append(RecordType::kDelete, key, {}) : Status();
+}
+
+// =======================================================================================
+// Chapter 4: compaction
+//
+// The log keeps every version of every key, so a store that overwrites and deletes grows
+// without bound while its contents stay the same size. Compaction writes what is live,
+// from memory (the map is the truth; there is nothing to read back), as a fresh log and
+// swaps it in with rename(2), which replaces a name in one step: a crash at any moment
+// leaves the old log or the new one under that name, never a mix. The data directory's
+// lock is held throughout. Stop-the-world for writers (in this chapter the caller's
+// thread does it; chapter 5 lets readers go on meanwhile).
+// =======================================================================================
+
+inline Status Store::compact() {
+  if (!disk_) return Status();
+  // Readers go on reading the map while it is written out; writers wait, so the map the
+  // new log is made from is the map when it replaces the old one.
+  std::lock_guard<std::mutex> one_at_a_time(compaction_mu_);
+  std::shared_lock<detail::SharedMutex> no_writers(mu_);
+  return disk_->compact(map_);
+}
+
+inline Stats Store::stats() const {
+  std::shared_lock<detail::SharedMutex> lock(mu_);
+  Stats stats = disk_ ? disk_->stats() : Stats();
+  stats.live_bytes = (disk_ ? kFileHeaderBytes : 0) + live_bytes_;
+  std::lock_guard<std::mutex> compactor(compactor_mu_);
+  stats.compaction_pending = compaction_wanted_ || compaction_running_;
+  return stats;
+}
+
+inline void Store::maybe_compact() {
+  if (!disk_ || !disk_->wants_compaction(live_bytes_)) return;
+  // The caller holds the writer lock, which compact() would wait for: hand the work to
+  // the compactor thread instead.
+  {
+    std::lock_guard<std::mutex> lock(compactor_mu_);
+    compaction_wanted_ = true;
+  }
+  compactor_cv_.notify_one();
+}
+
+inline void Store::count_live(int sign, std::string_view key, std::string_view value) {
+  const std::uint64_t bytes = kRecordHeaderBytes + key.size() + value.size();
+  live_bytes_ = sign > 0 ? live_bytes_ + bytes : live_bytes_ - bytes;
+}
+
+// =======================================================================================
+// Chapter 5: concurrency
+//
+// One reader-writer lock guards the map: any number of readers at once, or one writer
+// (detail::SharedMutex, which lets waiting writers in first; see its comment for why
+// not std::shared_mutex). A write holds it exclusively while it appends its record and
+// applies it, so the log's order is the map's order; then it lets go and, with kAlways,
+// waits for the fsync that covers it, sharing that fsync with every writer that arrived
+// meanwhile (group commit). A compaction holds the lock shared: readers go on, writers
+// wait. Automatic compactions run on a thread of the store's own. The lock order is
+// written next to the locks, in the Store class.
+// =======================================================================================
+
+namespace detail {
+
+// Parses `text` as Redis parses an integer for INCR: an optional minus sign and decimal
+// digits, no spaces, no plus sign, no leading zeros, within a signed 64-bit range.
+inline bool parse_int64(std::string_view text, std::int64_t* value) {
+  const bool negative = !text.empty() && text[0] == '-';
+  std::string_view digits = negative ? text.substr(1) : text;
+  if (digits.empty() || digits.size() > 19) return false;
+  if (digits[0] == '0' && (digits.size() > 1 || negative)) return false;  // "01", "-0"
+  std::uint64_t magnitude = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return false;
+    magnitude = magnitude * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  const std::uint64_t limit =
+      static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) + (negative ? 1 : 0);
+  if (magnitude > limit) return false;
+  // Negating through unsigned arithmetic keeps INT64_MIN, whose magnitude has no int64.
+  *value = negative ? static_cast<std::int64_t>(~magnitude + 1) : static_cast<std::int64_t>(magnitude);
+  return true;
+}
+
+}  // namespace detail
+
+inline Status Store::finish_write(std::unique_lock<detail::SharedMutex>& lock) {
+  if (!disk_) return Status();
+  const std::uint64_t ticket = disk_->appended();  // still under the lock: our record's number
+  lock.unlock();
+  return disk_->wait_durable(ticket);
+}
+
+inline Status Store::increment(std::string_view key, std::int64_t delta, std::int64_t* result) {
+  std::unique_lock<detail::SharedMutex> lock(mu_);
+  std::int64_t current = 0;
+  auto it = map_.find(std::string(key));
+  if (it != map_.end() && !detail::parse_int64(it->second, &current)) {
+    return Status::invalid_argument("value is not an integer or out of range");
+  }
+  if ((delta > 0 && current > std::numeric_limits<std::int64_t>::max() - delta) ||
+      (delta < 0 && current < std::numeric_limits<std::int64_t>::min() - delta)) {
+    return Status::invalid_argument("increment or decrement would overflow");
+  }
+  const std::int64_t next = current + delta;
+  if (Status s = put(key, std::to_string(next)); !s.ok()) return s;
+  if (result != nullptr) *result = next;
+  return finish_write(lock);
+}
+
+inline Status Store::append(std::string_view key, std::string_view suffix, std::size_t* length) {
+  std::unique_lock<detail::SharedMutex> lock(mu_);
+  auto it = map_.find(std::string(key));
+  std::string value = it != map_.end() ? it->second : std::string();
+  if (value.size() + suffix.size() > kMaxValueBytes) {
+    return Status::invalid_argument("string exceeds maximum allowed size (" +
+                                    std::to_string(kMaxValueBytes) + " bytes)");
+  }
+  value.append(suffix);
+  if (Status s = put(key, value); !s.ok()) return s;
+  if (length != nullptr) *length = value.size();
+  return finish_write(lock);
+}
+
+inline Status Store::set(std::string_view key, std::string_view value, SetIf condition,
+                         bool* stored, std::optional<std::string>* previous) {
+  std::unique_lock<detail::SharedMutex> lock(mu_);
+  auto it = map_.find(std::string(key));
+  const bool present = it != map_.end();
+  if (previous != nullptr) *previous = present ? std::optional<std::string>(it->second) : std::nullopt;
+  *stored = false;
+  if ((condition == SetIf::kIfAbsent && present) || (condition == SetIf::kIfPresent && !present)) {
+    return Status();
+  }
+  if (Status s = put(key, value); !s.ok()) return s;
+  *stored = true;
+  return finish_write(lock);
+}
+
+inline void Store::compactor_loop() {
+  std::unique_lock<std::mutex> lock(compactor_mu_);
+  while (true) {
+    compactor_cv_.wait(lock, [this] { return compaction_wanted_ || compactor_stopping_; });
+    if (compactor_stopping_) return;
+    compaction_wanted_ = false;
+    compaction_running_ = true;
+    lock.unlock();  // compact() takes compaction_mu_ and mu_, which come before this one
+    Status s = compact();
+    if (!s.ok()) detail::note(disk_->options(), "automatic compaction failed: " + s.to_string());
+    lock.lock();
+    compaction_running_ = false;
+  }
+}
+
+inline void Store::stop_compactor() {
+  {
+    std::lock_guard<std::mutex> lock(compactor_mu_);
+    compactor_stopping_ = true;
+  }
+  compactor_cv_.notify_one();
+  if (compactor_.joinable()) compactor_.join();
+}
+
+}  // namespace keystonelight
+
+#endif  // KEYSTONELIGHT_HPP
+
+/*
+   MIT License
+
+   Copyright (c) 2026 The Keystonelight developers
+
+   Permission is hereby granted, free of charge, to any person obtaining a copy of this
+   software and associated documentation files (the "Software"), to deal in the Software
+   without restriction, including without limitation the rights to use, copy, modify,
+   merge, publish, distribute, sublicense, and/or sell copies of the Software, and to
+   permit persons to whom the Software is furnished to do so, subject to the following
+   conditions:
+
+   The above copyright notice and this permission notice shall be included in all copies
+   or substantial portions of the Software.
+
+   THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED,
+   INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY, FITNESS FOR A
+   PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE AUTHORS OR COPYRIGHT
+   HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER LIABILITY, WHETHER IN AN ACTION OF
+   CONTRACT, TORT OR OTHERWISE, ARISING FROM, OUT OF OR IN CONNECTION WITH THE SOFTWARE
+   OR THE USE OR OTHER DEALINGS IN THE SOFTWARE.
+*/
