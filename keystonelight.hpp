@@ -26,6 +26,9 @@
        5. Concurrency          the reader-writer lock, increment/append/conditional set,
                                group commit, compaction in the background
 //< chapter 5
+//> chapter 6
+       6. The protocol         RequestParser, resp:: replies, Dispatcher and its commands
+//< chapter 6
 
    COMPILE-TIME OPTIONS: define before including to change a default.
 
@@ -40,6 +43,11 @@
        KEYSTONELIGHT_COMPACT_MIN_BYTES    67108864   no automatic compaction below this
        KEYSTONELIGHT_COMPACT_RATIO        2.0        log size / live size that compacts
 //< chapter 4
+//> chapter 6
+       KEYSTONELIGHT_MAX_INLINE_BYTES     65536      longest inline request line
+       KEYSTONELIGHT_MAX_BULK_BYTES       536870912  longest argument of a request
+       KEYSTONELIGHT_MAX_ARGS             1048576    most arguments in one request
+//< chapter 6
 
    CHAPTER MARKERS: a comment line made of two slashes, an angle bracket and a chapter
    ("chapter 3") opens or closes the code that chapter adds; after "#if 0", a range
@@ -94,6 +102,20 @@
 #define KEYSTONELIGHT_COMPACT_RATIO 2.0
 #endif
 //< chapter 4
+//> chapter 6
+
+// Protocol limits (chapter 6), as in Redis: an inline request line, one bulk argument,
+// the arguments of one request. Each is also a field of ProtocolLimits.
+#ifndef KEYSTONELIGHT_MAX_INLINE_BYTES
+#define KEYSTONELIGHT_MAX_INLINE_BYTES (64 * 1024)
+#endif
+#ifndef KEYSTONELIGHT_MAX_BULK_BYTES
+#define KEYSTONELIGHT_MAX_BULK_BYTES (512 * 1024 * 1024)
+#endif
+#ifndef KEYSTONELIGHT_MAX_ARGS
+#define KEYSTONELIGHT_MAX_ARGS (1024 * 1024)
+#endif
+//< chapter 6
 
 // ---------------------------------------------------------------------------------------
 // Platform check: the engine speaks POSIX (open, write, fsync, flock, sockets) and says so
@@ -468,8 +490,10 @@ class DirLock {
 // interface of std::shared_mutex and works with std::shared_lock and std::unique_lock,
 // but std::shared_mutex on glibc prefers readers: under a steady stream of reads a writer
 // can wait almost for ever (chapter 5's example measured 54 writes a second beside five
-// million reads). glibc's pthread_rwlock can be asked to prefer writers; other systems'
-// already do. Not recursive: a thread must not take it twice.
+// million reads). glibc's pthread_rwlock can be asked to prefer writers; elsewhere the
+// system's own policy applies (macOS prefers writers, musl readers). The price of writer
+// preference is the mirror image: a steady stream of writes makes readers, and
+// compactions, wait. Not recursive: a thread must not take it twice.
 class SharedMutex {
  public:
   SharedMutex() {
@@ -485,12 +509,21 @@ class SharedMutex {
   SharedMutex(const SharedMutex&) = delete;
   SharedMutex& operator=(const SharedMutex&) = delete;
 
-  void lock() { pthread_rwlock_wrlock(&lock_); }
-  void unlock() { pthread_rwlock_unlock(&lock_); }
-  void lock_shared() { pthread_rwlock_rdlock(&lock_); }
-  void unlock_shared() { pthread_rwlock_unlock(&lock_); }
+  void lock() { check(pthread_rwlock_wrlock(&lock_), "lock"); }
+  void unlock() { check(pthread_rwlock_unlock(&lock_), "unlock"); }
+  void lock_shared() { check(pthread_rwlock_rdlock(&lock_), "lock_shared"); }
+  void unlock_shared() { check(pthread_rwlock_unlock(&lock_), "unlock_shared"); }
 
  private:
+  // These fail only when the lock is misused (taken twice by one thread: EDEADLK), a bug
+  // that carrying on unlocked would turn into corruption. Stop at once, saying where.
+  static void check(int error, const char* operation) {
+    if (error == 0) return;
+    std::fprintf(stderr, "keystonelight: SharedMutex::%s failed: %s\n", operation,
+                 std::strerror(error));
+    std::abort();
+  }
+
   pthread_rwlock_t lock_;
 };
 //< chapter 5
@@ -632,6 +665,16 @@ class Store {
   Status set(std::string_view key, std::string_view value, SetIf condition, bool* stored,
              std::optional<std::string>* previous = nullptr);
 //< chapter 5
+//> chapter 6
+
+  // For the protocol's MSET, KEYS and FLUSHDB (chapter 6). set_all stores every pair
+  // under one writer lock, so no reader sees half of them (a crash can still stop it
+  // halfway: each pair is its own record). keys() copies every key. clear() removes
+  // everything by swapping in an empty log, the way a compaction swaps logs.
+  Status set_all(const std::vector<std::pair<std::string_view, std::string_view>>& pairs);
+  std::vector<std::string> keys() const;
+  Status clear();
+//< chapter 6
 
   // Whether `key` has a value.
   bool exists(std::string_view key) const;
@@ -673,6 +716,7 @@ class Store {
   // The background compaction thread: started by open() when automatic compaction is on,
   // woken by maybe_compact(), stopped and joined by close().
   void compactor_loop();
+  Status compact_if_due();
   void stop_compactor();
 //< chapter 5
 
@@ -1377,8 +1421,9 @@ class Disk {
     }
     cv_.notify_all();
     if (flusher_.joinable()) flusher_.join();
-    Status s = failed_.ok() ? log_->sync() : failed_;
-    if (!s.ok() && failed_.ok()) s = fail(s);
+    Status s = usable_for_close();
+    if (s.ok()) s = log_->sync();
+    if (!s.ok()) s = fail(s);
     {
       std::lock_guard<std::mutex> lock(mu_);
 //> chapter 5
@@ -1500,6 +1545,13 @@ class Disk {
   }
 
 //< chapter 4
+  // The failure recorded so far, read under the mutex (a group-commit leader may be
+  // recording one right now).
+  Status usable_for_close() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return failed_;
+  }
+
   Status usable() {
     std::lock_guard<std::mutex> lock(mu_);
     if (!failed_.ok()) return failed_;
@@ -1600,10 +1652,13 @@ inline Status Store::open(const Options& options, std::unique_ptr<Store>* store)
   FileSystem* fs = options.file_system ? options.file_system : default_file_system();
 //> chapter 4
   if (options.compact_ratio != 0 && !(options.compact_ratio > 1)) {
+    char ratio[32];
+    std::snprintf(ratio, sizeof ratio, "%g", options.compact_ratio);
     return Status::invalid_argument(
-        "compact_ratio " + std::to_string(options.compact_ratio) + " would compact after "
-        "nearly every write: use 0 to turn automatic compaction off, or more than 1 (the "
-        "default is " + std::to_string(KEYSTONELIGHT_COMPACT_RATIO) + ")");
+        std::string("compact_ratio ") + ratio + " is not a ratio compaction can use: a log " +
+        "cannot be smaller than its live data, so a ratio of 1 or less would compact after " +
+        "nearly every write. Use 0 to turn automatic compaction off, or more than 1 (the " +
+        "default is 2)");
   }
 //< chapter 4
   if (Status s = fs->create_dir(options.dir); !s.ok()) return s;
@@ -1697,8 +1752,9 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
                           "KEYSTONELIGHT_MAX_KEY_BYTES (" + std::to_string(kMaxKeyBytes) +
                           ") or KEYSTONELIGHT_MAX_VALUE_BYTES (" + std::to_string(kMaxValueBytes) +
                           "), or a delete carrying a value") +
-          ". Nothing was changed. If a build with larger limits wrote this log, raise them; "
-          "otherwise the record is damaged: run `keystonelight-check " + options.dir + "`");
+          ". Nothing was changed. If a newer build, or one with larger limits, wrote this log, "
+          "open it with that build; otherwise the record is damaged: run `keystonelight-check " +
+          options.dir + "`");
     }
     if (diagnosis.damage == Damage::kCorruption) {
       const std::optional<std::uint64_t>& next = diagnosis.next_valid;
@@ -1914,12 +1970,21 @@ inline void Store::compactor_loop() {
     if (compactor_stopping_) return;
     compaction_wanted_ = false;
     compaction_running_ = true;
-    lock.unlock();  // compact() takes compaction_mu_ and mu_, which come before this one
-    Status s = compact();
+    lock.unlock();  // compaction takes compaction_mu_ and mu_, which come before this one
+    Status s = compact_if_due();
     if (!s.ok()) detail::note(disk_->options(), "automatic compaction failed: " + s.to_string());
     lock.lock();
     compaction_running_ = false;
   }
+}
+
+inline Status Store::compact_if_due() {
+  std::lock_guard<std::mutex> one_at_a_time(compaction_mu_);
+  std::shared_lock<detail::SharedMutex> no_writers(mu_);
+  // Writes made while this thread waited for the locks may have asked again, or a
+  // compaction by hand may have done the work: check again now that the map is still.
+  if (!disk_->wants_compaction(live_bytes_)) return Status();
+  return disk_->compact(map_);
 }
 
 inline void Store::stop_compactor() {
@@ -1931,6 +1996,769 @@ inline void Store::stop_compactor() {
   if (compactor_.joinable()) compactor_.join();
 }
 //< chapter 5
+//> chapter 6
+
+// =======================================================================================
+// Chapter 6: the protocol
+//
+// Clients talk to the store in Redis's protocol, so redis-cli, redis-benchmark and every
+// Redis client library work unchanged. A request is either an inline command, a line of
+// words as a person types it into nc ("SET greeting hello\r\n"), or a RESP array of bulk
+// strings, each prefixed by its length, as client libraries send it:
+//
+//     *3\r\n$3\r\nSET\r\n$8\r\ngreeting\r\n$5\r\nhello\r\n
+//
+// A length prefix beats a delimiter for binary values: the value may hold any byte,
+// CR and LF included, and the reader knows how much to wait for. The grammar, the limits
+// and every command are in docs/protocol.md. Nothing here touches a socket: the parser
+// reads bytes from a buffer, the dispatcher writes reply bytes to a string, so both are
+// tested (and fuzzed) byte by byte, and chapter 7 only moves bytes.
+// =======================================================================================
+
+// Limits on what a client may send. A request over a limit is a protocol error: the
+// reply says which limit, and the connection is closed.
+struct ProtocolLimits {
+  std::size_t max_inline_bytes = KEYSTONELIGHT_MAX_INLINE_BYTES;  // an inline line, or a header
+  std::size_t max_bulk_bytes = KEYSTONELIGHT_MAX_BULK_BYTES;      // one argument of an array
+  std::size_t max_args = KEYSTONELIGHT_MAX_ARGS;                  // arguments in one array
+};
+
+// Splits a byte stream into requests. Incremental: give it what has arrived; it returns
+// one request, or says it needs more bytes, or reports a protocol error. After every call
+// the caller drops the first `*consumed` bytes of its buffer and, next time, passes what
+// is left followed by whatever arrived since. The parser remembers how far it got into a
+// long array, so each byte is looked at about once. It never reserves memory for a length
+// a client claims: a bulk string is copied only once all of it is in the buffer.
+// One parser per connection; not thread-safe.
+class RequestParser {
+ public:
+  enum class Result {
+    kCommand,   // *args holds a request of at least one argument
+    kNeedMore,  // no whole request yet
+    kError,     // a protocol error, described by error(); the stream cannot be trusted
+  };
+
+  explicit RequestParser(ProtocolLimits limits = ProtocolLimits()) : limits_(limits) {}
+
+  Result parse(std::string_view input, std::size_t* consumed, std::vector<std::string>* args) {
+    *consumed = 0;
+    while (true) {
+      std::string_view rest = input.substr(*consumed);
+      Result r = expected_args_ < 0 ? parse_start(rest, args) : parse_array(rest, args);
+      if (r == Result::kCommand && args->empty()) {  // an empty line or "*0": skip it
+        *consumed += pos_;
+        pos_ = 0;
+        continue;
+      }
+      if (r == Result::kCommand) {
+        *consumed += pos_;
+        pos_ = 0;
+      }
+      return r;
+    }
+  }
+
+  // What went wrong, as Redis words it: "Protocol error: invalid bulk length".
+  const std::string& error() const { return error_; }
+
+ private:
+  // At the start of a request: an array header, or an inline line.
+  Result parse_start(std::string_view in, std::vector<std::string>* args) {
+    if (in.empty()) return Result::kNeedMore;
+    args->clear();
+    if (in[0] != '*') return parse_inline(in, args);
+    std::int64_t count = 0;
+    Result r = parse_header(in, '*', "too big mbulk count string", &count);
+    if (r != Result::kCommand) return r;
+    if (count > static_cast<std::int64_t>(limits_.max_args)) {
+      return fail("invalid multibulk length");
+    }
+    if (count <= 0) return Result::kCommand;  // "*0" and "*-1" carry no command
+    expected_args_ = count;
+    args_.clear();
+    return parse_array(in, args);
+  }
+
+  // Reads "<prefix><integer>\r\n" at pos_ and moves past it.
+  Result parse_header(std::string_view in, char prefix, const char* too_big, std::int64_t* value) {
+    const std::size_t cr = in.find('\r', pos_);
+    if (cr == std::string_view::npos || cr + 1 >= in.size()) {
+      if (in.size() - pos_ > limits_.max_inline_bytes) return fail(too_big);
+      return Result::kNeedMore;
+    }
+    if (in[cr + 1] != '\n' || !detail::parse_int64(in.substr(pos_ + 1, cr - pos_ - 1), value)) {
+      return fail(prefix == '*' ? "invalid multibulk length" : "invalid bulk length");
+    }
+    pos_ = cr + 2;
+    return Result::kCommand;
+  }
+
+  Result parse_array(std::string_view in, std::vector<std::string>* args) {
+    while (static_cast<std::int64_t>(args_.size()) < expected_args_) {
+      if (pos_ >= in.size()) return Result::kNeedMore;
+      if (in[pos_] != '$') {
+        return fail(std::string("expected '$', got '") + in[pos_] + "'");
+      }
+      const std::size_t header = pos_;
+      std::int64_t length = 0;
+      Result r = parse_header(in, '$', "too big bulk count string", &length);
+      if (r != Result::kCommand) return r;
+      if (length < 0 || static_cast<std::uint64_t>(length) > limits_.max_bulk_bytes) {
+        return fail("invalid bulk length");
+      }
+      const auto bytes = static_cast<std::size_t>(length);
+      if (in.size() - pos_ < bytes + 2) {  // the data and its CRLF are not all here yet
+        pos_ = header;
+        return Result::kNeedMore;
+      }
+      if (in[pos_ + bytes] != '\r' || in[pos_ + bytes + 1] != '\n') {
+        return fail("bulk data longer than its length");
+      }
+      args_.emplace_back(in.substr(pos_, bytes));
+      pos_ += bytes + 2;
+    }
+    *args = std::move(args_);
+    args_.clear();
+    expected_args_ = -1;
+    return Result::kCommand;
+  }
+
+  // A line of words split as Redis splits them: spaces separate; "double quotes" allow
+  // \n \r \t \b \a \\ \" and \xHH escapes; 'single quotes' allow \' only; a closing quote
+  // must be followed by a space or the end of the line.
+  Result parse_inline(std::string_view in, std::vector<std::string>* args) {
+    const std::size_t newline = in.find('\n');
+    if (newline == std::string_view::npos) {
+      if (in.size() > limits_.max_inline_bytes) return fail("too big inline request");
+      return Result::kNeedMore;
+    }
+    if (newline > limits_.max_inline_bytes) return fail("too big inline request");
+    std::string_view line = in.substr(0, newline);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (!split_words(line, args)) return fail("unbalanced quotes in request");
+    pos_ = newline + 1;
+    return Result::kCommand;
+  }
+
+  static bool is_space(char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+
+  static int hex_digit(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  }
+
+  static bool split_words(std::string_view line, std::vector<std::string>* words) {
+    std::size_t i = 0;
+    while (true) {
+      while (i < line.size() && is_space(line[i])) ++i;
+      if (i == line.size()) return true;
+      std::string word;
+      char quote = 0;  // the quote we are inside, if any
+      while (true) {
+        if (i == line.size()) {
+          if (quote != 0) return false;  // the line ended inside quotes
+          break;
+        }
+        const char c = line[i];
+        if (quote == 0) {
+          if (is_space(c)) break;
+          if (c == '"' || c == '\'') quote = c;
+          else word += c;
+        } else if (c == quote) {
+          if (i + 1 < line.size() && !is_space(line[i + 1])) return false;  // "a"b
+          quote = 0;
+          ++i;
+          break;
+        } else if (c == '\\' && quote == '"' && i + 3 < line.size() && line[i + 1] == 'x' &&
+                   hex_digit(line[i + 2]) >= 0 && hex_digit(line[i + 3]) >= 0) {
+          word += static_cast<char>(hex_digit(line[i + 2]) * 16 + hex_digit(line[i + 3]));
+          i += 3;
+        } else if (c == '\\' && i + 1 < line.size() && (quote == '"' || line[i + 1] == '\'')) {
+          const char e = line[++i];
+          word += quote == '\'' ? e
+                  : e == 'n'    ? '\n'
+                  : e == 'r'    ? '\r'
+                  : e == 't'    ? '\t'
+                  : e == 'b'    ? '\b'
+                  : e == 'a'    ? '\a'
+                                : e;
+        } else {
+          word += c;
+        }
+        ++i;
+      }
+      words->push_back(std::move(word));
+    }
+  }
+
+  Result fail(const std::string& what) {
+    error_ = "Protocol error: " + what;
+    return Result::kError;
+  }
+
+  ProtocolLimits limits_;
+  std::size_t pos_ = 0;             // how far into the current request parsing has got
+  std::int64_t expected_args_ = -1;  // inside an array: its length; otherwise -1
+  std::vector<std::string> args_;   // the arguments of the array read so far
+  std::string error_;
+};
+
+// RESP2 replies, appended to a string that the connection sends as it is. A simple string
+// or an error must not contain CR or LF; these turn any into spaces.
+namespace resp {
+
+inline void line(std::string* out, char type, std::string_view text) {
+  out->push_back(type);
+  for (char c : text) out->push_back(c == '\r' || c == '\n' ? ' ' : c);
+  out->append("\r\n");
+}
+inline void simple(std::string* out, std::string_view text) { line(out, '+', text); }
+// `message` starts with its code: "ERR wrong number of arguments for 'get' command".
+inline void error(std::string* out, std::string_view message) { line(out, '-', message); }
+inline void integer(std::string* out, std::int64_t value) { line(out, ':', std::to_string(value)); }
+inline void bulk(std::string* out, std::string_view data) {
+  line(out, '$', std::to_string(data.size()));
+  out->append(data);
+  out->append("\r\n");
+}
+inline void null_bulk(std::string* out) { out->append("$-1\r\n"); }
+inline void array(std::string* out, std::size_t count) { line(out, '*', std::to_string(count)); }
+inline void null_array(std::string* out) { out->append("*-1\r\n"); }
+
+}  // namespace resp
+
+namespace detail {
+
+// Redis's glob for KEYS: * any run, ? any byte, [abc] [^abc] [a-z] a set, \x a literal x.
+inline bool glob_match(std::string_view pattern, std::string_view text) {
+  std::size_t p = 0, t = 0;
+  std::size_t star = std::string_view::npos, resume = 0;  // the last * and where it resumes
+  while (t < text.size()) {
+    if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      resume = t;
+      continue;
+    }
+    if (p < pattern.size()) {
+      bool match = false;
+      std::size_t next = p + 1;
+      if (pattern[p] == '?') {
+        match = true;
+      } else if (pattern[p] == '[') {
+        std::size_t i = p + 1;
+        const bool negate = i < pattern.size() && pattern[i] == '^';
+        if (negate) ++i;
+        bool in_set = false;
+        for (; i < pattern.size() && pattern[i] != ']'; ++i) {
+          if (pattern[i] == '\\' && i + 1 < pattern.size()) {
+            in_set |= pattern[++i] == text[t];
+          } else if (i + 2 < pattern.size() && pattern[i + 1] == '-' && pattern[i + 2] != ']') {
+            char lo = pattern[i], hi = pattern[i + 2];
+            if (lo > hi) std::swap(lo, hi);
+            in_set |= text[t] >= lo && text[t] <= hi;
+            i += 2;
+          } else {
+            in_set |= pattern[i] == text[t];
+          }
+        }
+        match = in_set != negate;
+        next = i < pattern.size() ? i + 1 : i;
+      } else if (pattern[p] == '\\' && p + 1 < pattern.size()) {
+        match = pattern[p + 1] == text[t];
+        next = p + 2;
+      } else {
+        match = pattern[p] == text[t];
+      }
+      if (match) {
+        p = next;
+        ++t;
+        continue;
+      }
+    }
+    if (star == std::string_view::npos) return false;  // no * to stretch
+    p = star + 1;
+    t = ++resume;
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
+}
+
+inline std::string lower(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
+}  // namespace detail
+
+// The state of one client's conversation that outlives a single command.
+struct Session {
+  bool authenticated = false;  // AUTH succeeded (or no password is set)
+  std::string name;            // CLIENT SETNAME
+  bool close = false;          // close the connection once the replies are sent (QUIT)
+  bool shutdown = false;       // SHUTDOWN was asked for: the server decides what follows
+};
+
+// Figures the server keeps current for INFO (chapter 7 fills the client counts).
+struct ServerCounters {
+  std::atomic<std::uint64_t> connected_clients{0};
+  std::atomic<std::uint64_t> total_connections{0};
+  std::atomic<std::uint64_t> total_commands{0};
+  std::atomic<std::uint64_t> rejected_connections{0};
+  const std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+};
+
+// What CONFIG GET and INFO report about the setup; the server program fills it in.
+struct ServerConfig {
+  std::string bind = "127.0.0.1";
+  int port = 6380;
+  std::string dir;                  // the data directory; empty for a store in memory
+  std::string fsync = "everysec";   // always, everysec or no
+  std::size_t max_clients = 10000;
+  int timeout_seconds = 0;          // close idle clients after this long; 0 = never
+  std::string requirepass;          // AUTH needed when not empty
+};
+
+// Executes parsed requests against a Store and writes RESP replies. It knows nothing of
+// sockets. Thread-safe: one Dispatcher serves every connection, each with its Session.
+class Dispatcher {
+ public:
+  Dispatcher(Store* store, ServerConfig config = ServerConfig())
+      : store_(store), config_(std::move(config)) {}
+
+  // Runs one request (args[0] is the command, in any case) and appends its reply to *out.
+  // Unknown commands and wrong arguments get an error reply; nothing here closes the
+  // connection except QUIT, through session->close.
+  void execute(const std::vector<std::string>& args, Session* session, std::string* out);
+
+  ServerCounters& counters() { return counters_; }
+  const ServerConfig& config() const { return config_; }
+
+ private:
+  using Args = std::vector<std::string>;
+  using Handler = void (Dispatcher::*)(const Args&, Session*, std::string*);
+  struct Command {
+    const char* name;
+    int arity;   // as in Redis: N means exactly N words, -N at least N (the name included)
+    bool write;  // changes the store
+    Handler handler;
+  };
+  static const std::vector<Command>& commands();
+  static const Command* find(const std::string& lowercase_name);
+
+  static void reply_status(std::string* out, const Status& s) {
+    if (s.ok()) resp::simple(out, "OK");
+    else resp::error(out, "ERR " + s.message());
+  }
+  static bool integer_arg(const std::string& text, std::int64_t* value, std::string* out) {
+    if (detail::parse_int64(text, value)) return true;
+    resp::error(out, "ERR value is not an integer or out of range");
+    return false;
+  }
+
+  void ping(const Args& a, Session*, std::string* out) {
+    if (a.size() > 2) return resp::error(out, "ERR wrong number of arguments for 'ping' command");
+    if (a.size() == 1) resp::simple(out, "PONG");
+    else resp::bulk(out, a[1]);
+  }
+  void echo(const Args& a, Session*, std::string* out) { resp::bulk(out, a[1]); }
+  void get(const Args& a, Session*, std::string* out) {
+    std::optional<std::string> value = store_->get(a[1]);
+    if (value) resp::bulk(out, *value);
+    else resp::null_bulk(out);
+  }
+  void set(const Args& a, Session*, std::string* out);
+  void del(const Args& a, Session*, std::string* out) {
+    std::int64_t removed = 0;
+    for (std::size_t i = 1; i < a.size(); ++i) {
+      bool existed = false;
+      if (Status s = store_->del(a[i], &existed); !s.ok()) return reply_status(out, s);
+      removed += existed ? 1 : 0;
+    }
+    resp::integer(out, removed);
+  }
+  void exists(const Args& a, Session*, std::string* out) {
+    std::int64_t found = 0;
+    for (std::size_t i = 1; i < a.size(); ++i) found += store_->exists(a[i]) ? 1 : 0;
+    resp::integer(out, found);
+  }
+  void mget(const Args& a, Session*, std::string* out) {
+    resp::array(out, a.size() - 1);
+    for (std::size_t i = 1; i < a.size(); ++i) get({a[0], a[i]}, nullptr, out);
+  }
+  void mset(const Args& a, Session*, std::string* out) {
+    if (a.size() % 2 == 0) {
+      return resp::error(out, "ERR wrong number of arguments for 'mset' command");
+    }
+    std::vector<std::pair<std::string_view, std::string_view>> pairs;
+    for (std::size_t i = 1; i + 1 < a.size(); i += 2) pairs.emplace_back(a[i], a[i + 1]);
+    reply_status(out, store_->set_all(pairs));
+  }
+  void add(const std::string& key, std::int64_t delta, std::string* out) {
+    std::int64_t result = 0;
+    Status s = store_->increment(key, delta, &result);
+    if (s.ok()) resp::integer(out, result);
+    else reply_status(out, s);
+  }
+  void incr(const Args& a, Session*, std::string* out) { add(a[1], 1, out); }
+  void decr(const Args& a, Session*, std::string* out) { add(a[1], -1, out); }
+  void incrby(const Args& a, Session*, std::string* out) {
+    std::int64_t delta = 0;
+    if (integer_arg(a[2], &delta, out)) add(a[1], delta, out);
+  }
+  void decrby(const Args& a, Session*, std::string* out) {
+    std::int64_t delta = 0;
+    if (!integer_arg(a[2], &delta, out)) return;
+    if (delta == std::numeric_limits<std::int64_t>::min()) {
+      return resp::error(out, "ERR decrement would overflow");
+    }
+    add(a[1], -delta, out);
+  }
+  void append(const Args& a, Session*, std::string* out) {
+    std::size_t length = 0;
+    Status s = store_->append(a[1], a[2], &length);
+    if (s.ok()) resp::integer(out, static_cast<std::int64_t>(length));
+    else reply_status(out, s);
+  }
+  void strlen(const Args& a, Session*, std::string* out) {
+    std::optional<std::string> value = store_->get(a[1]);
+    resp::integer(out, value ? static_cast<std::int64_t>(value->size()) : 0);
+  }
+  void dbsize(const Args&, Session*, std::string* out) {
+    resp::integer(out, static_cast<std::int64_t>(store_->size()));
+  }
+  void keys(const Args& a, Session*, std::string* out) {
+    std::vector<std::string> matching;
+    for (std::string& key : store_->keys()) {
+      if (detail::glob_match(a[1], key)) matching.push_back(std::move(key));
+    }
+    resp::array(out, matching.size());
+    for (const std::string& key : matching) resp::bulk(out, key);
+  }
+  void flushdb(const Args& a, Session*, std::string* out) {
+    if (a.size() > 2 || (a.size() == 2 && detail::lower(a[1]) != "sync" &&
+                         detail::lower(a[1]) != "async")) {
+      return resp::error(out, "ERR syntax error");
+    }
+    reply_status(out, store_->clear());
+  }
+  void compact(const Args& a, Session*, std::string* out) {
+    Status s = store_->compact();
+    if (!s.ok()) return reply_status(out, s);
+    // BGREWRITEAOF's clients expect Redis's words; the rewrite is done by now, though.
+    resp::simple(out, detail::lower(a[0]) == "bgrewriteaof"
+                          ? "Background append only file rewriting started"
+                          : "OK");
+  }
+  void info(const Args& a, Session*, std::string* out);
+  void config(const Args& a, Session*, std::string* out);
+  void command(const Args& a, Session*, std::string* out);
+  void client(const Args& a, Session* session, std::string* out);
+  void select(const Args& a, Session*, std::string* out) {
+    if (a[1] == "0") resp::simple(out, "OK");
+    else resp::error(out, "ERR DB index is out of range");
+  }
+  void quit(const Args&, Session* session, std::string* out) {
+    session->close = true;
+    resp::simple(out, "OK");
+  }
+  void shutdown(const Args&, Session* session, std::string*) {
+    session->shutdown = true;  // as Redis: no reply; the server stops and the link closes
+    session->close = true;
+  }
+  void auth(const Args& a, Session* session, std::string* out);
+
+  Store* store_;
+  const ServerConfig config_;
+  ServerCounters counters_;
+};
+
+inline const std::vector<Dispatcher::Command>& Dispatcher::commands() {
+  static const std::vector<Command> table = {
+      {"ping", -1, false, &Dispatcher::ping},
+      {"echo", 2, false, &Dispatcher::echo},
+      {"get", 2, false, &Dispatcher::get},
+      {"set", -3, true, &Dispatcher::set},
+      {"del", -2, true, &Dispatcher::del},
+      {"exists", -2, false, &Dispatcher::exists},
+      {"mget", -2, false, &Dispatcher::mget},
+      {"mset", -3, true, &Dispatcher::mset},
+      {"incr", 2, true, &Dispatcher::incr},
+      {"decr", 2, true, &Dispatcher::decr},
+      {"incrby", 3, true, &Dispatcher::incrby},
+      {"decrby", 3, true, &Dispatcher::decrby},
+      {"append", 3, true, &Dispatcher::append},
+      {"strlen", 2, false, &Dispatcher::strlen},
+      {"dbsize", 1, false, &Dispatcher::dbsize},
+      {"keys", 2, false, &Dispatcher::keys},
+      {"flushdb", -1, true, &Dispatcher::flushdb},
+      {"flushall", -1, true, &Dispatcher::flushdb},
+      {"compact", 1, false, &Dispatcher::compact},
+      {"bgrewriteaof", 1, false, &Dispatcher::compact},
+      {"info", -1, false, &Dispatcher::info},
+      {"config", -2, false, &Dispatcher::config},
+      {"command", -1, false, &Dispatcher::command},
+      {"client", -2, false, &Dispatcher::client},
+      {"select", 2, false, &Dispatcher::select},
+      {"quit", -1, false, &Dispatcher::quit},
+      {"shutdown", -1, false, &Dispatcher::shutdown},
+      {"auth", -2, false, &Dispatcher::auth},
+  };
+  return table;
+}
+
+inline const Dispatcher::Command* Dispatcher::find(const std::string& lowercase_name) {
+  static const std::unordered_map<std::string, const Command*> by_name = [] {
+    std::unordered_map<std::string, const Command*> map;
+    for (const Command& c : commands()) map.emplace(c.name, &c);
+    return map;
+  }();
+  auto it = by_name.find(lowercase_name);
+  return it == by_name.end() ? nullptr : it->second;
+}
+
+inline void Dispatcher::execute(const Args& args, Session* session, std::string* out) {
+  ++counters_.total_commands;
+  const std::string name = detail::lower(args[0]);
+  const Command* command = find(name);
+  if (command == nullptr) {
+    std::string message = "ERR unknown command '" + args[0] + "', with args beginning with: ";
+    for (std::size_t i = 1; i < args.size() && message.size() < 256; ++i) {
+      message += "'" + args[i].substr(0, 64) + "' ";
+    }
+    return resp::error(out, message);
+  }
+  const auto words = static_cast<int>(std::min<std::size_t>(args.size(), 1 << 30));
+  if ((command->arity > 0 && words != command->arity) ||
+      (command->arity < 0 && words < -command->arity)) {
+    return resp::error(out, std::string("ERR wrong number of arguments for '") + command->name +
+                                "' command");
+  }
+  if (!config_.requirepass.empty() && !session->authenticated && name != "auth" &&
+      name != "quit") {
+    return resp::error(out, "NOAUTH Authentication required.");
+  }
+  (this->*(command->handler))(args, session, out);
+}
+
+inline void Dispatcher::set(const Args& a, Session*, std::string* out) {
+  Store::SetIf condition = Store::SetIf::kAlways;
+  bool want_previous = false;
+  for (std::size_t i = 3; i < a.size(); ++i) {
+    const std::string option = detail::lower(a[i]);
+    if (option == "nx" && condition == Store::SetIf::kAlways) {
+      condition = Store::SetIf::kIfAbsent;
+    } else if (option == "xx" && condition == Store::SetIf::kAlways) {
+      condition = Store::SetIf::kIfPresent;
+    } else if (option == "get") {
+      want_previous = true;
+    } else if (option == "ex" || option == "px" || option == "exat" || option == "pxat" ||
+               option == "keepttl") {
+      return resp::error(out, "ERR " + a[i] + " is not supported: keys do not expire in "
+                              "this version of Keystonelight");
+    } else {
+      return resp::error(out, "ERR syntax error");
+    }
+  }
+  bool stored = false;
+  std::optional<std::string> previous;
+  Status s = store_->set(a[1], a[2], condition, &stored, want_previous ? &previous : nullptr);
+  if (!s.ok()) return reply_status(out, s);
+  if (want_previous) {
+    if (previous) resp::bulk(out, *previous);
+    else resp::null_bulk(out);
+  } else if (stored) {
+    resp::simple(out, "OK");
+  } else {
+    resp::null_bulk(out);
+  }
+}
+
+inline void Dispatcher::info(const Args& a, Session*, std::string* out) {
+  auto wanted = [&](const char* section) {
+    if (a.size() == 1) return true;
+    for (std::size_t i = 1; i < a.size(); ++i) {
+      const std::string s = detail::lower(a[i]);
+      if (s == section || s == "all" || s == "everything" || s == "default") return true;
+    }
+    return false;
+  };
+  const Stats stats = store_->stats();
+  const auto uptime = std::chrono::duration_cast<std::chrono::seconds>(
+      std::chrono::steady_clock::now() - counters_.started);
+  std::string text;
+  auto field = [&](const char* name, const std::string& value) {
+    text += name;
+    text += ':';
+    text += value;
+    text += "\r\n";
+  };
+  if (wanted("server")) {
+    text += "# Server\r\n";
+    field("keystonelight_version", KEYSTONELIGHT_VERSION_STR);
+    field("redis_version", "7.0.0");  // what clients that check a version should assume
+    field("process_id", std::to_string(::getpid()));
+    field("tcp_port", std::to_string(config_.port));
+    field("uptime_in_seconds", std::to_string(uptime.count()));
+    text += "\r\n";
+  }
+  if (wanted("clients")) {
+    text += "# Clients\r\n";
+    field("connected_clients", std::to_string(counters_.connected_clients.load()));
+    field("maxclients", std::to_string(config_.max_clients));
+    text += "\r\n";
+  }
+  if (wanted("persistence")) {
+    text += "# Persistence\r\n";
+    field("aof_enabled", config_.dir.empty() ? "0" : "1");
+    field("dir", config_.dir);
+    field("appendfsync", config_.fsync);
+    field("log_bytes", std::to_string(stats.log_bytes));
+    field("live_bytes", std::to_string(stats.live_bytes));
+    field("compactions", std::to_string(stats.compactions));
+    field("failed_compactions", std::to_string(stats.failed_compactions));
+    field("compaction_in_progress", stats.compaction_pending ? "1" : "0");
+    field("last_compaction_status", stats.last_compaction.ok() ? "ok" : "err");
+    field("last_compaction_duration_us", std::to_string(stats.last_compaction_duration.count()));
+    text += "\r\n";
+  }
+  if (wanted("stats")) {
+    text += "# Stats\r\n";
+    field("total_connections_received", std::to_string(counters_.total_connections.load()));
+    field("total_commands_processed", std::to_string(counters_.total_commands.load()));
+    field("rejected_connections", std::to_string(counters_.rejected_connections.load()));
+    text += "\r\n";
+  }
+  if (wanted("keyspace")) {
+    text += "# Keyspace\r\n";
+    const std::size_t keys = store_->size();
+    if (keys > 0) field("db0", "keys=" + std::to_string(keys) + ",expires=0,avg_ttl=0");
+  }
+  resp::bulk(out, text);
+}
+
+inline void Dispatcher::config(const Args& a, Session*, std::string* out) {
+  if (detail::lower(a[1]) != "get") {
+    return resp::error(out, "ERR CONFIG " + a[1] + " is not supported: only CONFIG GET is");
+  }
+  if (a.size() < 3) return resp::error(out, "ERR wrong number of arguments for 'config|get' command");
+  const std::pair<const char*, std::string> settings[] = {
+      {"bind", config_.bind},
+      {"port", std::to_string(config_.port)},
+      {"dir", config_.dir},
+      {"appendonly", config_.dir.empty() ? "no" : "yes"},
+      {"appendfsync", config_.fsync},
+      {"maxclients", std::to_string(config_.max_clients)},
+      {"timeout", std::to_string(config_.timeout_seconds)},
+      {"save", ""},  // no snapshots: the log is the only persistence
+      {"databases", "1"},
+  };
+  std::vector<std::pair<std::string, std::string>> found;
+  for (const auto& [name, value] : settings) {
+    for (std::size_t i = 2; i < a.size(); ++i) {
+      if (detail::glob_match(detail::lower(a[i]), name)) {
+        found.emplace_back(name, value);
+        break;
+      }
+    }
+  }
+  resp::array(out, found.size() * 2);
+  for (const auto& [name, value] : found) {
+    resp::bulk(out, name);
+    resp::bulk(out, value);
+  }
+}
+
+inline void Dispatcher::command(const Args& a, Session*, std::string* out) {
+  const std::string sub = a.size() > 1 ? detail::lower(a[1]) : "";
+  if (sub == "count") return resp::integer(out, static_cast<std::int64_t>(commands().size()));
+  if (sub == "docs") return resp::array(out, 0);  // redis-cli asks; it needs no docs to work
+  if (!sub.empty()) return resp::error(out, "ERR unknown subcommand '" + a[1] + "'");
+  resp::array(out, commands().size());
+  for (const Command& c : commands()) {
+    resp::array(out, 6);
+    resp::bulk(out, c.name);
+    resp::integer(out, c.arity);
+    resp::array(out, 1);
+    resp::simple(out, c.write ? "write" : "readonly");
+    const bool keyed = std::string_view(c.name) != "ping" && std::string_view(c.name) != "echo" &&
+                       c.arity != 1 && c.arity != -1 && std::string_view(c.name) != "config" &&
+                       std::string_view(c.name) != "client" && std::string_view(c.name) != "select" &&
+                       std::string_view(c.name) != "auth" && std::string_view(c.name) != "keys";
+    resp::integer(out, keyed ? 1 : 0);                                  // first key
+    resp::integer(out, !keyed ? 0 : c.arity < 0 ? -1 : 1);              // last key
+    resp::integer(out, !keyed ? 0 : std::string_view(c.name) == "mset" ? 2 : 1);  // step
+  }
+}
+
+inline void Dispatcher::client(const Args& a, Session* session, std::string* out) {
+  const std::string sub = detail::lower(a[1]);
+  if (sub == "setname" && a.size() == 3) {
+    if (a[2].find_first_of(" \r\n") != std::string::npos) {
+      return resp::error(out, "ERR Client names cannot contain spaces, newlines or special characters.");
+    }
+    session->name = a[2];
+    return resp::simple(out, "OK");
+  }
+  if (sub == "getname" && a.size() == 2) {
+    if (session->name.empty()) return resp::null_bulk(out);
+    return resp::bulk(out, session->name);
+  }
+  if (sub == "setinfo" && a.size() == 4) return resp::simple(out, "OK");  // accepted, unused
+  resp::error(out, "ERR unknown subcommand or wrong number of arguments for '" + a[1] + "'");
+}
+
+inline void Dispatcher::auth(const Args& a, Session* session, std::string* out) {
+  if (a.size() > 3) return resp::error(out, "ERR syntax error");
+  if (config_.requirepass.empty()) {
+    return resp::error(out, "ERR AUTH <password> called without any password configured for "
+                            "the default user. Are you sure your configuration is correct?");
+  }
+  const bool user_ok = a.size() == 2 || a[1] == "default";
+  if (!user_ok || a.back() != config_.requirepass) {
+    return resp::error(out, "WRONGPASS invalid username-password pair or user is disabled.");
+  }
+  session->authenticated = true;
+  resp::simple(out, "OK");
+}
+//< chapter 6
+//> chapter 6
+
+// The store operations the protocol needs beyond chapter 5's (chapter 6).
+
+inline Status Store::set_all(const std::vector<std::pair<std::string_view, std::string_view>>& pairs) {
+  std::unique_lock<detail::SharedMutex> lock(mu_);
+  for (const auto& [key, value] : pairs) {
+    if (Status s = put(key, value); !s.ok()) return s;
+  }
+  return finish_write(lock);
+}
+
+inline std::vector<std::string> Store::keys() const {
+  std::shared_lock<detail::SharedMutex> lock(mu_);
+  std::vector<std::string> keys;
+  keys.reserve(map_.size());
+  for (const auto& entry : map_) keys.push_back(entry.first);
+  return keys;
+}
+
+inline Status Store::clear() {
+  std::lock_guard<std::mutex> one_at_a_time(compaction_mu_);
+  std::unique_lock<detail::SharedMutex> lock(mu_);
+  if (disk_) {
+    // A compaction of nothing: an empty log replaces the old one in one rename, so a
+    // crash leaves all the data or none of it, never some.
+    if (Status s = disk_->compact({}); !s.ok()) return s;
+  }
+  map_.clear();
+  live_bytes_ = 0;
+  return Status();
+}
+//< chapter 6
 
 }  // namespace keystonelight
 

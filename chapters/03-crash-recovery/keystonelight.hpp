@@ -1069,8 +1069,9 @@ class Disk {
     }
     cv_.notify_all();
     if (flusher_.joinable()) flusher_.join();
-    Status s = failed_.ok() ? log_->sync() : failed_;
-    if (!s.ok() && failed_.ok()) s = fail(s);
+    Status s = usable_for_close();
+    if (s.ok()) s = log_->sync();
+    if (!s.ok()) s = fail(s);
     {
       std::lock_guard<std::mutex> lock(mu_);
       log_.reset();
@@ -1085,6 +1086,13 @@ class Disk {
   }
 
  private:
+  // The failure recorded so far, read under the mutex (a group-commit leader may be
+  // recording one right now).
+  Status usable_for_close() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return failed_;
+  }
+
   Status usable() {
     std::lock_guard<std::mutex> lock(mu_);
     if (!failed_.ok()) return failed_;
@@ -1248,8 +1256,9 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
                           "KEYSTONELIGHT_MAX_KEY_BYTES (" + std::to_string(kMaxKeyBytes) +
                           ") or KEYSTONELIGHT_MAX_VALUE_BYTES (" + std::to_string(kMaxValueBytes) +
                           "), or a delete carrying a value") +
-          ". Nothing was changed. If a build with larger limits wrote this log, raise them; "
-          "otherwise the record is damaged: run `keystonelight-check " + options.dir + "`");
+          ". Nothing was changed. If a newer build, or one with larger limits, wrote this log, "
+          "open it with that build; otherwise the record is damaged: run `keystonelight-check " +
+          options.dir + "`");
     }
     if (diagnosis.damage == Damage::kCorruption) {
       const std::optional<std::uint64_t>& next = diagnosis.next_valid;

@@ -433,6 +433,57 @@ TEST_CASE("a whole record over this build's limits is refused, never cut off as 
   CHECK(kltest::read_file(log_path(dir)) == bytes);
 }
 
+TEST_CASE("a record of an unknown type behind a valid header CRC is refused, never cut off") {
+  kltest::TempDir dir;
+  std::string bytes = kl::detail::encode_file_header();
+  kl::detail::encode_record(kl::RecordType::kPut, "kept", "v", 0, &bytes);
+  const std::size_t second = bytes.size();
+  kl::detail::encode_record(kl::RecordType::kPut, "from a newer build", "v", 0, &bytes);
+  bytes[second + 8] = 7;  // a type this build does not know, sealed as a writer would
+  kl::detail::seal_record_header(&bytes[second]);
+  kltest::write_file(log_path(dir), bytes);
+  std::unique_ptr<kl::Store> store;
+  kl::Status s = kl::Store::open(options_for(dir), &store);
+  CHECK(s.code() == Code::kCorruption);
+  CHECK(s.message().find("a record type this build does not know") != std::string::npos);
+  CHECK(s.message().find("offset " + std::to_string(second)) != std::string::npos);
+  CHECK(kltest::read_file(log_path(dir)) == bytes);
+}
+
+TEST_CASE("diagnose tells a torn tail, damage before the end, and a header it cannot use apart") {
+  kltest::TempDir dir;
+  std::string good = kl::detail::encode_file_header();
+  kl::detail::encode_record(kl::RecordType::kPut, "a", "1", 0, &good);
+  const std::size_t second = good.size();
+  kl::detail::encode_record(kl::RecordType::kPut, "b", "2", 0, &good);
+  const std::size_t third = good.size();
+  kl::detail::encode_record(kl::RecordType::kPut, "c", "3", 0, &good);
+  auto diagnosis_of = [&](const std::string& bytes) {
+    kltest::write_file(log_path(dir), bytes);
+    std::unique_ptr<kl::File> file;
+    REQUIRE(kl::default_file_system()->open(log_path(dir), false, &file).ok());
+    kl::LogReader reader(file.get());
+    kl::LogReader::Header header;
+    REQUIRE(reader.open(&header).ok());
+    kl::Record record;
+    kl::LogReader::Result result;
+    while ((result = reader.next(&record)) == kl::LogReader::Result::kRecord) {}
+    kl::Diagnosis diagnosis;
+    REQUIRE(kl::diagnose(reader, result, &diagnosis).ok());
+    return diagnosis;
+  };
+  CHECK(diagnosis_of(good.substr(0, good.size() - 1)).damage == kl::Damage::kTornTail);
+  std::string middle = good;
+  middle[second + 26] ^= 1;  // the key of the second record
+  const kl::Diagnosis corrupt = diagnosis_of(middle);
+  CHECK(corrupt.damage == kl::Damage::kCorruption);
+  CHECK(corrupt.next_valid == third);
+  std::string unknown = good;
+  unknown[third + 8] = 9;
+  kl::detail::seal_record_header(&unknown[third]);
+  CHECK(diagnosis_of(unknown).damage == kl::Damage::kNotUnderstood);
+}
+
 TEST_CASE("a torn file header is rewritten; a foreign file is refused") {
   kltest::TempDir dir;
   kltest::write_file(log_path(dir), kl::detail::encode_file_header().substr(0, 5));

@@ -1124,8 +1124,9 @@ class Disk {
     }
     cv_.notify_all();
     if (flusher_.joinable()) flusher_.join();
-    Status s = failed_.ok() ? log_->sync() : failed_;
-    if (!s.ok() && failed_.ok()) s = fail(s);
+    Status s = usable_for_close();
+    if (s.ok()) s = log_->sync();
+    if (!s.ok()) s = fail(s);
     {
       std::lock_guard<std::mutex> lock(mu_);
       log_.reset();
@@ -1233,6 +1234,13 @@ class Disk {
     return s;
   }
 
+  // The failure recorded so far, read under the mutex (a group-commit leader may be
+  // recording one right now).
+  Status usable_for_close() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return failed_;
+  }
+
   Status usable() {
     std::lock_guard<std::mutex> lock(mu_);
     if (!failed_.ok()) return failed_;
@@ -1324,10 +1332,13 @@ inline Status Store::open(const Options& options, std::unique_ptr<Store>* store)
   }
   FileSystem* fs = options.file_system ? options.file_system : default_file_system();
   if (options.compact_ratio != 0 && !(options.compact_ratio > 1)) {
+    char ratio[32];
+    std::snprintf(ratio, sizeof ratio, "%g", options.compact_ratio);
     return Status::invalid_argument(
-        "compact_ratio " + std::to_string(options.compact_ratio) + " would compact after "
-        "nearly every write: use 0 to turn automatic compaction off, or more than 1 (the "
-        "default is " + std::to_string(KEYSTONELIGHT_COMPACT_RATIO) + ")");
+        std::string("compact_ratio ") + ratio + " is not a ratio compaction can use: a log " +
+        "cannot be smaller than its live data, so a ratio of 1 or less would compact after " +
+        "nearly every write. Use 0 to turn automatic compaction off, or more than 1 (the " +
+        "default is 2)");
   }
   if (Status s = fs->create_dir(options.dir); !s.ok()) return s;
   if (options.fsync != FsyncPolicy::kNever) {
@@ -1412,8 +1423,9 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
                           "KEYSTONELIGHT_MAX_KEY_BYTES (" + std::to_string(kMaxKeyBytes) +
                           ") or KEYSTONELIGHT_MAX_VALUE_BYTES (" + std::to_string(kMaxValueBytes) +
                           "), or a delete carrying a value") +
-          ". Nothing was changed. If a build with larger limits wrote this log, raise them; "
-          "otherwise the record is damaged: run `keystonelight-check " + options.dir + "`");
+          ". Nothing was changed. If a newer build, or one with larger limits, wrote this log, "
+          "open it with that build; otherwise the record is damaged: run `keystonelight-check " +
+          options.dir + "`");
     }
     if (diagnosis.damage == Damage::kCorruption) {
       const std::optional<std::uint64_t>& next = diagnosis.next_valid;

@@ -4,8 +4,9 @@
 //   g++ -std=c++17 -O2 -pthread example.cpp -o example
 //   ./example [READERS] [WRITERS] [SECONDS] [always|everysec|no]
 //
-// Defaults: 4 readers, 2 writers, 3 seconds, everysec. With "always", watch group commit
-// at work: the fsyncs per second stay far below the writes per second.
+// Defaults: 4 readers, 2 writers, 3 seconds, everysec. With "always", every write waits
+// for an fsync, yet several writers together write more per second than one: group
+// commit lets them share each fsync.
 #include <unistd.h>
 
 #include <atomic>

@@ -437,8 +437,10 @@ class DirLock {
 // interface of std::shared_mutex and works with std::shared_lock and std::unique_lock,
 // but std::shared_mutex on glibc prefers readers: under a steady stream of reads a writer
 // can wait almost for ever (chapter 5's example measured 54 writes a second beside five
-// million reads). glibc's pthread_rwlock can be asked to prefer writers; other systems'
-// already do. Not recursive: a thread must not take it twice.
+// million reads). glibc's pthread_rwlock can be asked to prefer writers; elsewhere the
+// system's own policy applies (macOS prefers writers, musl readers). The price of writer
+// preference is the mirror image: a steady stream of writes makes readers, and
+// compactions, wait. Not recursive: a thread must not take it twice.
 class SharedMutex {
  public:
   SharedMutex() {
@@ -454,12 +456,21 @@ class SharedMutex {
   SharedMutex(const SharedMutex&) = delete;
   SharedMutex& operator=(const SharedMutex&) = delete;
 
-  void lock() { pthread_rwlock_wrlock(&lock_); }
-  void unlock() { pthread_rwlock_unlock(&lock_); }
-  void lock_shared() { pthread_rwlock_rdlock(&lock_); }
-  void unlock_shared() { pthread_rwlock_unlock(&lock_); }
+  void lock() { check(pthread_rwlock_wrlock(&lock_), "lock"); }
+  void unlock() { check(pthread_rwlock_unlock(&lock_), "unlock"); }
+  void lock_shared() { check(pthread_rwlock_rdlock(&lock_), "lock_shared"); }
+  void unlock_shared() { check(pthread_rwlock_unlock(&lock_), "unlock_shared"); }
 
  private:
+  // These fail only when the lock is misused (taken twice by one thread: EDEADLK), a bug
+  // that carrying on unlocked would turn into corruption. Stop at once, saying where.
+  static void check(int error, const char* operation) {
+    if (error == 0) return;
+    std::fprintf(stderr, "keystonelight: SharedMutex::%s failed: %s\n", operation,
+                 std::strerror(error));
+    std::abort();
+  }
+
   pthread_rwlock_t lock_;
 };
 
@@ -616,6 +627,7 @@ class Store {
   // The background compaction thread: started by open() when automatic compaction is on,
   // woken by maybe_compact(), stopped and joined by close().
   void compactor_loop();
+  Status compact_if_due();
   void stop_compactor();
 
   // std::unordered_map has no lookup by string_view in C++17, so lookups build a
@@ -1250,8 +1262,9 @@ class Disk {
     }
     cv_.notify_all();
     if (flusher_.joinable()) flusher_.join();
-    Status s = failed_.ok() ? log_->sync() : failed_;
-    if (!s.ok() && failed_.ok()) s = fail(s);
+    Status s = usable_for_close();
+    if (s.ok()) s = log_->sync();
+    if (!s.ok()) s = fail(s);
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (s.ok()) synced_ = appended_.load();  // the sync above covered every write
@@ -1363,6 +1376,13 @@ class Disk {
     return s;
   }
 
+  // The failure recorded so far, read under the mutex (a group-commit leader may be
+  // recording one right now).
+  Status usable_for_close() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return failed_;
+  }
+
   Status usable() {
     std::lock_guard<std::mutex> lock(mu_);
     if (!failed_.ok()) return failed_;
@@ -1458,10 +1478,13 @@ inline Status Store::open(const Options& options, std::unique_ptr<Store>* store)
   }
   FileSystem* fs = options.file_system ? options.file_system : default_file_system();
   if (options.compact_ratio != 0 && !(options.compact_ratio > 1)) {
+    char ratio[32];
+    std::snprintf(ratio, sizeof ratio, "%g", options.compact_ratio);
     return Status::invalid_argument(
-        "compact_ratio " + std::to_string(options.compact_ratio) + " would compact after "
-        "nearly every write: use 0 to turn automatic compaction off, or more than 1 (the "
-        "default is " + std::to_string(KEYSTONELIGHT_COMPACT_RATIO) + ")");
+        std::string("compact_ratio ") + ratio + " is not a ratio compaction can use: a log " +
+        "cannot be smaller than its live data, so a ratio of 1 or less would compact after " +
+        "nearly every write. Use 0 to turn automatic compaction off, or more than 1 (the " +
+        "default is 2)");
   }
   if (Status s = fs->create_dir(options.dir); !s.ok()) return s;
   if (options.fsync != FsyncPolicy::kNever) {
@@ -1550,8 +1573,9 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
                           "KEYSTONELIGHT_MAX_KEY_BYTES (" + std::to_string(kMaxKeyBytes) +
                           ") or KEYSTONELIGHT_MAX_VALUE_BYTES (" + std::to_string(kMaxValueBytes) +
                           "), or a delete carrying a value") +
-          ". Nothing was changed. If a build with larger limits wrote this log, raise them; "
-          "otherwise the record is damaged: run `keystonelight-check " + options.dir + "`");
+          ". Nothing was changed. If a newer build, or one with larger limits, wrote this log, "
+          "open it with that build; otherwise the record is damaged: run `keystonelight-check " +
+          options.dir + "`");
     }
     if (diagnosis.damage == Damage::kCorruption) {
       const std::optional<std::uint64_t>& next = diagnosis.next_valid;
@@ -1746,12 +1770,21 @@ inline void Store::compactor_loop() {
     if (compactor_stopping_) return;
     compaction_wanted_ = false;
     compaction_running_ = true;
-    lock.unlock();  // compact() takes compaction_mu_ and mu_, which come before this one
-    Status s = compact();
+    lock.unlock();  // compaction takes compaction_mu_ and mu_, which come before this one
+    Status s = compact_if_due();
     if (!s.ok()) detail::note(disk_->options(), "automatic compaction failed: " + s.to_string());
     lock.lock();
     compaction_running_ = false;
   }
+}
+
+inline Status Store::compact_if_due() {
+  std::lock_guard<std::mutex> one_at_a_time(compaction_mu_);
+  std::shared_lock<detail::SharedMutex> no_writers(mu_);
+  // Writes made while this thread waited for the locks may have asked again, or a
+  // compaction by hand may have done the work: check again now that the map is still.
+  if (!disk_->wants_compaction(live_bytes_)) return Status();
+  return disk_->compact(map_);
 }
 
 inline void Store::stop_compactor() {
