@@ -8,6 +8,7 @@
 #   make sanitize        every test under AddressSanitizer and UBSan
 #   make tsan            every test under ThreadSanitizer
 #   make check-clang     compile every test and program with clang too (warnings as errors)
+#   make fuzz            fuzz the protocol parser for FUZZ_SECONDS (60) with libFuzzer
 #   make install         copy keystonelight.hpp to $(DESTDIR)$(PREFIX)/include
 #   make uninstall       remove it again
 #   make clean           remove build/
@@ -37,7 +38,7 @@ DIFFS     := $(foreach c,$(CHAPTERS),chapters/$(c)/CHANGES.diff)
 RUN_PROGRAM := $(BUILD)/chapters/03-crash-recovery/example
 RUN_ARGS    := data
 
-.PHONY: all run test check chapters check-chapters check-clang sanitize tsan install uninstall clean \
+.PHONY: all run test check chapters check-chapters check-clang sanitize tsan fuzz fuzz-tools install uninstall clean \
         doctest test-tools test-install
 
 PROGRAMS := $(patsubst examples/%.cpp,$(BUILD)/bin/%,$(wildcard examples/*.cpp))
@@ -178,6 +179,30 @@ check-clang: doctest
 	         $(wildcard tests/*_test.cpp examples/*.cpp); do \
 	  $(CLANG) -std=c++17 $(WARNINGS) -pthread -I. -include $(HEADER) -fsyntax-only $$f || exit 1; \
 	done; echo "check-clang: every test and program compiles cleanly with $(CLANG)"
+
+# Fuzzing the request parser with libFuzzer (clang), under ASan and UBSan, for
+# FUZZ_SECONDS. The corpus in tests/fuzz/corpus seeds it; what the run finds is kept in
+# build/fuzz/corpus for the next run. A crash leaves its input in build/fuzz/.
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS := -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -pthread
+fuzz-tools:
+	@sh tools/ensure-package.sh clang sh -c 'command -v $(CLANG)'
+	@sh tools/ensure-package.sh libclang-rt-14-dev \
+	    sh -c 'echo "extern \"C\" int LLVMFuzzerTestOneInput(const char*, unsigned long) { return 0; }" \
+	           | $(CLANG) -x c++ -fsanitize=fuzzer - -o /dev/null'
+
+build/fuzz/parser_fuzz: tests/fuzz/parser_fuzz.cpp $(HEADER) | fuzz-tools
+	@mkdir -p $(@D)/corpus
+	$(CLANG) $(FUZZ_FLAGS) -I. $< -o $@
+
+fuzz: build/fuzz/parser_fuzz
+	@cd build/fuzz && if ./parser_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	    -print_final_stats=1 corpus ../../tests/fuzz/corpus > fuzz.log 2>&1; then \
+	  tail -n 6 fuzz.log; echo "fuzz: 1 passed, 0 failed"; \
+	else \
+	  tail -n 40 fuzz.log; echo "the failing input is in build/fuzz/crash-*; replay it with"; \
+	  echo "build/fuzz/parser_fuzz build/fuzz/crash-..."; echo "fuzz: 0 passed, 1 failed"; exit 1; \
+	fi
 
 # ---------------------------------------------------------------------------------------
 # Installing the header

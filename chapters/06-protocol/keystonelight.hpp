@@ -1901,13 +1901,13 @@ class RequestParser {
     return parse_array(in, args);
   }
 
-  // Reads "<prefix><integer>\r\n" at pos_ and moves past it.
+  // Reads "<prefix><integer>\r\n" at pos_ and moves past it. The length check looks only
+  // at the header's own bytes, so that a stream gives the same answer however it is cut.
   Result parse_header(std::string_view in, char prefix, const char* too_big, std::int64_t* value) {
     const std::size_t cr = in.find('\r', pos_);
-    if (cr == std::string_view::npos || cr + 1 >= in.size()) {
-      if (in.size() - pos_ > limits_.max_inline_bytes) return fail(too_big);
-      return Result::kNeedMore;
-    }
+    const std::size_t end = cr == std::string_view::npos ? in.size() : cr;
+    if (end - pos_ > limits_.max_inline_bytes) return fail(too_big);
+    if (cr == std::string_view::npos || cr + 1 >= in.size()) return Result::kNeedMore;
     if (in[cr + 1] != '\n' || !detail::parse_int64(in.substr(pos_ + 1, cr - pos_ - 1), value)) {
       return fail(prefix == '*' ? "invalid multibulk length" : "invalid bulk length");
     }

@@ -38,8 +38,9 @@ Parsed parse_all(std::string_view input, kl::ProtocolLimits limits = kl::Protoco
 }
 
 // Feeds `input` in pieces cut at the given offsets, as a socket might deliver it.
-Parsed parse_in_pieces(std::string_view input, const std::vector<std::size_t>& cuts) {
-  kl::RequestParser parser;
+Parsed parse_in_pieces(std::string_view input, const std::vector<std::size_t>& cuts,
+                       kl::ProtocolLimits limits = kl::ProtocolLimits()) {
+  kl::RequestParser parser(limits);
   Parsed parsed;
   std::string buffer;
   std::size_t from = 0;
@@ -125,6 +126,24 @@ TEST_CASE("a stream parsed whole and split at every byte boundary gives the same
   std::vector<std::size_t> every_byte;
   for (std::size_t i = 1; i < stream.size(); ++i) every_byte.push_back(i);
   CHECK(parse_in_pieces(stream, every_byte).requests == whole.requests);
+}
+
+TEST_CASE("a header over the limit gets the same error however the stream is cut") {
+  // Found by the fuzzer: cut before the header's CR, the parser saw too many bytes with
+  // no CR ("too big"); whole, it saw a bad number. Both now look at the header alone.
+  kl::ProtocolLimits limits;
+  limits.max_inline_bytes = 8;
+  for (const std::string stream : {"*1\r\n$1234567890123\r\nx\r\n", "*123456789012\r\n",
+                                   "*1\r\n$12345678\r\n", "*1\r\n$1234567\r\nabcdefg\r\n"}) {
+    CAPTURE(stream);
+    const Parsed whole = parse_all(stream, limits);
+    for (std::size_t cut = 0; cut <= stream.size(); ++cut) {
+      CAPTURE(cut);
+      const Parsed split = parse_in_pieces(stream, {cut}, limits);
+      CHECK(split.error == whole.error);
+      CHECK(split.requests == whole.requests);
+    }
+  }
 }
 
 TEST_CASE("malformed requests get Redis's protocol errors, never a crash or a hang") {
