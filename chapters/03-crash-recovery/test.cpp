@@ -15,15 +15,17 @@
 #include <vector>
 
 #include "../../tests/support/faulty_fs.hpp"
+#include "../../tests/support/store.hpp"
 #include "../../tests/support/temp_dir.hpp"
 #include "keystonelight.hpp"
 
 namespace kl = keystonelight;
+using kltest::contents;
+using kltest::Model;
+using kltest::open_store;
 using Code = kl::Status::Code;
 
 namespace {
-
-using Model = std::map<std::string, std::string>;
 
 kl::Options options_for(const kltest::TempDir& dir, kl::FsyncPolicy fsync = kl::FsyncPolicy::kNever) {
   kl::Options options;
@@ -31,20 +33,6 @@ kl::Options options_for(const kltest::TempDir& dir, kl::FsyncPolicy fsync = kl::
   options.fsync = fsync;
   options.info_log = [](const std::string&) {};  // keep test output quiet
   return options;
-}
-
-std::unique_ptr<kl::Store> open_store(const kl::Options& options) {
-  std::unique_ptr<kl::Store> store;
-  kl::Status s = kl::Store::open(options, &store);
-  INFO(s.to_string());
-  REQUIRE(s.ok());
-  return store;
-}
-
-Model contents(const kl::Store& store) {
-  Model model;
-  for (auto& [key, value] : store.entries()) model[key] = value;
-  return model;
 }
 
 std::string log_path(const kltest::TempDir& dir) { return dir.file(kl::kLogFileName); }

@@ -12,17 +12,19 @@
 #include <vector>
 
 #include "../../tests/support/faulty_fs.hpp"
+#include "../../tests/support/store.hpp"
 #include "../../tests/support/temp_dir.hpp"
 #include "keystonelight.hpp"
 
 namespace kl = keystonelight;
+using kltest::contents;
+using kltest::Model;
+using kltest::open_store;
 using Code = kl::Status::Code;
 using kltest::Fault;
 using kltest::Op;
 
 namespace {
-
-using Model = std::map<std::string, std::string>;
 
 kl::Options options_for(const kltest::TempDir& dir, kl::FileSystem* fs = nullptr) {
   kl::Options options;
@@ -32,20 +34,6 @@ kl::Options options_for(const kltest::TempDir& dir, kl::FileSystem* fs = nullptr
   options.compact_ratio = 0;  // only the compactions a test asks for
   options.info_log = [](const std::string&) {};
   return options;
-}
-
-std::unique_ptr<kl::Store> open_store(const kl::Options& options) {
-  std::unique_ptr<kl::Store> store;
-  kl::Status s = kl::Store::open(options, &store);
-  INFO(s.to_string());
-  REQUIRE(s.ok());
-  return store;
-}
-
-Model contents(const kl::Store& store) {
-  Model model;
-  for (auto& [key, value] : store.entries()) model[key] = value;
-  return model;
 }
 
 std::uint64_t file_size(const std::string& path) { return kltest::read_file(path).size(); }

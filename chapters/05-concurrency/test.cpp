@@ -17,10 +17,14 @@
 #include <vector>
 
 #include "../../tests/support/faulty_fs.hpp"
+#include "../../tests/support/store.hpp"
 #include "../../tests/support/temp_dir.hpp"
 #include "keystonelight.hpp"
 
 namespace kl = keystonelight;
+using kltest::contents;
+using kltest::Model;
+using kltest::open_store;
 using Code = kl::Status::Code;
 using SetIf = kl::Store::SetIf;
 
@@ -33,14 +37,6 @@ kl::Options options_for(const kltest::TempDir& dir, kl::FsyncPolicy fsync = kl::
   options.compact_ratio = 0;
   options.info_log = [](const std::string&) {};
   return options;
-}
-
-std::unique_ptr<kl::Store> open_store(const kl::Options& options) {
-  std::unique_ptr<kl::Store> store;
-  kl::Status s = kl::Store::open(options, &store);
-  INFO(s.to_string());
-  REQUIRE(s.ok());
-  return store;
 }
 
 // Waits, at most 30 s, until the background compactor has nothing left to do.
