@@ -493,7 +493,8 @@ class DirLock {
 // million reads). glibc's pthread_rwlock can be asked to prefer writers; elsewhere the
 // system's own policy applies (macOS prefers writers, musl readers). The price of writer
 // preference is the mirror image: a steady stream of writes makes readers, and
-// compactions, wait. Not recursive: a thread must not take it twice.
+// compactions, wait. Not recursive: a thread must not take it twice. (glibc 2.25 to 2.29
+// could hang with this kind of lock, glibc bug 23844: use a newer glibc.)
 class SharedMutex {
  public:
   SharedMutex() {
@@ -672,6 +673,8 @@ class Store {
   // halfway: each pair is its own record). keys() copies every key. clear() removes
   // everything by swapping in an empty log, the way a compaction swaps logs.
   Status set_all(const std::vector<std::pair<std::string_view, std::string_view>>& pairs);
+  // The values of `keys`, read under one reader lock: MGET never sees half an MSET.
+  std::vector<std::optional<std::string>> get_all(const std::vector<std::string_view>& keys) const;
   std::vector<std::string> keys() const;
   Status clear();
 //< chapter 6
@@ -711,7 +714,8 @@ class Store {
 
   // Ends a write: releases the writer lock, then waits until the write is durable as the
   // fsync policy promises (with kAlways, the fsync that covers it; group commit).
-  Status finish_write(std::unique_lock<detail::SharedMutex>& lock);
+  struct WriteLock;
+  Status finish_write(WriteLock& lock);
 
   // The background compaction thread: started by open() when automatic compaction is on,
   // woken by maybe_compact(), stopped and joined by close().
@@ -737,15 +741,22 @@ class Store {
 
   // Chapter 5's locks. The order, outermost first, which every path follows so that no
   // two threads can each hold what the other waits for:
-  //   compaction_mu_  one compaction at a time
-  //   mu_             the map (and live_bytes_): shared for reads and for a compaction
-  //                   (it only reads the map), exclusive for writes
+  //   writers_mu_     one writer at a time: every write, and a compaction, which only
+  //                   reads the map but must keep writers out while it writes it down
+  //   mu_             the map (and live_bytes_): shared for reads, exclusive for the
+  //                   moment a writer changes it; a compaction never takes it, so a
+  //                   writer queued behind a compaction never holds readers up
   //   compactor_mu_   the compactor thread's wake-up state
   //   Disk's mutex    the log's bookkeeping; held briefly, never across I/O
   // No lock is held while user code runs (Options::info_log is called without one), and
   // waiting for an fsync (group commit) holds only the Disk's mutex, between checks.
+  struct WriteLock {  // a writer's two locks, in order
+    explicit WriteLock(Store* store) : writers(store->writers_mu_), map(store->mu_) {}
+    std::unique_lock<std::mutex> writers;
+    std::unique_lock<detail::SharedMutex> map;
+  };
+  std::mutex writers_mu_;
   mutable detail::SharedMutex mu_;
-  std::mutex compaction_mu_;
   mutable std::mutex compactor_mu_;
   std::condition_variable compactor_cv_;
   bool compaction_wanted_ = false;   // guarded by compactor_mu_
@@ -769,7 +780,7 @@ inline Status Store::set(std::string_view key, std::string_view value) {
   return put(key, value);
 #endif //< chapters 1-4
 //> chapter 5
-  std::unique_lock<detail::SharedMutex> lock(mu_);
+  WriteLock lock(this);
   Status s = put(key, value);
   return s.ok() ? finish_write(lock) : s;
 //< chapter 5
@@ -793,7 +804,7 @@ inline Status Store::put(std::string_view key, std::string_view value) {
 
 inline Status Store::del(std::string_view key, bool* existed) {
 //> chapter 5
-  std::unique_lock<detail::SharedMutex> lock(mu_);
+  WriteLock lock(this);
 //< chapter 5
   auto it = map_.find(std::string(key));
   if (existed != nullptr) *existed = false;
@@ -1265,7 +1276,9 @@ struct Options {
   FileSystem* file_system = nullptr;
 
   // Receives notes worth a person's attention, such as a torn tail cut off during
-  // recovery. Empty means standard error. Called from the thread that opens the store.
+  // recovery. Empty means standard error. Called from the thread that opens the store
+  // and (from chapter 5) from the store's compactor thread, never with a lock held; it
+  // must be thread-safe and must not close or destroy the store.
   std::function<void(const std::string& message)> info_log;
 //> chapter 4
 
@@ -1315,9 +1328,10 @@ inline std::string path_in(const std::string& dir, const char* name) {
 
 // The persistent half of a Store: the log, the directory lock, and for kEverySecond the
 // thread that syncs in the background. Writes come from one thread at a time (the
-// Store's caller); the flusher only ever calls sync(). mu_ guards closed_, unsynced_,
-// failed_, and log_ against the flusher: it takes its own reference to the writer under
-// mu_, so the writer can be replaced (chapter 4) while an fsync is running.
+// Store's caller); the flusher, and from chapter 5 group-commit leaders, call sync() on
+// their own reference to the writer, taken under mu_, so that the writer can be replaced
+// (chapter 4) while an fsync is running. mu_ guards log_ (the pointer), closed_,
+// unsynced_, failed_, and from chapter 5 the group-commit state.
 class Disk {
  public:
   // `options.file_system` must be set.
@@ -1381,6 +1395,12 @@ class Disk {
   // The number of records appended so far: a write's ticket for wait_durable().
   std::uint64_t appended() const { return appended_.load(); }
 
+  // Whether an I/O failure has stopped writes.
+  bool failed() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return !failed_.ok();
+  }
+
   // Group commit. Returns once record number `ticket` is on disk (at once unless the
   // policy is kAlways). The first waiter to find no fsync running becomes the leader: it
   // notes how many records have been written, fsyncs once, and wakes everyone whom that
@@ -1392,7 +1412,14 @@ class Disk {
     std::unique_lock<std::mutex> lock(mu_);
     while (synced_ < ticket) {
       if (!failed_.ok()) return failed_;
-      if (closed_) return Status::io_error("the store in " + options_.dir + " closed before a write was synced");
+      if (closed_) {
+        // close() syncs everything written; wait for its answer rather than guess.
+        durable_cv_.wait(lock, [this] { return close_done_; });
+        if (synced_ >= ticket) break;
+        return failed_.ok() ? Status::io_error("the store in " + options_.dir +
+                                               " closed before a write was synced")
+                            : failed_;
+      }
       if (!syncing_) {
         syncing_ = true;  // the leader of this round
         const std::uint64_t covered = appended_.load();
@@ -1428,6 +1455,7 @@ class Disk {
       std::lock_guard<std::mutex> lock(mu_);
 //> chapter 5
       if (s.ok()) synced_ = appended_.load();  // the sync above covered every write
+      close_done_ = true;
 //< chapter 5
       log_.reset();
     }
@@ -1608,6 +1636,7 @@ class Disk {
   std::atomic<std::uint64_t> appended_{0};  // records appended; written under the Store's lock
   std::uint64_t synced_ = 0;                // records known to be on disk
   bool syncing_ = false;                    // a group-commit leader is in fsync
+  bool close_done_ = false;                 // close() has made its final sync
   std::condition_variable durable_cv_;      // wakes group-commit followers
 //< chapter 5
 };
@@ -1792,7 +1821,7 @@ inline Store::~Store() { (void)close(); }
 inline Status Store::close() {
 //> chapter 5
   stop_compactor();
-  std::unique_lock<detail::SharedMutex> lock(mu_);  // writes in progress finish first
+  WriteLock lock(this);  // a write holding the locks finishes first; later ones fail
 //< chapter 5
   return disk_ ? disk_->close() : Status();
 }
@@ -1827,10 +1856,9 @@ inline Status Store::log_delete(std::string_view key) {
 inline Status Store::compact() {
   if (!disk_) return Status();
 //> chapter 5
-  // Readers go on reading the map while it is written out; writers wait, so the map the
-  // new log is made from is the map when it replaces the old one.
-  std::lock_guard<std::mutex> one_at_a_time(compaction_mu_);
-  std::shared_lock<detail::SharedMutex> no_writers(mu_);
+  // Writers wait, so the map the new log is made from is the map when it replaces the
+  // old one; readers go on, since nothing changes the map meanwhile.
+  std::lock_guard<std::mutex> no_writers(writers_mu_);
 //< chapter 5
   return disk_->compact(map_);
 }
@@ -1910,15 +1938,16 @@ inline bool parse_int64(std::string_view text, std::int64_t* value) {
 
 }  // namespace detail
 
-inline Status Store::finish_write(std::unique_lock<detail::SharedMutex>& lock) {
+inline Status Store::finish_write(WriteLock& lock) {
   if (!disk_) return Status();
   const std::uint64_t ticket = disk_->appended();  // still under the lock: our record's number
-  lock.unlock();
+  lock.map.unlock();
+  lock.writers.unlock();  // the next writer may append while we wait for the fsync
   return disk_->wait_durable(ticket);
 }
 
 inline Status Store::increment(std::string_view key, std::int64_t delta, std::int64_t* result) {
-  std::unique_lock<detail::SharedMutex> lock(mu_);
+  WriteLock lock(this);
   std::int64_t current = 0;
   auto it = map_.find(std::string(key));
   if (it != map_.end() && !detail::parse_int64(it->second, &current)) {
@@ -1935,11 +1964,11 @@ inline Status Store::increment(std::string_view key, std::int64_t delta, std::in
 }
 
 inline Status Store::append(std::string_view key, std::string_view suffix, std::size_t* length) {
-  std::unique_lock<detail::SharedMutex> lock(mu_);
+  WriteLock lock(this);
   auto it = map_.find(std::string(key));
   std::string value = it != map_.end() ? it->second : std::string();
   if (value.size() + suffix.size() > kMaxValueBytes) {
-    return Status::invalid_argument("string exceeds maximum allowed size (" +
+    return Status::invalid_argument("string exceeds maximum allowed size (proto-max-bulk-len: " +
                                     std::to_string(kMaxValueBytes) + " bytes)");
   }
   value.append(suffix);
@@ -1950,7 +1979,7 @@ inline Status Store::append(std::string_view key, std::string_view suffix, std::
 
 inline Status Store::set(std::string_view key, std::string_view value, SetIf condition,
                          bool* stored, std::optional<std::string>* previous) {
-  std::unique_lock<detail::SharedMutex> lock(mu_);
+  WriteLock lock(this);
   auto it = map_.find(std::string(key));
   const bool present = it != map_.end();
   if (previous != nullptr) *previous = present ? std::optional<std::string>(it->second) : std::nullopt;
@@ -1970,7 +1999,7 @@ inline void Store::compactor_loop() {
     if (compactor_stopping_) return;
     compaction_wanted_ = false;
     compaction_running_ = true;
-    lock.unlock();  // compaction takes compaction_mu_ and mu_, which come before this one
+    lock.unlock();  // compaction takes writers_mu_, which comes before this one
     Status s = compact_if_due();
     if (!s.ok()) detail::note(disk_->options(), "automatic compaction failed: " + s.to_string());
     lock.lock();
@@ -1979,8 +2008,7 @@ inline void Store::compactor_loop() {
 }
 
 inline Status Store::compact_if_due() {
-  std::lock_guard<std::mutex> one_at_a_time(compaction_mu_);
-  std::shared_lock<detail::SharedMutex> no_writers(mu_);
+  std::lock_guard<std::mutex> no_writers(writers_mu_);
   // Writes made while this thread waited for the locks may have asked again, or a
   // compaction by hand may have done the work: check again now that the map is still.
   if (!disk_->wants_compaction(live_bytes_)) return Status();
@@ -2285,6 +2313,8 @@ inline bool glob_match(std::string_view pattern, std::string_view text) {
   return p == pattern.size();
 }
 
+inline long process_id() { return static_cast<long>(::getpid()); }
+
 inline std::string lower(std::string_view text) {
   std::string out(text);
   for (char& c : out) {
@@ -2325,9 +2355,10 @@ struct ServerConfig {
 
 // Executes parsed requests against a Store and writes RESP replies. It knows nothing of
 // sockets. Thread-safe: one Dispatcher serves every connection, each with its Session.
+// The store must outlive the dispatcher.
 class Dispatcher {
  public:
-  Dispatcher(Store* store, ServerConfig config = ServerConfig())
+  explicit Dispatcher(Store* store, ServerConfig config = ServerConfig())
       : store_(store), config_(std::move(config)) {}
 
   // Runs one request (args[0] is the command, in any case) and appends its reply to *out.
@@ -2387,8 +2418,13 @@ class Dispatcher {
     resp::integer(out, found);
   }
   void mget(const Args& a, Session*, std::string* out) {
-    resp::array(out, a.size() - 1);
-    for (std::size_t i = 1; i < a.size(); ++i) get({a[0], a[i]}, nullptr, out);
+    std::vector<std::optional<std::string>> values =
+        store_->get_all(std::vector<std::string_view>(a.begin() + 1, a.end()));
+    resp::array(out, values.size());
+    for (const auto& value : values) {
+      if (value) resp::bulk(out, *value);
+      else resp::null_bulk(out);
+    }
   }
   void mset(const Args& a, Session*, std::string* out) {
     if (a.size() % 2 == 0) {
@@ -2459,7 +2495,9 @@ class Dispatcher {
   void command(const Args& a, Session*, std::string* out);
   void client(const Args& a, Session* session, std::string* out);
   void select(const Args& a, Session*, std::string* out) {
-    if (a[1] == "0") resp::simple(out, "OK");
+    std::int64_t index = 0;
+    if (!integer_arg(a[1], &index, out)) return;
+    if (index == 0) resp::simple(out, "OK");
     else resp::error(out, "ERR DB index is out of range");
   }
   void quit(const Args&, Session* session, std::string* out) {
@@ -2522,11 +2560,14 @@ inline const Dispatcher::Command* Dispatcher::find(const std::string& lowercase_
 }
 
 inline void Dispatcher::execute(const Args& args, Session* session, std::string* out) {
+  if (args.empty()) return resp::error(out, "ERR empty command");  // the parser never makes one
   ++counters_.total_commands;
   const std::string name = detail::lower(args[0]);
   const Command* command = find(name);
   if (command == nullptr) {
-    std::string message = "ERR unknown command '" + args[0] + "', with args beginning with: ";
+    // Names and arguments are cut, as Redis cuts them: a reply must not echo megabytes.
+    std::string message = "ERR unknown command '" + args[0].substr(0, 128) +
+                          "', with args beginning with: ";
     for (std::size_t i = 1; i < args.size() && message.size() < 256; ++i) {
       message += "'" + args[i].substr(0, 64) + "' ";
     }
@@ -2550,16 +2591,16 @@ inline void Dispatcher::set(const Args& a, Session*, std::string* out) {
   bool want_previous = false;
   for (std::size_t i = 3; i < a.size(); ++i) {
     const std::string option = detail::lower(a[i]);
-    if (option == "nx" && condition == Store::SetIf::kAlways) {
+    if (option == "nx" && condition != Store::SetIf::kIfPresent) {
       condition = Store::SetIf::kIfAbsent;
-    } else if (option == "xx" && condition == Store::SetIf::kAlways) {
+    } else if (option == "xx" && condition != Store::SetIf::kIfAbsent) {
       condition = Store::SetIf::kIfPresent;
     } else if (option == "get") {
       want_previous = true;
     } else if (option == "ex" || option == "px" || option == "exat" || option == "pxat" ||
                option == "keepttl") {
-      return resp::error(out, "ERR " + a[i] + " is not supported: keys do not expire in "
-                              "this version of Keystonelight");
+      return resp::error(out, "ERR " + a[i].substr(0, 16) + " is not supported: keys do not "
+                              "expire in this version of Keystonelight");
     } else {
       return resp::error(out, "ERR syntax error");
     }
@@ -2601,7 +2642,7 @@ inline void Dispatcher::info(const Args& a, Session*, std::string* out) {
     text += "# Server\r\n";
     field("keystonelight_version", KEYSTONELIGHT_VERSION_STR);
     field("redis_version", "7.0.0");  // what clients that check a version should assume
-    field("process_id", std::to_string(::getpid()));
+    field("process_id", std::to_string(detail::process_id()));
     field("tcp_port", std::to_string(config_.port));
     field("uptime_in_seconds", std::to_string(uptime.count()));
     text += "\r\n";
@@ -2643,7 +2684,7 @@ inline void Dispatcher::info(const Args& a, Session*, std::string* out) {
 
 inline void Dispatcher::config(const Args& a, Session*, std::string* out) {
   if (detail::lower(a[1]) != "get") {
-    return resp::error(out, "ERR CONFIG " + a[1] + " is not supported: only CONFIG GET is");
+    return resp::error(out, "ERR CONFIG " + a[1].substr(0, 32) + " is not supported: only CONFIG GET is");
   }
   if (a.size() < 3) return resp::error(out, "ERR wrong number of arguments for 'config|get' command");
   const std::pair<const char*, std::string> settings[] = {
@@ -2715,6 +2756,12 @@ inline void Dispatcher::client(const Args& a, Session* session, std::string* out
 inline void Dispatcher::auth(const Args& a, Session* session, std::string* out) {
   if (a.size() > 3) return resp::error(out, "ERR syntax error");
   if (config_.requirepass.empty()) {
+    // As Redis: with no password, the default user accepts any; the one-word form is
+    // the one that says so.
+    if (a.size() == 3) {
+      if (a[1] == "default") return resp::simple(out, "OK");
+      return resp::error(out, "WRONGPASS invalid username-password pair or user is disabled.");
+    }
     return resp::error(out, "ERR AUTH <password> called without any password configured for "
                             "the default user. Are you sure your configuration is correct?");
   }
@@ -2731,11 +2778,26 @@ inline void Dispatcher::auth(const Args& a, Session* session, std::string* out) 
 // The store operations the protocol needs beyond chapter 5's (chapter 6).
 
 inline Status Store::set_all(const std::vector<std::pair<std::string_view, std::string_view>>& pairs) {
-  std::unique_lock<detail::SharedMutex> lock(mu_);
+  for (const auto& [key, value] : pairs) {  // refuse before writing any, not halfway
+    if (Status s = check_record_limits(key, value); !s.ok()) return s;
+  }
+  WriteLock lock(this);
   for (const auto& [key, value] : pairs) {
     if (Status s = put(key, value); !s.ok()) return s;
   }
   return finish_write(lock);
+}
+
+inline std::vector<std::optional<std::string>> Store::get_all(
+    const std::vector<std::string_view>& keys) const {
+  std::shared_lock<detail::SharedMutex> lock(mu_);
+  std::vector<std::optional<std::string>> values;
+  values.reserve(keys.size());
+  for (std::string_view key : keys) {
+    auto it = map_.find(std::string(key));
+    values.push_back(it == map_.end() ? std::nullopt : std::optional<std::string>(it->second));
+  }
+  return values;
 }
 
 inline std::vector<std::string> Store::keys() const {
@@ -2747,12 +2809,19 @@ inline std::vector<std::string> Store::keys() const {
 }
 
 inline Status Store::clear() {
-  std::lock_guard<std::mutex> one_at_a_time(compaction_mu_);
-  std::unique_lock<detail::SharedMutex> lock(mu_);
+  WriteLock lock(this);
   if (disk_) {
     // A compaction of nothing: an empty log replaces the old one in one rename, so a
     // crash leaves all the data or none of it, never some.
-    if (Status s = disk_->compact({}); !s.ok()) return s;
+    if (Status s = disk_->compact({}); !s.ok()) {
+      // Failing after the rename (the Disk has stopped) leaves the empty log in place:
+      // the map must say what the log says.
+      if (disk_->failed()) {
+        map_.clear();
+        live_bytes_ = 0;
+      }
+      return s;
+    }
   }
   map_.clear();
   live_bytes_ = 0;

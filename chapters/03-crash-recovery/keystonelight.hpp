@@ -985,7 +985,9 @@ struct Options {
   FileSystem* file_system = nullptr;
 
   // Receives notes worth a person's attention, such as a torn tail cut off during
-  // recovery. Empty means standard error. Called from the thread that opens the store.
+  // recovery. Empty means standard error. Called from the thread that opens the store
+  // and (from chapter 5) from the store's compactor thread, never with a lock held; it
+  // must be thread-safe and must not close or destroy the store.
   std::function<void(const std::string& message)> info_log;
 };
 
@@ -1012,9 +1014,10 @@ inline std::string path_in(const std::string& dir, const char* name) {
 
 // The persistent half of a Store: the log, the directory lock, and for kEverySecond the
 // thread that syncs in the background. Writes come from one thread at a time (the
-// Store's caller); the flusher only ever calls sync(). mu_ guards closed_, unsynced_,
-// failed_, and log_ against the flusher: it takes its own reference to the writer under
-// mu_, so the writer can be replaced (chapter 4) while an fsync is running.
+// Store's caller); the flusher, and from chapter 5 group-commit leaders, call sync() on
+// their own reference to the writer, taken under mu_, so that the writer can be replaced
+// (chapter 4) while an fsync is running. mu_ guards log_ (the pointer), closed_,
+// unsynced_, failed_, and from chapter 5 the group-commit state.
 class Disk {
  public:
   // `options.file_system` must be set.

@@ -440,7 +440,8 @@ class DirLock {
 // million reads). glibc's pthread_rwlock can be asked to prefer writers; elsewhere the
 // system's own policy applies (macOS prefers writers, musl readers). The price of writer
 // preference is the mirror image: a steady stream of writes makes readers, and
-// compactions, wait. Not recursive: a thread must not take it twice.
+// compactions, wait. Not recursive: a thread must not take it twice. (glibc 2.25 to 2.29
+// could hang with this kind of lock, glibc bug 23844: use a newer glibc.)
 class SharedMutex {
  public:
   SharedMutex() {
@@ -622,7 +623,8 @@ class Store {
 
   // Ends a write: releases the writer lock, then waits until the write is durable as the
   // fsync policy promises (with kAlways, the fsync that covers it; group commit).
-  Status finish_write(std::unique_lock<detail::SharedMutex>& lock);
+  struct WriteLock;
+  Status finish_write(WriteLock& lock);
 
   // The background compaction thread: started by open() when automatic compaction is on,
   // woken by maybe_compact(), stopped and joined by close().
@@ -641,15 +643,22 @@ class Store {
 
   // Chapter 5's locks. The order, outermost first, which every path follows so that no
   // two threads can each hold what the other waits for:
-  //   compaction_mu_  one compaction at a time
-  //   mu_             the map (and live_bytes_): shared for reads and for a compaction
-  //                   (it only reads the map), exclusive for writes
+  //   writers_mu_     one writer at a time: every write, and a compaction, which only
+  //                   reads the map but must keep writers out while it writes it down
+  //   mu_             the map (and live_bytes_): shared for reads, exclusive for the
+  //                   moment a writer changes it; a compaction never takes it, so a
+  //                   writer queued behind a compaction never holds readers up
   //   compactor_mu_   the compactor thread's wake-up state
   //   Disk's mutex    the log's bookkeeping; held briefly, never across I/O
   // No lock is held while user code runs (Options::info_log is called without one), and
   // waiting for an fsync (group commit) holds only the Disk's mutex, between checks.
+  struct WriteLock {  // a writer's two locks, in order
+    explicit WriteLock(Store* store) : writers(store->writers_mu_), map(store->mu_) {}
+    std::unique_lock<std::mutex> writers;
+    std::unique_lock<detail::SharedMutex> map;
+  };
+  std::mutex writers_mu_;
   mutable detail::SharedMutex mu_;
-  std::mutex compaction_mu_;
   mutable std::mutex compactor_mu_;
   std::condition_variable compactor_cv_;
   bool compaction_wanted_ = false;   // guarded by compactor_mu_
@@ -666,7 +675,7 @@ inline std::optional<std::string> Store::get(std::string_view key) const {
 }
 
 inline Status Store::set(std::string_view key, std::string_view value) {
-  std::unique_lock<detail::SharedMutex> lock(mu_);
+  WriteLock lock(this);
   Status s = put(key, value);
   return s.ok() ? finish_write(lock) : s;
 }
@@ -682,7 +691,7 @@ inline Status Store::put(std::string_view key, std::string_view value) {
 }
 
 inline Status Store::del(std::string_view key, bool* existed) {
-  std::unique_lock<detail::SharedMutex> lock(mu_);
+  WriteLock lock(this);
   auto it = map_.find(std::string(key));
   if (existed != nullptr) *existed = false;
   if (it == map_.end()) return Status();
@@ -1131,7 +1140,9 @@ struct Options {
   FileSystem* file_system = nullptr;
 
   // Receives notes worth a person's attention, such as a torn tail cut off during
-  // recovery. Empty means standard error. Called from the thread that opens the store.
+  // recovery. Empty means standard error. Called from the thread that opens the store
+  // and (from chapter 5) from the store's compactor thread, never with a lock held; it
+  // must be thread-safe and must not close or destroy the store.
   std::function<void(const std::string& message)> info_log;
 
   // Automatic compaction (chapter 4): after a write, when the log is at least
@@ -1175,9 +1186,10 @@ inline std::string path_in(const std::string& dir, const char* name) {
 
 // The persistent half of a Store: the log, the directory lock, and for kEverySecond the
 // thread that syncs in the background. Writes come from one thread at a time (the
-// Store's caller); the flusher only ever calls sync(). mu_ guards closed_, unsynced_,
-// failed_, and log_ against the flusher: it takes its own reference to the writer under
-// mu_, so the writer can be replaced (chapter 4) while an fsync is running.
+// Store's caller); the flusher, and from chapter 5 group-commit leaders, call sync() on
+// their own reference to the writer, taken under mu_, so that the writer can be replaced
+// (chapter 4) while an fsync is running. mu_ guards log_ (the pointer), closed_,
+// unsynced_, failed_, and from chapter 5 the group-commit state.
 class Disk {
  public:
   // `options.file_system` must be set.
@@ -1223,6 +1235,12 @@ class Disk {
   // The number of records appended so far: a write's ticket for wait_durable().
   std::uint64_t appended() const { return appended_.load(); }
 
+  // Whether an I/O failure has stopped writes.
+  bool failed() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return !failed_.ok();
+  }
+
   // Group commit. Returns once record number `ticket` is on disk (at once unless the
   // policy is kAlways). The first waiter to find no fsync running becomes the leader: it
   // notes how many records have been written, fsyncs once, and wakes everyone whom that
@@ -1234,7 +1252,14 @@ class Disk {
     std::unique_lock<std::mutex> lock(mu_);
     while (synced_ < ticket) {
       if (!failed_.ok()) return failed_;
-      if (closed_) return Status::io_error("the store in " + options_.dir + " closed before a write was synced");
+      if (closed_) {
+        // close() syncs everything written; wait for its answer rather than guess.
+        durable_cv_.wait(lock, [this] { return close_done_; });
+        if (synced_ >= ticket) break;
+        return failed_.ok() ? Status::io_error("the store in " + options_.dir +
+                                               " closed before a write was synced")
+                            : failed_;
+      }
       if (!syncing_) {
         syncing_ = true;  // the leader of this round
         const std::uint64_t covered = appended_.load();
@@ -1268,6 +1293,7 @@ class Disk {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (s.ok()) synced_ = appended_.load();  // the sync above covered every write
+      close_done_ = true;
       log_.reset();
     }
     durable_cv_.notify_all();
@@ -1436,6 +1462,7 @@ class Disk {
   std::atomic<std::uint64_t> appended_{0};  // records appended; written under the Store's lock
   std::uint64_t synced_ = 0;                // records known to be on disk
   bool syncing_ = false;                    // a group-commit leader is in fsync
+  bool close_done_ = false;                 // close() has made its final sync
   std::condition_variable durable_cv_;      // wakes group-commit followers
 };
 
@@ -1610,7 +1637,7 @@ inline Store::~Store() { (void)close(); }
 
 inline Status Store::close() {
   stop_compactor();
-  std::unique_lock<detail::SharedMutex> lock(mu_);  // writes in progress finish first
+  WriteLock lock(this);  // a write holding the locks finishes first; later ones fail
   return disk_ ? disk_->close() : Status();
 }
 
@@ -1641,10 +1668,9 @@ inline Status Store::log_delete(std::string_view key) {
 
 inline Status Store::compact() {
   if (!disk_) return Status();
-  // Readers go on reading the map while it is written out; writers wait, so the map the
-  // new log is made from is the map when it replaces the old one.
-  std::lock_guard<std::mutex> one_at_a_time(compaction_mu_);
-  std::shared_lock<detail::SharedMutex> no_writers(mu_);
+  // Writers wait, so the map the new log is made from is the map when it replaces the
+  // old one; readers go on, since nothing changes the map meanwhile.
+  std::lock_guard<std::mutex> no_writers(writers_mu_);
   return disk_->compact(map_);
 }
 
@@ -1710,15 +1736,16 @@ inline bool parse_int64(std::string_view text, std::int64_t* value) {
 
 }  // namespace detail
 
-inline Status Store::finish_write(std::unique_lock<detail::SharedMutex>& lock) {
+inline Status Store::finish_write(WriteLock& lock) {
   if (!disk_) return Status();
   const std::uint64_t ticket = disk_->appended();  // still under the lock: our record's number
-  lock.unlock();
+  lock.map.unlock();
+  lock.writers.unlock();  // the next writer may append while we wait for the fsync
   return disk_->wait_durable(ticket);
 }
 
 inline Status Store::increment(std::string_view key, std::int64_t delta, std::int64_t* result) {
-  std::unique_lock<detail::SharedMutex> lock(mu_);
+  WriteLock lock(this);
   std::int64_t current = 0;
   auto it = map_.find(std::string(key));
   if (it != map_.end() && !detail::parse_int64(it->second, &current)) {
@@ -1735,11 +1762,11 @@ inline Status Store::increment(std::string_view key, std::int64_t delta, std::in
 }
 
 inline Status Store::append(std::string_view key, std::string_view suffix, std::size_t* length) {
-  std::unique_lock<detail::SharedMutex> lock(mu_);
+  WriteLock lock(this);
   auto it = map_.find(std::string(key));
   std::string value = it != map_.end() ? it->second : std::string();
   if (value.size() + suffix.size() > kMaxValueBytes) {
-    return Status::invalid_argument("string exceeds maximum allowed size (" +
+    return Status::invalid_argument("string exceeds maximum allowed size (proto-max-bulk-len: " +
                                     std::to_string(kMaxValueBytes) + " bytes)");
   }
   value.append(suffix);
@@ -1750,7 +1777,7 @@ inline Status Store::append(std::string_view key, std::string_view suffix, std::
 
 inline Status Store::set(std::string_view key, std::string_view value, SetIf condition,
                          bool* stored, std::optional<std::string>* previous) {
-  std::unique_lock<detail::SharedMutex> lock(mu_);
+  WriteLock lock(this);
   auto it = map_.find(std::string(key));
   const bool present = it != map_.end();
   if (previous != nullptr) *previous = present ? std::optional<std::string>(it->second) : std::nullopt;
@@ -1770,7 +1797,7 @@ inline void Store::compactor_loop() {
     if (compactor_stopping_) return;
     compaction_wanted_ = false;
     compaction_running_ = true;
-    lock.unlock();  // compaction takes compaction_mu_ and mu_, which come before this one
+    lock.unlock();  // compaction takes writers_mu_, which comes before this one
     Status s = compact_if_due();
     if (!s.ok()) detail::note(disk_->options(), "automatic compaction failed: " + s.to_string());
     lock.lock();
@@ -1779,8 +1806,7 @@ inline void Store::compactor_loop() {
 }
 
 inline Status Store::compact_if_due() {
-  std::lock_guard<std::mutex> one_at_a_time(compaction_mu_);
-  std::shared_lock<detail::SharedMutex> no_writers(mu_);
+  std::lock_guard<std::mutex> no_writers(writers_mu_);
   // Writes made while this thread waited for the locks may have asked again, or a
   // compaction by hand may have done the work: check again now that the map is still.
   if (!disk_->wants_compaction(live_bytes_)) return Status();

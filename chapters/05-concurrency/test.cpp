@@ -371,6 +371,66 @@ TEST_CASE("a failed background compaction is reported once, and not retried unti
   fs.disarm();
 }
 
+// A compaction keeps writers out but must not keep readers out, even when a writer is
+// queued behind it (a writer-preferring lock would queue readers behind that writer).
+// The disk is slowed so the compaction lasts seconds; a read must finish well before.
+TEST_CASE("readers are not held up by a compaction, even with a writer waiting behind it") {
+  kltest::TempDir dir;
+  kltest::FaultyFileSystem fs;
+  kl::Options options = options_for(dir);
+  options.file_system = &fs;
+  auto store = open_store(options);
+  REQUIRE(store->set("k", "v").ok());
+  const int syncs_before = fs.calls(kltest::Op::kSync);
+  fs.slow_sync(std::chrono::seconds(3));
+  std::atomic<bool> compacted{false};
+  std::thread compactor([&] {
+    CHECK(store->compact().ok());
+    compacted = true;
+  });
+  while (fs.calls(kltest::Op::kSync) == syncs_before) std::this_thread::yield();  // in its fsync
+  std::thread writer([&] { CHECK(store->set("k", "w").ok()); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // let the writer queue up
+  CHECK(store->get("k").has_value());
+  CHECK_FALSE(compacted);  // the read did not wait for the compaction
+  fs.slow_sync(std::chrono::microseconds(0));
+  compactor.join();
+  writer.join();
+  CHECK(store->get("k") == "w");
+}
+
+// Writes racing close(): each must be told the truth. One answered OK is in the log;
+// one answered with an error is not (close syncs everything appended before it).
+TEST_CASE("writes racing close() are answered truthfully") {
+  for (int round = 0; round < 5; ++round) {
+    kltest::TempDir dir;
+    constexpr int kThreads = 6;
+    std::vector<std::vector<std::pair<std::string, bool>>> answers(kThreads);
+    {
+      auto store = open_store(options_for(dir, kl::FsyncPolicy::kAlways));
+      std::vector<std::thread> threads;
+      for (int t = 0; t < kThreads; ++t) {
+        threads.emplace_back([&, t] {
+          for (int i = 0; i < 400; ++i) {
+            const std::string key = std::to_string(t) + ":" + std::to_string(i);
+            answers[static_cast<std::size_t>(t)].emplace_back(key, store->set(key, "v").ok());
+          }
+        });
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5 + 10 * round));
+      CHECK(store->close().ok());
+      for (auto& thread : threads) thread.join();
+    }
+    auto store = open_store(options_for(dir));
+    for (const auto& mine : answers) {
+      for (const auto& [key, ok] : mine) {
+        CAPTURE(key);
+        CHECK(store->exists(key) == ok);
+      }
+    }
+  }
+}
+
 TEST_CASE("open and close in a loop, with writes and the background threads, leaks nothing") {
   kltest::TempDir dir;
   kl::Options options = options_for(dir, kl::FsyncPolicy::kEverySecond);
