@@ -423,9 +423,9 @@ TEST_CASE("writes racing close() are answered truthfully") {
     }
     auto store = open_store(options_for(dir));
     for (const auto& mine : answers) {
-      for (const auto& [key, ok] : mine) {
-        CAPTURE(key);
-        CHECK(store->exists(key) == ok);
+      for (const auto& answer : mine) {
+        CAPTURE(answer.first);
+        CHECK(store->exists(answer.first) == answer.second);
       }
     }
   }
