@@ -551,7 +551,8 @@ inline FileSystem* default_file_system() {
 #endif //< chapters 1-4
 //> chapter 5
 // A Store is thread-safe (chapter 5): any number of threads may call any member function
-// at once, except that close() and the destructor must not race with other calls.
+// at once. close() may race with writes: each gets a truthful answer, and writes after it
+// fail. Only the destructor must not race with other calls.
 //< chapter 5
 // =======================================================================================
 

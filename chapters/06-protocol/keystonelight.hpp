@@ -507,7 +507,8 @@ inline FileSystem* default_file_system() {
 // contents end with it.
 //
 // A Store is thread-safe (chapter 5): any number of threads may call any member function
-// at once, except that close() and the destructor must not race with other calls.
+// at once. close() may race with writes: each gets a truthful answer, and writes after it
+// fail. Only the destructor must not race with other calls.
 // =======================================================================================
 
 struct Stats;         // what compact() and the log have done (chapter 4)
