@@ -29,6 +29,10 @@
 //> chapter 6
        6. The protocol         RequestParser, resp:: replies, Dispatcher and its commands
 //< chapter 6
+//> chapter 7
+       7. The TCP server       Server: listener, a thread per connection, pipelining,
+                               limits, graceful stop; Client and Reply
+//< chapter 7
 
    COMPILE-TIME OPTIONS: define before including to change a default.
 
@@ -48,6 +52,11 @@
        KEYSTONELIGHT_MAX_BULK_BYTES       536870912  longest argument of a request
        KEYSTONELIGHT_MAX_ARGS             1048576    most arguments in one request
 //< chapter 6
+//> chapter 7
+       KEYSTONELIGHT_MAX_OUTPUT_BYTES     67108864   unread replies before a client must read
+       KEYSTONELIGHT_SEND_TIMEOUT_SECONDS 60         close a client that reads nothing this long
+       KEYSTONELIGHT_STOP_GRACE_MS        1000       time stop() gives unsent replies
+//< chapter 7
 
    CHAPTER MARKERS: a comment line made of two slashes, an angle bracket and a chapter
    ("chapter 3") opens or closes the code that chapter adds; after "#if 0", a range
@@ -116,6 +125,22 @@
 #define KEYSTONELIGHT_MAX_ARGS (1024 * 1024)
 #endif
 //< chapter 6
+//> chapter 7
+
+// The server (chapter 7). Replies a client has not read yet: past this much, its
+// connection runs no more requests until it reads. A client that reads none of its
+// replies for the send timeout is closed. When the server stops, replies still unsent
+// get the grace period, then their connections close anyway.
+#ifndef KEYSTONELIGHT_MAX_OUTPUT_BYTES
+#define KEYSTONELIGHT_MAX_OUTPUT_BYTES (64 * 1024 * 1024)
+#endif
+#ifndef KEYSTONELIGHT_SEND_TIMEOUT_SECONDS
+#define KEYSTONELIGHT_SEND_TIMEOUT_SECONDS 60
+#endif
+#ifndef KEYSTONELIGHT_STOP_GRACE_MS
+#define KEYSTONELIGHT_STOP_GRACE_MS 1000
+#endif
+//< chapter 7
 
 // ---------------------------------------------------------------------------------------
 // Platform check: the engine speaks POSIX (open, write, fsync, flock, sockets) and says so
@@ -163,6 +188,16 @@
 
 #include <pthread.h>
 //< chapter 5
+//> chapter 7
+#include <system_error>
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+//< chapter 7
 
 namespace keystonelight {
 
@@ -528,6 +563,300 @@ class SharedMutex {
   pthread_rwlock_t lock_;
 };
 //< chapter 5
+//> chapter 7
+
+// Sockets (chapter 7). A Socket owns one descriptor and closes it once. Every socket made
+// here is non-blocking and close-on-exec: callers wait for readiness with wait_ready(), so
+// that one poll(2) can also watch a Wakeup and a deadline, and no wait lasts for ever.
+class Socket {
+ public:
+  Socket() = default;
+  explicit Socket(int fd) : fd_(fd) {}
+  ~Socket() { reset(); }
+  Socket(Socket&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  Socket& operator=(Socket&& other) noexcept {
+    if (this != &other) {
+      reset();
+      fd_ = std::exchange(other.fd_, -1);
+    }
+    return *this;
+  }
+
+  int fd() const { return fd_; }
+  bool valid() const { return fd_ >= 0; }
+  void reset() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// "127.0.0.1:6380", or "[::1]:6380" for IPv6, as people write addresses in messages.
+inline std::string endpoint(const std::string& host, int port) {
+  const bool v6 = host.find(':') != std::string::npos;
+  return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+}
+
+// Makes `fd` non-blocking and close-on-exec, and (where the system has no MSG_NOSIGNAL)
+// asks it not to raise SIGPIPE when the peer has gone.
+inline Status prepare_socket(int fd, const std::string& where) {
+  const int flags = ::fcntl(fd, F_GETFL, 0);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 ||
+      ::fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+    return os_error("configure socket", where, errno);
+  }
+#if defined(SO_NOSIGPIPE)
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof(one));
+#endif
+  return Status();
+}
+
+// Small requests and replies must leave at once: Nagle's algorithm would hold a reply back
+// until the previous one is acknowledged, adding up to 40 ms to every round trip.
+inline void set_no_delay(int fd) {
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+// The addresses `host` (a name, or a numeric IPv4 or IPv6 address) and `port` stand for.
+using AddressList = std::unique_ptr<addrinfo, void (*)(addrinfo*)>;
+inline Status resolve(const std::string& host, int port, bool for_listening, AddressList* list) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV | (for_listening ? AI_PASSIVE : 0);
+  addrinfo* found = nullptr;
+  const int r = ::getaddrinfo(host.empty() ? nullptr : host.c_str(),
+                              std::to_string(port).c_str(), &hints, &found);
+  if (r != 0) {
+    return Status::invalid_argument("cannot resolve " + endpoint(host, port) + ": " +
+                                    ::gai_strerror(r) + ": give a host name or an address");
+  }
+  *list = AddressList(found, ::freeaddrinfo);
+  return Status();
+}
+
+// Listens on host:port (port 0: any free port) and reports the port it got. SO_REUSEADDR
+// lets a restarted server bind at once, while connections of the previous one linger in
+// TIME_WAIT; it does not let two servers share a port.
+inline Status listen_tcp(const std::string& host, int port, Socket* listener, int* bound_port) {
+  AddressList addresses(nullptr, ::freeaddrinfo);
+  if (Status s = resolve(host, port, true, &addresses); !s.ok()) return s;
+  const std::string where = endpoint(host, port);
+  Status last = Status::io_error("no address to listen on for " + where);
+  for (addrinfo* a = addresses.get(); a != nullptr; a = a->ai_next) {
+    Socket socket(::socket(a->ai_family, a->ai_socktype, a->ai_protocol));
+    if (!socket.valid()) {
+      last = os_error("create socket for", where, errno);
+      continue;
+    }
+    if (Status s = prepare_socket(socket.fd(), where); !s.ok()) return s;
+    int one = 1;
+    ::setsockopt(socket.fd(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (::bind(socket.fd(), a->ai_addr, a->ai_addrlen) != 0) {
+      const int err = errno;
+      last = os_error("bind", where, err);
+      if (err == EADDRINUSE) {
+        last = Status::busy("bind " + where + ": " + std::strerror(err) +
+                            ": another server is using this port; stop it or choose another "
+                            "port");
+      }
+      continue;
+    }
+    if (::listen(socket.fd(), 511) != 0) {  // Redis's backlog; the kernel may cap it
+      last = os_error("listen on", where, errno);
+      continue;
+    }
+    sockaddr_storage local{};
+    socklen_t length = sizeof(local);
+    if (::getsockname(socket.fd(), reinterpret_cast<sockaddr*>(&local), &length) != 0) {
+      return os_error("read the address of", where, errno);
+    }
+    *bound_port = ntohs(local.ss_family == AF_INET6
+                            ? reinterpret_cast<sockaddr_in6*>(&local)->sin6_port
+                            : reinterpret_cast<sockaddr_in*>(&local)->sin_port);
+    *listener = std::move(socket);
+    return Status();
+  }
+  return last;
+}
+
+// Accepts one waiting connection. OK with an invalid *socket when none is waiting or the
+// one that was has gone already; IOError when the process is out of descriptors or memory.
+inline Status accept_connection(int listener, Socket* socket) {
+  while (true) {
+    Socket accepted(::accept(listener, nullptr, nullptr));
+    if (accepted.valid()) {
+      if (Status s = prepare_socket(accepted.fd(), "accepted connection"); !s.ok()) continue;
+      *socket = std::move(accepted);
+      return Status();
+    }
+    const int err = errno;
+    if (err == EINTR) continue;
+    if (err == EAGAIN || err == EWOULDBLOCK || err == ECONNABORTED || err == EPROTO) {
+      return Status();
+    }
+    return os_error("accept", "a connection", err);
+  }
+}
+
+// "127.0.0.1:52110": who is at the other end of a connection, for messages.
+inline std::string peer_address(int fd) {
+  sockaddr_storage peer{};
+  socklen_t length = sizeof(peer);
+  char host[NI_MAXHOST];
+  char service[NI_MAXSERV];
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &length) != 0 ||
+      ::getnameinfo(reinterpret_cast<sockaddr*>(&peer), length, host, sizeof(host), service,
+                    sizeof(service), NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+    return "unknown peer";
+  }
+  return endpoint(host, std::atoi(service));
+}
+
+// Waits until `fd` is ready for `events` (POLLIN, POLLOUT; fd -1 waits for nothing),
+// `wake` is readable (-1: not watched), or `timeout_ms` passes (-1: no limit). Returns what
+// `fd` is ready for (POLLHUP and POLLERR count as ready: the next call says what happened)
+// and sets *woken when `wake` fired. A signal ends the wait early; callers loop anyway.
+inline short wait_ready(int fd, short events, int wake, int timeout_ms, bool* woken) {
+  pollfd fds[2] = {{fd, events, 0}, {wake, POLLIN, 0}};
+  const int r = ::poll(fds, 2, timeout_ms);
+  *woken = r > 0 && (fds[1].revents & POLLIN) != 0;
+  return r > 0 ? fds[0].revents : 0;
+}
+
+// Sends what the socket takes now; *sent is 0 when its buffer is full. IOError when the
+// peer has gone (MSG_NOSIGNAL: a closed peer is an error here, never a SIGPIPE).
+inline Status send_some(int fd, std::string_view data, std::size_t* sent) {
+#if defined(MSG_NOSIGNAL)
+  const int flags = MSG_NOSIGNAL;
+#else
+  const int flags = 0;  // SO_NOSIGPIPE, set by prepare_socket, does the same
+#endif
+  *sent = 0;
+  while (true) {
+    const ssize_t n = ::send(fd, data.data(), data.size(), flags);
+    if (n >= 0) {
+      *sent = static_cast<std::size_t>(n);
+      return Status();
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return Status();
+    return os_error("send to", peer_address(fd), errno);
+  }
+}
+
+// Reads what has arrived, at most `n` bytes; *got is 0 when nothing has. *closed says the
+// peer has closed its side (no more bytes will ever come).
+inline Status receive_some(int fd, char* buffer, std::size_t n, std::size_t* got, bool* closed) {
+  *got = 0;
+  *closed = false;
+  while (true) {
+    const ssize_t r = ::recv(fd, buffer, n, 0);
+    if (r > 0) {
+      *got = static_cast<std::size_t>(r);
+      return Status();
+    }
+    if (r == 0) {
+      *closed = true;
+      return Status();
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return Status();
+    return os_error("receive from", peer_address(fd), errno);
+  }
+}
+
+// Connects to host:port, giving up after timeout_ms. The socket is non-blocking, with
+// TCP_NODELAY.
+inline Status connect_tcp(const std::string& host, int port, int timeout_ms, Socket* socket) {
+  AddressList addresses(nullptr, ::freeaddrinfo);
+  if (Status s = resolve(host, port, false, &addresses); !s.ok()) return s;
+  const std::string where = endpoint(host, port);
+  Status last = Status::io_error("no address to connect to for " + where);
+  for (addrinfo* a = addresses.get(); a != nullptr; a = a->ai_next) {
+    Socket candidate(::socket(a->ai_family, a->ai_socktype, a->ai_protocol));
+    if (!candidate.valid()) {
+      last = os_error("create socket for", where, errno);
+      continue;
+    }
+    if (Status s = prepare_socket(candidate.fd(), where); !s.ok()) return s;
+    int err = ::connect(candidate.fd(), a->ai_addr, a->ai_addrlen) == 0 ? 0 : errno;
+    if (err == EINPROGRESS || err == EINTR) {  // the handshake goes on without us: wait
+      bool woken = false;
+      if ((wait_ready(candidate.fd(), POLLOUT, -1, timeout_ms, &woken) & (POLLOUT | POLLERR |
+                                                                          POLLHUP)) == 0) {
+        err = ETIMEDOUT;
+      } else {
+        socklen_t length = sizeof(err);
+        if (::getsockopt(candidate.fd(), SOL_SOCKET, SO_ERROR, &err, &length) != 0) err = errno;
+      }
+    }
+    if (err != 0) {
+      last = os_error("connect to", where, err);
+      continue;
+    }
+    set_no_delay(candidate.fd());
+    *socket = std::move(candidate);
+    return Status();
+  }
+  return last;
+}
+
+// A pipe that, once notify() is called, stays readable for good: every thread polling it
+// wakes, now and later. The server's stop() uses one to reach threads blocked in poll(2)
+// on their own sockets. notify() only calls write(2), so it is async-signal-safe.
+class Wakeup {
+ public:
+  Wakeup() = default;
+  ~Wakeup() {
+    if (read_ >= 0) ::close(read_);
+    if (write_ >= 0) ::close(write_);
+  }
+  Wakeup(const Wakeup&) = delete;
+  Wakeup& operator=(const Wakeup&) = delete;
+
+  Status open() {
+    int fds[2];
+    if (::pipe(fds) != 0) return os_error("create", "a pipe", errno);
+    read_ = fds[0];
+    write_ = fds[1];
+    for (int fd : fds) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    ::fcntl(write_, F_SETFL, O_NONBLOCK);  // a full pipe is readable already: never wait
+    return Status();
+  }
+  void notify() {
+    const char byte = 1;
+    ssize_t ignored = ::write(write_, &byte, 1);
+    (void)ignored;  // EAGAIN means it is readable already, which is all we want
+  }
+  int fd() const { return read_; }
+
+ private:
+  int read_ = -1;
+  int write_ = -1;
+};
+
+// Raises the soft limit on open descriptors toward `wanted`, never past the hard limit
+// (only root may raise that), and returns the soft limit now in force.
+inline std::uint64_t raise_open_files_limit(std::uint64_t wanted) {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return 0;
+  auto as_count = [](rlim_t value) {
+    return value == RLIM_INFINITY ? std::numeric_limits<std::uint64_t>::max()
+                                  : static_cast<std::uint64_t>(value);
+  };
+  if (as_count(limit.rlim_cur) >= wanted) return as_count(limit.rlim_cur);
+  const rlim_t target = static_cast<rlim_t>(std::min(wanted, as_count(limit.rlim_max)));
+  limit.rlim_cur = target;
+  if (::setrlimit(RLIMIT_NOFILE, &limit) == 0) return as_count(target);
+  ::getrlimit(RLIMIT_NOFILE, &limit);
+  return as_count(limit.rlim_cur);
+}
+//< chapter 7
 
 }  // namespace detail
 //> chapter 2
@@ -2089,6 +2418,11 @@ class RequestParser {
 
   // What went wrong, as Redis words it: "Protocol error: invalid bulk length".
   const std::string& error() const { return error_; }
+//> chapter 7
+
+  // New limits from the next request on (chapter 7: the server loosens them after AUTH).
+  void set_limits(ProtocolLimits limits) { limits_ = limits; }
+//< chapter 7
 
  private:
   // At the start of a request: an array header, or an inline line.
@@ -2340,10 +2674,14 @@ struct ServerCounters {
   std::atomic<std::uint64_t> total_connections{0};
   std::atomic<std::uint64_t> total_commands{0};
   std::atomic<std::uint64_t> rejected_connections{0};
+//> chapter 7
+  std::atomic<std::uint64_t> total_net_input_bytes{0};
+  std::atomic<std::uint64_t> total_net_output_bytes{0};
+//< chapter 7
   const std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 };
 
-// What CONFIG GET and INFO report about the setup; the server program fills it in.
+// How the server is set up: CONFIG GET and INFO report it; the server program fills it in.
 struct ServerConfig {
   std::string bind = "127.0.0.1";
   int port = 6380;
@@ -2352,6 +2690,16 @@ struct ServerConfig {
   std::size_t max_clients = 10000;
   int timeout_seconds = 0;          // close idle clients after this long; 0 = never
   std::string requirepass;          // AUTH needed when not empty
+//> chapter 7
+
+  // For the server only (chapter 7); see the macros of the same names.
+  ProtocolLimits limits;
+  std::size_t max_output_bytes = KEYSTONELIGHT_MAX_OUTPUT_BYTES;
+  int send_timeout_seconds = KEYSTONELIGHT_SEND_TIMEOUT_SECONDS;  // 0 = wait for ever
+  // Receives the server's notes (a client closed for not reading, max clients lowered).
+  // Empty means standard error. Called from the server's threads: it must be thread-safe.
+  std::function<void(const std::string& message)> info_log;
+//< chapter 7
 };
 
 // Executes parsed requests against a Store and writes RESP replies. It knows nothing of
@@ -2673,6 +3021,10 @@ inline void Dispatcher::info(const Args& a, Session*, std::string* out) {
     field("total_connections_received", std::to_string(counters_.total_connections.load()));
     field("total_commands_processed", std::to_string(counters_.total_commands.load()));
     field("rejected_connections", std::to_string(counters_.rejected_connections.load()));
+//> chapter 7
+    field("total_net_input_bytes", std::to_string(counters_.total_net_input_bytes.load()));
+    field("total_net_output_bytes", std::to_string(counters_.total_net_output_bytes.load()));
+//< chapter 7
     text += "\r\n";
   }
   if (wanted("keyspace")) {
@@ -2829,6 +3181,553 @@ inline Status Store::clear() {
   return Status();
 }
 //< chapter 6
+//> chapter 7
+
+// =======================================================================================
+// Chapter 7: the TCP server
+//
+// A listener thread accepts connections and gives each one a thread of its own. That
+// thread's loop reads like the protocol: wait for bytes, run every complete request in
+// order, send all their replies in one write (pipelining: a client may send many requests
+// before it reads a reply), wait again. Its costs are a stack and a kernel thread per
+// client; the chapter's README measures them.
+//
+//     listener thread     poll(listening socket, stop) -> accept -> start a connection
+//     connection thread   poll(socket, stop, deadline) -> recv -> parse -> execute -> send
+//     stop()              notify stop -> join the listener -> every connection sends what
+//                         it owes and closes -> join them -> sync the log
+//
+// Every wait is a poll(2) that also watches one pipe, the Wakeup that stop() notifies, and
+// has a deadline where one applies: no thread can sleep through a stop.
+// =======================================================================================
+
+// Serves a Store over TCP in the protocol of chapter 6. Thread-safe. The store must
+// outlive the server; the server never closes it.
+class Server {
+ public:
+  Server(Store* store, ServerConfig config) : store_(store), config_(std::move(config)) {}
+
+  // Stops the server (see stop()), ignoring what stop() reports.
+  ~Server() { (void)stop(); }
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Raises the process's open-files limit to fit config.max_clients (when the hard limit
+  // is too low, lowers max_clients instead and says so in the log), listens on
+  // config.bind:config.port (port 0: a free port, see port()) and starts accepting.
+  // Busy when another program has the port; IOError or InvalidArgument for other reasons.
+  // Call it once.
+  Status start();
+
+  // The port the server listens on (the one the system picked, for port 0); 0 before start().
+  int port() const { return port_.load(); }
+
+  // Blocks until a client sends SHUTDOWN or request_shutdown() is called (at once if that
+  // has happened already). The server goes on serving: the caller decides to stop().
+  void wait_for_shutdown();
+
+  // Wakes wait_for_shutdown(). Safe from any thread, including a connection's.
+  void request_shutdown();
+
+  // Stops gracefully: stops accepting, lets every command already running finish and its
+  // reply go out (a client that does not read it gets KEYSTONELIGHT_STOP_GRACE_MS), closes
+  // every connection, joins every thread, then syncs the log and returns what sync()
+  // says. Calling it again does nothing. Must not be called from a connection's thread
+  // (it would wait for itself): use request_shutdown() there.
+  Status stop();
+
+  // The figures INFO reports; null before start().
+  const ServerCounters* counters() const { return dispatcher_ ? &dispatcher_->counters() : nullptr; }
+
+ private:
+  struct Connection {
+    std::uint64_t id;
+    detail::Socket socket;
+    std::string peer;  // "127.0.0.1:52110", for the log
+    std::thread thread;
+  };
+  using Clock = std::chrono::steady_clock;
+
+  void accept_loop();
+  void admit(detail::Socket socket);
+  void serve(Connection* connection);
+  void join_finished();
+  void note(const std::string& message) const {
+    if (config_.info_log) config_.info_log(message);
+    else std::fprintf(stderr, "keystonelight: %s\n", message.c_str());
+  }
+
+  Store* const store_;
+  ServerConfig config_;  // max_clients and port as start() settled them
+  std::unique_ptr<Dispatcher> dispatcher_;  // made by start(), with the final config_
+  detail::Socket listener_;
+  detail::Wakeup stop_;  // notified once, by stop(); every poll in the server watches it
+  std::thread accept_thread_;
+  std::atomic<int> port_{0};
+
+  std::mutex stop_mu_;  // makes stop() run once; taken before mu_
+  bool started_ = false;
+  bool stopped_ = false;
+
+  std::mutex mu_;  // guards what follows
+  std::unordered_map<std::uint64_t, std::unique_ptr<Connection>> connections_;
+  std::vector<std::uint64_t> finished_;  // connections whose thread has ended: to join
+  std::uint64_t next_id_ = 0;
+  bool shutdown_requested_ = false;
+  std::condition_variable shutdown_cv_;
+};
+
+inline Status Server::start() {
+  std::lock_guard<std::mutex> guard(stop_mu_);
+  if (started_) return Status::invalid_argument("Server::start() was called twice");
+  if (config_.max_clients == 0) {
+    return Status::invalid_argument("max clients is 0: the server could serve nobody; give 1 or more");
+  }
+  // Each client costs a descriptor; keep some for the log, the listener and the rest, as
+  // Redis does.
+  constexpr std::uint64_t kReservedDescriptors = 32;
+  const std::uint64_t wanted = config_.max_clients + kReservedDescriptors;
+  const std::uint64_t limit = detail::raise_open_files_limit(wanted);
+  if (limit < wanted) {
+    if (limit <= kReservedDescriptors) {
+      return Status::io_error("the open-files limit is " + std::to_string(limit) +
+                              ", too low to serve any client: raise it (ulimit -n)");
+    }
+    const std::uint64_t lowered = limit - kReservedDescriptors;
+    note("max clients lowered from " + std::to_string(config_.max_clients) + " to " +
+         std::to_string(lowered) + ": the open-files limit is " + std::to_string(limit) +
+         "; raise the hard limit (ulimit -Hn, or LimitNOFILE= under systemd) to serve more");
+    config_.max_clients = static_cast<std::size_t>(lowered);
+  }
+  if (Status s = stop_.open(); !s.ok()) return s;
+  int port = 0;
+  if (Status s = detail::listen_tcp(config_.bind, config_.port, &listener_, &port); !s.ok()) {
+    return s;
+  }
+  config_.port = port;
+  port_ = port;
+  dispatcher_ = std::make_unique<Dispatcher>(store_, config_);
+  accept_thread_ = std::thread(&Server::accept_loop, this);
+  started_ = true;
+  return Status();
+}
+
+inline void Server::wait_for_shutdown() {
+  std::unique_lock<std::mutex> lock(mu_);
+  shutdown_cv_.wait(lock, [this] { return shutdown_requested_; });
+}
+
+inline void Server::request_shutdown() {
+  std::lock_guard<std::mutex> lock(mu_);
+  shutdown_requested_ = true;
+  shutdown_cv_.notify_all();
+}
+
+inline Status Server::stop() {
+  std::lock_guard<std::mutex> guard(stop_mu_);
+  if (!started_ || stopped_) return Status();
+  stopped_ = true;
+  stop_.notify();
+  accept_thread_.join();  // no new connection after this
+  std::unordered_map<std::uint64_t, std::unique_ptr<Connection>> all;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    all.swap(connections_);
+    finished_.clear();
+  }
+  for (auto& entry : all) entry.second->thread.join();
+  request_shutdown();  // nobody stays in wait_for_shutdown() for a stopped server
+  // Every write a client saw acknowledged is in the file already; make it durable too.
+  return store_->sync();
+}
+
+inline void Server::accept_loop() {
+  while (true) {
+    bool woken = false;
+    // Wake once a second even when idle, to join the threads of closed connections.
+    const short ready = detail::wait_ready(listener_.fd(), POLLIN, stop_.fd(), 1000, &woken);
+    if (woken) break;
+    join_finished();
+    if (ready == 0) continue;
+    for (int i = 0; i < 64; ++i) {  // take what queued up, but look at stop_ now and then
+      detail::Socket socket;
+      if (Status s = detail::accept_connection(listener_.fd(), &socket); !s.ok()) {
+        // Out of descriptors: the connection stays queued and poll would report it again
+        // at once. Pause rather than spin, and say why clients wait.
+        note(s.message() + ": new connections wait; raise the open-files limit or lower "
+                           "max clients");
+        detail::wait_ready(-1, 0, stop_.fd(), 100, &woken);
+        break;
+      }
+      if (!socket.valid()) break;
+      admit(std::move(socket));
+    }
+  }
+  listener_.reset();  // from now on the system refuses new connections
+}
+
+inline void Server::admit(detail::Socket socket) {
+  ServerCounters& counters = dispatcher_->counters();
+  if (counters.connected_clients.load() >= config_.max_clients) {
+    // Told and closed at once, as Redis does; a full send buffer just loses the words.
+    std::size_t sent = 0;
+    (void)detail::send_some(socket.fd(), "-ERR max number of clients reached\r\n", &sent);
+    ++counters.rejected_connections;
+    return;
+  }
+  detail::set_no_delay(socket.fd());
+  auto connection = std::make_unique<Connection>();
+  connection->peer = detail::peer_address(socket.fd());
+  connection->socket = std::move(socket);
+  Connection* c = connection.get();
+  ++counters.connected_clients;
+  ++counters.total_connections;
+  std::lock_guard<std::mutex> lock(mu_);
+  c->id = next_id_++;
+  connections_.emplace(c->id, std::move(connection));
+  try {
+    c->thread = std::thread(&Server::serve, this, c);
+  } catch (const std::system_error& e) {
+    // The system has no thread to spare: refuse this client, keep serving the others.
+    std::size_t sent = 0;
+    (void)detail::send_some(c->socket.fd(), "-ERR the server cannot start a thread for "
+                                            "this connection; try again later\r\n", &sent);
+    note("cannot start a thread for " + c->peer + ": " + e.what() +
+         "; lower max clients or raise the process's thread limit");
+    connections_.erase(c->id);
+    --counters.connected_clients;
+    ++counters.rejected_connections;
+  }
+}
+
+inline void Server::join_finished() {
+  std::vector<std::unique_ptr<Connection>> done;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (std::uint64_t id : finished_) {
+      auto it = connections_.find(id);
+      done.push_back(std::move(it->second));
+      connections_.erase(it);
+    }
+    finished_.clear();
+  }
+  for (auto& c : done) c->thread.join();  // each has ended, or is about to: quick
+}
+
+inline void Server::serve(Connection* c) {
+  ServerCounters& counters = dispatcher_->counters();
+  const int fd = c->socket.fd();
+  // Before AUTH a client may send only small requests, as Redis allows it, so that
+  // someone without the password cannot make the server buffer megabytes.
+  ProtocolLimits guest = config_.limits;
+  guest.max_bulk_bytes = std::min<std::size_t>(guest.max_bulk_bytes, 16 * 1024);
+  guest.max_args = std::min<std::size_t>(guest.max_args, 10);
+  Session session;
+  session.authenticated = config_.requirepass.empty();
+  RequestParser parser(session.authenticated ? config_.limits : guest);
+
+  std::string in;   // bytes received and not parsed yet
+  std::string out;  // replies; the first `sent` bytes have gone out
+  std::size_t sent = 0;
+  std::vector<std::string> args;
+  bool peer_done = false;  // the client closed its side: answer what came, then close
+  bool closing = false;    // QUIT, SHUTDOWN or a protocol error: send the replies, close
+  bool stopping = false;   // stop(): send the replies (within the grace period), close
+  Clock::time_point last_received = Clock::now();
+  Clock::time_point last_sent = last_received;
+  Clock::time_point stop_deadline;
+  std::string ending;  // why the server ends the connection, when a person should know
+  char buffer[16 * 1024];
+
+  while (true) {
+    const auto unsent = [&] { return out.size() - sent; };
+    // Run every complete request, in order, until the replies waiting for the client pass
+    // max_output_bytes: then it must read before we run more (backpressure).
+    std::size_t parsed = 0;
+    bool held_back = false;  // requests may wait in `in` until the client reads
+    while (!closing && !stopping) {
+      if (unsent() > config_.max_output_bytes) {
+        held_back = true;
+        break;
+      }
+      std::size_t consumed = 0;
+      const RequestParser::Result r =
+          parser.parse(std::string_view(in).substr(parsed), &consumed, &args);
+      parsed += consumed;
+      if (r == RequestParser::Result::kNeedMore) break;
+      if (r == RequestParser::Result::kError) {
+        resp::error(&out, "ERR " + parser.error());
+        closing = true;
+        break;
+      }
+      const bool was_authenticated = session.authenticated;
+      dispatcher_->execute(args, &session, &out);
+      if (session.authenticated && !was_authenticated) parser.set_limits(config_.limits);
+      if (session.shutdown) request_shutdown();
+      if (session.close) closing = true;
+    }
+    in.erase(0, parsed);
+    if (peer_done && !stopping && unsent() <= config_.max_output_bytes) closing = true;
+
+    // Send what the socket takes now: all of it, usually, in one system call.
+    if (unsent() > 0) {
+      std::size_t n = 0;
+      if (Status s = detail::send_some(fd, std::string_view(out).substr(sent), &n); !s.ok()) {
+        break;  // the client has gone; nothing to tell it
+      }
+      if (n > 0) {
+        sent += n;
+        last_sent = Clock::now();
+        counters.total_net_output_bytes += n;
+      }
+      if (sent == out.size()) {
+        out.clear();
+        sent = 0;
+      } else if (sent > out.size() / 2) {
+        out.erase(0, sent);  // keep the buffer from growing with what has gone
+        sent = 0;
+      }
+    }
+    if ((closing || stopping) && unsent() == 0) break;
+    if (held_back && unsent() <= config_.max_output_bytes) continue;  // the client kept up
+
+    // Wait for the next thing to do, or for the deadline that applies.
+    const Clock::time_point now = Clock::now();
+    std::optional<Clock::time_point> deadline;
+    auto limit_to = [&](Clock::time_point t) { deadline = deadline ? std::min(*deadline, t) : t; };
+    if (unsent() > 0 && config_.send_timeout_seconds > 0) {
+      limit_to(last_sent + std::chrono::seconds(config_.send_timeout_seconds));
+    }
+    if (unsent() == 0 && config_.timeout_seconds > 0) {
+      limit_to(last_received + std::chrono::seconds(config_.timeout_seconds));
+    }
+    if (stopping) limit_to(stop_deadline);
+    if (deadline && now >= *deadline) {
+      if (stopping) {
+        ending = "closed at stop with " + std::to_string(unsent()) + " bytes of replies unsent";
+      } else if (unsent() > 0) {
+        ending = "closed: it read none of its " + std::to_string(unsent()) +
+                 " bytes of replies for " + std::to_string(config_.send_timeout_seconds) + " s";
+      }  // an idle client is closed without a word, as its timeout promised
+      break;
+    }
+    const bool reading = !closing && !stopping && !peer_done &&
+                         unsent() <= config_.max_output_bytes;
+    const short events = static_cast<short>((reading ? POLLIN : 0) | (unsent() > 0 ? POLLOUT : 0));
+    int timeout_ms = -1;
+    if (deadline) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - now);
+      timeout_ms = static_cast<int>(std::min<std::int64_t>(left.count() + 1, 60 * 60 * 1000));
+    }
+    bool woken = false;
+    const short ready = detail::wait_ready(fd, events, stopping ? -1 : stop_.fd(), timeout_ms, &woken);
+    if (woken) {
+      stopping = true;
+      stop_deadline = Clock::now() + std::chrono::milliseconds(KEYSTONELIGHT_STOP_GRACE_MS);
+      continue;
+    }
+    if (reading && (ready & (POLLIN | POLLHUP | POLLERR)) != 0) {
+      std::size_t got = 0;
+      if (Status s = detail::receive_some(fd, buffer, sizeof(buffer), &got, &peer_done); !s.ok()) {
+        break;  // reset by the client
+      }
+      if (got > 0) {
+        in.append(buffer, got);
+        last_received = Clock::now();
+        counters.total_net_input_bytes += got;
+      }
+    }
+  }
+
+  c->socket.reset();  // the client sees the close now, not when the thread is joined
+  if (!ending.empty()) note("client " + c->peer + " " + ending);
+  --counters.connected_clients;
+  std::lock_guard<std::mutex> lock(mu_);
+  finished_.push_back(c->id);
+}
+
+// A reply, as RESP2 types it.
+struct Reply {
+  enum class Type {
+    kStatus,   // +OK: text
+    kError,    // -ERR ...: text (without the dash)
+    kInteger,  // :3: integer
+    kBulk,     // $5 hello: text, any bytes
+    kNil,      // $-1 or *-1: no value
+    kArray,    // *2 ...: elements
+  };
+  Type type = Type::kNil;
+  std::string text;
+  std::int64_t integer = 0;
+  std::vector<Reply> elements;
+};
+
+// A small blocking client for the server (or any server that speaks RESP2). Not
+// thread-safe: one per thread. Every call waits at most the timeout given to connect().
+// An error reply (-ERR ...) is a Reply of type kError and an OK Status: the Status speaks
+// of the connection. After a failed call the connection is in an unknown state: drop it.
+class Client {
+ public:
+  static Status connect(const std::string& host, int port, std::unique_ptr<Client>* client,
+                        std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    detail::Socket socket;
+    if (Status s = detail::connect_tcp(host, port, static_cast<int>(timeout.count()), &socket);
+        !s.ok()) {
+      return s;
+    }
+    client->reset(new Client(std::move(socket), detail::endpoint(host, port), timeout));
+    return Status();
+  }
+
+  // Sends one command and reads its reply.
+  Status command(const std::vector<std::string>& args, Reply* reply) {
+    send(args);
+    return read(reply);
+  }
+
+  // Pipelining: send() queues a command as a RESP array, send_raw() queues bytes as they
+  // are (an inline command, or anything a test wants to try). Both go out at the next
+  // flush() or read(); read the replies in the order the commands were sent.
+  void send(const std::vector<std::string>& args) {
+    resp::array(&out_, args.size());
+    for (const std::string& arg : args) resp::bulk(&out_, arg);
+  }
+  void send_raw(std::string_view bytes) { out_.append(bytes.data(), bytes.size()); }
+
+  // Sends everything queued. While the server's replies arrive meanwhile they are kept for
+  // read(), so a long pipeline cannot deadlock with both sides' buffers full.
+  Status flush() {
+    std::size_t sent = 0;
+    while (sent < out_.size()) {
+      std::size_t n = 0;
+      if (Status s = detail::send_some(socket_.fd(), std::string_view(out_).substr(sent), &n);
+          !s.ok()) {
+        return s;
+      }
+      sent += n;
+      if (n == 0) {
+        if (Status s = wait(POLLOUT | POLLIN); !s.ok()) return s;
+        if (Status s = receive(); !s.ok()) return s;
+      }
+    }
+    out_.clear();
+    return Status();
+  }
+
+  // Reads the next reply (after sending what is queued).
+  Status read(Reply* reply) {
+    if (Status s = flush(); !s.ok()) return s;
+    Status s = read_reply(reply, 0);
+    in_.erase(0, pos_);
+    pos_ = 0;
+    return s;
+  }
+
+ private:
+  Client(detail::Socket socket, std::string server, std::chrono::milliseconds timeout)
+      : socket_(std::move(socket)), server_(std::move(server)), timeout_(timeout) {}
+
+  // Waits until the socket is ready for `events`, or says the server took too long.
+  Status wait(short events) {
+    bool woken = false;
+    const auto deadline = std::chrono::steady_clock::now() + timeout_;
+    while (detail::wait_ready(socket_.fd(), events, -1, static_cast<int>(timeout_.count()),
+                              &woken) == 0) {
+      if (std::chrono::steady_clock::now() >= deadline) {
+        return Status::io_error("no answer from " + server_ + " in " +
+                                std::to_string(timeout_.count()) + " ms");
+      }
+    }
+    return Status();
+  }
+
+  // Appends to in_ what has arrived (perhaps nothing).
+  Status receive() {
+    char buffer[16 * 1024];
+    std::size_t got = 0;
+    bool closed = false;
+    if (Status s = detail::receive_some(socket_.fd(), buffer, sizeof(buffer), &got, &closed);
+        !s.ok()) {
+      return s;
+    }
+    if (closed) return Status::io_error("connection closed by " + server_);
+    in_.append(buffer, got);
+    return Status();
+  }
+
+  // Makes sure in_ holds n bytes after pos_, waiting for the server as needed.
+  Status need(std::size_t n) {
+    while (in_.size() - pos_ < n) {
+      if (Status s = wait(POLLIN); !s.ok()) return s;
+      if (Status s = receive(); !s.ok()) return s;
+    }
+    return Status();
+  }
+
+  // One line without its CRLF.
+  Status read_line(std::string* line) {
+    std::size_t searched = pos_;
+    while (true) {
+      const std::size_t end = in_.find("\r\n", searched);
+      if (end != std::string::npos) {
+        line->assign(in_, pos_, end - pos_);
+        pos_ = end + 2;
+        return Status();
+      }
+      searched = std::max(pos_, in_.size() > 0 ? in_.size() - 1 : 0);
+      if (Status s = need(in_.size() - pos_ + 1); !s.ok()) return s;
+    }
+  }
+
+  Status read_reply(Reply* reply, int depth) {
+    if (depth > 32) return Status::corruption("reply from " + server_ + " is nested too deep");
+    std::string line;
+    if (Status s = read_line(&line); !s.ok()) return s;
+    if (line.empty()) return Status::corruption("empty reply line from " + server_);
+    const std::string_view body = std::string_view(line).substr(1);
+    *reply = Reply();
+    std::int64_t n = 0;
+    const bool numeric = detail::parse_int64(body, &n);
+    switch (line[0]) {
+      case '+': reply->type = Reply::Type::kStatus; reply->text = std::string(body); return Status();
+      case '-': reply->type = Reply::Type::kError; reply->text = std::string(body); return Status();
+      case ':':
+        if (!numeric) break;
+        reply->type = Reply::Type::kInteger;
+        reply->integer = n;
+        return Status();
+      case '$': {
+        if (!numeric || n < -1) break;
+        if (n == -1) return Status();  // kNil
+        const auto length = static_cast<std::size_t>(n);
+        if (Status s = need(length + 2); !s.ok()) return s;
+        reply->type = Reply::Type::kBulk;
+        reply->text.assign(in_, pos_, length);
+        pos_ += length + 2;
+        return Status();
+      }
+      case '*': {
+        if (!numeric || n < -1) break;
+        if (n == -1) return Status();  // kNil
+        reply->type = Reply::Type::kArray;
+        for (std::int64_t i = 0; i < n; ++i) {
+          reply->elements.emplace_back();
+          if (Status s = read_reply(&reply->elements.back(), depth + 1); !s.ok()) return s;
+        }
+        return Status();
+      }
+    }
+    return Status::corruption("malformed reply from " + server_ + ": " + line.substr(0, 64));
+  }
+
+  detail::Socket socket_;
+  std::string server_;  // "127.0.0.1:6380", for messages
+  std::chrono::milliseconds timeout_;
+  std::string out_;       // commands not sent yet
+  std::string in_;        // bytes received; the first pos_ are read
+  std::size_t pos_ = 0;
+};
+//< chapter 7
 
 }  // namespace keystonelight
 

@@ -2165,7 +2165,7 @@ struct ServerCounters {
   const std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 };
 
-// What CONFIG GET and INFO report about the setup; the server program fills it in.
+// How the server is set up: CONFIG GET and INFO report it; the server program fills it in.
 struct ServerConfig {
   std::string bind = "127.0.0.1";
   int port = 6380;
