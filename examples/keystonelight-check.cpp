@@ -1,6 +1,9 @@
-// keystonelight-check: verifies a data directory's log, and on request repairs it.
+// keystonelight-check: verifies a data directory's log, on request repairs it, and
+// exports its live contents as Redis commands.
 //
 //   keystonelight-check [--records] [--fix] DIR
+//   keystonelight-check --export DIR > dump.resp
+//   keystonelight-check --export DIR | redis-cli --pipe
 //
 // It reads DIR/keystonelight.log from start to end with the engine's own LogReader and
 // prints what it holds: records (puts, deletes), live keys, how many bytes are live (the
@@ -24,19 +27,57 @@
 // Store::open does, so it refuses to touch the log of a running store. It never rewrites
 // a damaged file header: that file may not be a Keystonelight log at all.
 //
+// --export writes what the store holds to standard output as RESP2 commands, one
+// `*3 $3 SET $<len> key $<len> value` array per live key, binary-safe, in the order of
+// each key's latest record, so that `redis-cli --pipe` loads it into Redis or Valkey.
+// The output is the data, so every message goes to standard error. Like a check it
+// changes nothing and takes no lock: it works on the directory of a running store (and
+// shows it as of the moment it starts). It reads the log twice: once to verify all of it
+// and find the latest record of each live key, keeping keys and offsets only, and then to
+// write those records; so it holds no values in memory, and writes nothing at all unless
+// the whole log can be exported. A log that Store::open would open exports exactly what
+// Store::open would load:
+//
+//   torn tail    left out, as Store::open drops it, and named on standard error; exit 0,
+//                for the export is complete (a store writing at that moment shows its
+//                record in flight this way, and that must not fail every live export)
+//   corruption, a record this build does not understand, a damaged file header:
+//                nothing is written to standard output and the exit status is 1. An
+//                export missing everything after the damage would look complete; the
+//                message names the file and offset and says how to export what comes
+//                before the damage (--fix on a copy, then --export the copy)
+//
+// A failed write to standard output (EPIPE, a full disk) is exit 3: the export is then
+// incomplete and must not be used. Check the exit status of the exporter, not only of
+// the loader: in `--export DIR | redis-cli --pipe` the shell reports redis-cli's alone
+// unless `set -o pipefail` is on. The log's expiry field is not exported: no build so far
+// writes anything but 0 there, and Store::open ignores it too.
+//
 // Exit codes (also in --help):
-//   0  the log is clean, or --fix repaired it
-//   1  a problem was found and left as it is (torn tail, corruption, a damaged header)
-//   2  usage error: an unknown option, a missing or extra DIR
+//   0  the log is clean, or --fix repaired it; with --export, the live keys were
+//      written (a torn tail left out, as opening the store drops it)
+//   1  a problem was found and left as it is (torn tail, corruption, a damaged header);
+//      with --export, corruption or a damaged header, and nothing was written
+//   2  usage error: an unknown option, a missing or extra DIR, --export with --fix or
+//      --records
 //   3  the log could not be read or repaired: no such directory or log, an I/O error,
-//      a log version this build cannot read, the lock held by a running store
+//      a log version this build cannot read, the lock held by a running store; with
+//      --export also a failed write to standard output (what was written is incomplete)
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "keystonelight.hpp"
 
@@ -57,6 +98,7 @@ enum ExitCode : int {
 
 constexpr const char* kUsage =
     "usage: keystonelight-check [--records] [--fix] DIR\n"
+    "       keystonelight-check --export DIR\n"
     "       keystonelight-check --help | --version\n"
     "\n"
     "Verifies DIR/keystonelight.log without changing anything and reports its records,\n"
@@ -68,14 +110,21 @@ constexpr const char* kUsage =
     "  --fix       cut a damaged log at the end of its last good record (takes DIR/LOCK,\n"
     "              so not while a store has DIR open); a corrupt log loses the records\n"
     "              after the damage too, so copy the file first to keep them\n"
+    "  --export    write the live keys to standard output as RESP2 SET commands, for\n"
+    "              `keystonelight-check --export DIR | redis-cli --pipe`; changes\n"
+    "              nothing, takes no lock (a running store may hold DIR), leaves out a\n"
+    "              torn tail as opening the store does (and says so on standard error),\n"
+    "              and writes nothing at all for a corrupt log; not with --fix or --records\n"
     "  --help      print this text\n"
     "  --version   print the version of Keystonelight this program was built with\n"
     "\n"
     "Exit codes:\n"
-    "  0  the log is clean, or --fix repaired it\n"
-    "  1  a problem was found and left as it is (torn tail, corruption, damaged header)\n"
+    "  0  the log is clean, or --fix repaired it; --export: the live keys were written\n"
+    "  1  a problem was found and left as it is (torn tail, corruption, damaged header);\n"
+    "     --export: corruption or a damaged header, and nothing was written\n"
     "  2  usage error\n"
-    "  3  the log could not be read or repaired (missing, I/O error, locked by a store)\n";
+    "  3  the log could not be read or repaired (missing, I/O error, locked by a store);\n"
+    "     --export: also standard output could not be written (the export is incomplete)\n";
 
 // Longest key, after escaping, that --records prints in full.
 constexpr std::size_t kMaxShownKeyChars = 48;
@@ -84,6 +133,7 @@ struct Arguments {
   std::string dir;
   bool records = false;  // --records
   bool fix = false;      // --fix
+  bool exports = false;  // --export
   bool help = false;     // --help
   bool version = false;  // --version
 };
@@ -100,6 +150,7 @@ std::optional<std::string> parse_arguments(int argc, char** argv, Arguments* arg
     } else if (!options_done && arg.size() > 1 && arg[0] == '-') {
       if (arg == "--records") args->records = true;
       else if (arg == "--fix") args->fix = true;
+      else if (arg == "--export") args->exports = true;
       else if (arg == "--help" || arg == "-h") args->help = true;
       else if (arg == "--version") args->version = true;
       else return "unknown option '" + arg + "'";
@@ -108,6 +159,14 @@ std::optional<std::string> parse_arguments(int argc, char** argv, Arguments* arg
     } else {
       return "one DIR at a time: '" + args->dir + "' and '" + arg + "' were both given";
     }
+  }
+  if (args->exports && args->fix) {
+    return std::string("--export and --fix cannot be combined: an export changes nothing; "
+                       "to export a damaged log, run --fix on a copy, then --export the copy");
+  }
+  if (args->exports && args->records) {
+    return std::string("--export and --records cannot be combined: standard output carries "
+                       "the exported data alone");
   }
   if (dirs == 0 && !args->help && !args->version) return std::string("missing DIR");
   return std::nullopt;
@@ -161,14 +220,18 @@ struct Scan {
   std::uint64_t good_end = 0;  // offset just after the last good record (or the header)
   std::uint64_t puts = 0;
   std::uint64_t deletes = 0;
-  // The latest put of each live key: the size of that record, header included.
-  std::unordered_map<std::string, std::uint64_t> live;
+  // The latest put of each live key: where that record starts, and its size with header.
+  struct Latest {
+    std::uint64_t offset = 0;
+    std::uint64_t size = 0;
+  };
+  std::unordered_map<std::string, Latest> live;
   std::optional<Problem> problem;
 
   std::uint64_t records() const { return puts + deletes; }
   std::uint64_t live_bytes() const {
     std::uint64_t sum = 0;
-    for (const auto& entry : live) sum += entry.second;
+    for (const auto& entry : live) sum += entry.second.size;
     return sum;
   }
   // Records that compaction would drop: overwritten puts and every delete.
@@ -184,7 +247,7 @@ struct Scan {
 void count_record(const Record& record, Scan* scan) {
   if (record.type == RecordType::kPut) {
     ++scan->puts;
-    scan->live.insert_or_assign(std::string(record.key), record.size);
+    scan->live.insert_or_assign(std::string(record.key), Scan::Latest{record.offset, record.size});
   } else {
     ++scan->deletes;
     scan->live.erase(std::string(record.key));
@@ -314,12 +377,173 @@ Status fix_log(std::unique_ptr<File> file, const Scan& scan) {
   return Status();
 }
 
+// Says on standard error what went wrong and what to do; never touches standard output,
+// which may carry an export.
+void complain(const std::string& what, const std::string& advice) {
+  std::fprintf(stderr, "keystonelight-check: %s\n", what.c_str());
+  if (!advice.empty()) std::fprintf(stderr, "keystonelight-check: %s\n", advice.c_str());
+}
+
 // Reports a failure that stops the check: what failed, on which file, what to do.
 int fail(const Status& s, const std::string& advice) {
   std::fflush(stdout);  // whatever the report said so far comes first
-  std::fprintf(stderr, "keystonelight-check: %s\n", s.to_string().c_str());
-  if (!advice.empty()) std::fprintf(stderr, "keystonelight-check: %s\n", advice.c_str());
+  complain(s.to_string(), advice);
   return kExitFailed;
+}
+
+// --- --export -------------------------------------------------------------------------
+
+// Standard output as the sink of an export. The first failed write is kept and every
+// later one skipped, so that the caller stops reading the log and reports it once.
+class Output {
+ public:
+  Output() {
+    // Fully buffered, in large blocks: one write(2) per 256 KiB, whatever stdout is.
+    std::setvbuf(stdout, nullptr, _IOFBF, kBufferBytes);
+  }
+
+  bool put(std::string_view bytes) {
+    if (status_.ok() && !bytes.empty() &&
+        std::fwrite(bytes.data(), 1, bytes.size(), stdout) != bytes.size()) {
+      failed(errno);
+    }
+    return status_.ok();
+  }
+
+  // Flushes and closes standard output: a full disk or a closed pipe may show only here,
+  // and some file systems report errors only at close. Nothing may use stdout after.
+  Status finish() {
+    if (status_.ok() && (std::fflush(stdout) != 0 || std::ferror(stdout))) failed(errno);
+    if (std::fclose(stdout) != 0 && status_.ok()) failed(errno);
+    return status_;
+  }
+
+  const Status& status() const { return status_; }
+
+ private:
+  static constexpr std::size_t kBufferBytes = 256 * 1024;
+
+  void failed(int err) {
+    status_ = Status::io_error(std::string("write standard output: ") + std::strerror(err));
+  }
+
+  Status status_;
+};
+
+// One RESP2 command, SET key value: lengths in decimal, bytes as they are, so any key or
+// value (CR, LF, NUL, RESP look-alikes) arrives unchanged.
+bool put_set(std::string_view key, std::string_view value, Output* out) {
+  const std::string key_head = "*3\r\n$3\r\nSET\r\n$" + std::to_string(key.size()) + "\r\n";
+  const std::string value_head = "\r\n$" + std::to_string(value.size()) + "\r\n";
+  return out->put(key_head) && out->put(key) && out->put(value_head) && out->put(value) &&
+         out->put("\r\n");
+}
+
+// Writes the latest record of each live key that `scan` found, in log order, reading the
+// log a second time. The first reading found every record before scan.good_end whole, and
+// those bytes cannot change under an open file (a store only appends, and compaction
+// renames a new file over the log, leaving ours as it was), so a record that no longer
+// reads back means the disk returns other bytes than before: an error, not damage to
+// diagnose. The export is then incomplete, and so is it after any error returned here.
+Status write_export(File* file, const Scan& scan, Output* out) {
+  std::vector<std::uint64_t> offsets;
+  offsets.reserve(scan.live.size());
+  for (const auto& entry : scan.live) offsets.push_back(entry.second.offset);
+  std::sort(offsets.begin(), offsets.end());
+
+  LogReader reader(file);
+  LogReader::Header header;
+  if (Status s = reader.open(&header); !s.ok()) return s;
+  Record record;
+  for (std::size_t i = 0; i < offsets.size();) {
+    const std::uint64_t at = reader.offset();
+    const LogReader::Result result = reader.next(&record);
+    if (result == LogReader::Result::kIOError) return reader.status();
+    if (result != LogReader::Result::kRecord) {
+      return Status::io_error(file->path() + ": " + LogReader::describe(result) +
+                              " at byte offset " + std::to_string(at) + " on the second "
+                              "reading, where the first found a whole record: the file "
+                              "changed while it was read, or the disk is failing");
+    }
+    if (record.offset != offsets[i]) continue;  // overwritten or deleted later
+    if (!put_set(record.key, record.value, out)) return out->status();
+    ++i;
+  }
+  return Status();
+}
+
+// --export: the whole export or, for a log that cannot be exported whole, nothing at all
+// on standard output; what happened is said on standard error.
+int export_log(const std::string& dir, File* file) {
+  const std::string& path = file->path();
+  Scan scan;
+  Status s = scan_log(file, /*list_records=*/false, &scan);
+  if (s.code() == Status::Code::kCorruption) {
+    // The file header: the file may not be a log at all, and --fix would not touch it.
+    complain(s.message() + "; nothing was exported",
+             "restore a backup: --fix does not rewrite a file header");
+    return kExitProblem;
+  }
+  if (!s.ok()) {
+    return fail(s, s.code() == Status::Code::kNotSupported
+                       ? "nothing was exported"
+                       : "nothing was exported; check the disk and run the export again");
+  }
+
+  if (scan.problem && scan.problem->diagnosis.damage != keystonelight::Damage::kTornTail) {
+    const Problem& p = *scan.problem;
+    std::string what = path + ": " + LogReader::describe(p.result) + " at byte offset " +
+                       std::to_string(p.offset);
+    if (p.diagnosis.damage == keystonelight::Damage::kCorruption) {
+      what += ", yet a valid record follows at offset " + std::to_string(*p.diagnosis.next_valid) +
+              ": the log is corrupt";
+    } else {
+      what += ": its header checksum holds, yet its type or length is beyond this build "
+              "(written by a build with larger KEYSTONELIGHT_MAX_KEY_BYTES or "
+              "KEYSTONELIGHT_MAX_VALUE_BYTES, or damaged)";
+    }
+    what += ". Nothing was exported: without the records after the damage, an export "
+            "would look complete and not be";
+    complain(what, "run `keystonelight-check " + dir + "` for a report. To export the " +
+                       std::to_string(scan.records()) + " records before offset " +
+                       std::to_string(p.offset) + ", copy " + dir + ", run `keystonelight-check "
+                       "--fix COPY`, then `keystonelight-check --export COPY`; or restore a "
+                       "backup");
+    return kExitProblem;
+  }
+
+  // Without this, a reader that goes away (`| head`) would kill the program silently,
+  // mid-export; ignored, it makes the write fail with EPIPE, reported like any failure.
+  std::signal(SIGPIPE, SIG_IGN);
+  Output out;
+  Status w = write_export(file, scan, &out);
+  Status f = out.finish();
+  if (!w.ok() || !f.ok()) {
+    complain((w.ok() ? f : w).to_string(),
+             "the export is incomplete: do not load it (or discard what was loaded), and "
+             "run it again");
+    return kExitFailed;
+  }
+
+  if (scan.problem) {
+    // A torn tail: the store holds, and opening it keeps, exactly what was exported.
+    if (scan.header == LogReader::Header::kTorn) {
+      complain("note: " + path + ": incomplete file header (" + std::to_string(scan.file_size) +
+                   " bytes) at byte offset 0, a crash while the log was created: the store "
+                   "is empty (opening it writes a new header), so nothing was exported",
+               "");
+    } else {
+      complain("note: " + path + ": " + LogReader::describe(scan.problem->result) +
+                   " at byte offset " + std::to_string(scan.problem->offset) +
+                   ", a torn tail (a write cut short by a crash, or in flight in a store "
+                   "that has " + dir + " open): its " + std::to_string(scan.damaged_bytes()) +
+                   " bytes were left out, as opening the store drops them; exported the " +
+                   std::to_string(scan.live.size()) + " live keys of the " +
+                   std::to_string(scan.records()) + " records before it",
+               "");
+    }
+  }
+  return kExitClean;
 }
 
 int run(const Arguments& args) {
@@ -351,6 +575,7 @@ int run(const Arguments& args) {
   if (Status s = fs->open(path, /*create=*/false, &file); !s.ok()) {
     return fail(s, "check the file's permissions: it is opened for reading and writing");
   }
+  if (args.exports) return export_log(args.dir, file.get());
 
   Scan scan;
   Status s = scan_log(file.get(), args.records, &scan);
@@ -378,9 +603,29 @@ int run(const Arguments& args) {
   return kExitClean;
 }
 
+// Points standard input, output and error at /dev/null where they are closed, and says
+// whether standard output was. The log is opened for reading and writing: with descriptor
+// 1 or 2 free, it would get that number, and the report or the export would be appended
+// to the log itself. Returns 0, or the errno of a failed open.
+int open_closed_standard_descriptors(bool* stdout_was_closed) {
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+    if (fd == STDOUT_FILENO) *stdout_was_closed = true;
+    const int opened = ::open("/dev/null", O_RDWR);  // the lowest free number: fd itself
+    if (opened < 0) return errno;
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  bool stdout_was_closed = false;
+  if (int err = open_closed_standard_descriptors(&stdout_was_closed); err != 0) {
+    std::fprintf(stderr, "keystonelight-check: open /dev/null in place of a closed standard "
+                         "descriptor: %s\n", std::strerror(err));
+    return kExitFailed;
+  }
   Arguments args;
   if (std::optional<std::string> error = parse_arguments(argc, argv, &args)) {
     std::fprintf(stderr, "keystonelight-check: %s\n\n%s", error->c_str(), kUsage);
@@ -393,6 +638,11 @@ int main(int argc, char** argv) {
   if (args.version) {
     std::printf("keystonelight-check %s\n", KEYSTONELIGHT_VERSION_STR);
     return kExitClean;
+  }
+  if (args.exports && stdout_was_closed) {
+    complain("standard output is closed, so the export would be lost; nothing was exported",
+             "send it to a file or a pipe: keystonelight-check --export DIR > dump.resp");
+    return kExitFailed;
   }
   return run(args);
 }
