@@ -34,10 +34,10 @@ number    = $(patsubst 0%,%,$(firstword $(subst -, ,$(1))))
 SNAPSHOTS := $(foreach c,$(CHAPTERS),chapters/$(c)/keystonelight.hpp)
 DIFFS     := $(foreach c,$(CHAPTERS),chapters/$(c)/CHANGES.diff)
 
-# Until chapter 8 brings the server program, `make run` starts chapter 7's example: the
-# server on 127.0.0.1:6380 with its store in ./data (SHUTDOWN from a client stops it).
-RUN_PROGRAM := $(BUILD)/chapters/07-tcp-server/example
-RUN_ARGS    := 6380 data
+# `make run` starts the server program on its defaults: 127.0.0.1:6380, data in ./data.
+# Flags go in RUN_ARGS: make run RUN_ARGS="--port 7000 --fsync always".
+RUN_PROGRAM := $(BUILD)/bin/keystonelight-server
+RUN_ARGS    ?=
 
 .PHONY: all run test check chapters check-chapters check-clang sanitize tsan fuzz fuzz-tools install uninstall clean \
         doctest redis-tools

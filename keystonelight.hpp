@@ -33,6 +33,10 @@
        7. The TCP server       Server: listener, a thread per connection, pipelining,
                                limits, graceful stop; Client and Reply
 //< chapter 7
+//> chapter 8
+       8. Process management   PidFile, SignalWaiter (the server program is
+                               examples/keystonelight-server.cpp)
+//< chapter 8
 
    COMPILE-TIME OPTIONS: define before including to change a default.
 
@@ -198,6 +202,11 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 //< chapter 7
+//> chapter 8
+#include <csignal>
+
+#include <signal.h>
+//< chapter 8
 
 namespace keystonelight {
 
@@ -465,37 +474,62 @@ class PosixFileSystem final : public FileSystem {
 //< chapter 2
 //> chapter 3
 
-// An exclusive lock on a data directory, held from acquire() until destruction. It is a
-// flock(2) on DIR/LOCK: the kernel drops it when the holder exits, even by kill -9, so a
-// stale lock cannot outlive its process. The file holds the holder's pid for the message
-// a second opener sees. (flock locks an open file, not a process: a child made by fork
-// without exec shares its parent's lock until it closes its copy.)
+// A lock held through a file: a flock(2) on it, which the kernel drops when the holder
+// exits, even by kill -9, so a stale lock cannot outlive its process. The file holds the
+// holder's pid for the message a second comer sees. (flock locks an open file, not a
+// process: a child made by fork without exec shares its parent's lock until it closes
+// its copy.)
+//
+// lock_file opens (creating it) the file `path` and takes an exclusive flock on it without
+// waiting. On success *fd holds the lock and *pid the pid the file held (left by an
+// earlier holder, or empty). When another open file holds the lock: Busy, with its
+// holder's pid in *pid (empty if it has not written one yet); the caller words the message.
+inline Status lock_file(const std::string& path, int* fd, std::string* pid) {
+  int f;
+  do f = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  while (f < 0 && errno == EINTR);
+  if (f < 0) return os_error("open", path, errno);
+  int r;
+  do r = ::flock(f, LOCK_EX | LOCK_NB);
+  while (r < 0 && errno == EINTR);
+  const int err = r == 0 ? 0 : errno;
+  char buf[32];
+  const ssize_t n = ::pread(f, buf, sizeof(buf) - 1, 0);
+  pid->clear();
+  for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; ++i) *pid += buf[i];
+  if (err != 0) {
+    ::close(f);
+    return err == EWOULDBLOCK ? Status::busy(path) : os_error("lock", path, err);
+  }
+  *fd = f;
+  return Status();
+}
+
+// Replaces what a locked file holds with our pid.
+inline Status write_pid(int fd, const std::string& path) {
+  const std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+    return os_error("write pid to", path, errno);
+  }
+  return Status();
+}
+
+// An exclusive lock on a data directory, DIR/LOCK, held from acquire() until destruction.
 class DirLock {
  public:
   static Status acquire(const std::string& path, std::unique_ptr<DirLock>* lock) {
-    int fd;
-    do fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    while (fd < 0 && errno == EINTR);
-    if (fd < 0) return os_error("open lock file", path, errno);
-    int r;
-    do r = ::flock(fd, LOCK_EX | LOCK_NB);
-    while (r < 0 && errno == EINTR);
-    if (r != 0) {
-      int err = errno;
-      std::string holder = read_pid(fd);
-      ::close(fd);
-      if (err != EWOULDBLOCK) return os_error("lock", path, err);
+    int fd = -1;
+    std::string holder;
+    if (Status s = lock_file(path, &fd, &holder); !s.ok()) {
+      if (s.code() != Status::Code::kBusy) return s;
       return Status::busy(path + " is locked by " +
                           (holder.empty() ? std::string("another process") : "pid " + holder) +
                           ": one Store per data directory; stop that process or use another "
                           "directory");
     }
-    // Ours now: replace whatever pid a previous holder left with our own.
-    std::string pid = std::to_string(::getpid()) + "\n";
-    if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
-      int err = errno;
+    if (Status s = write_pid(fd, path); !s.ok()) {
       ::close(fd);
-      return os_error("write pid to lock file", path, err);
+      return s;
     }
     lock->reset(new DirLock(fd));
     return Status();
@@ -507,14 +541,6 @@ class DirLock {
 
  private:
   explicit DirLock(int fd) : fd_(fd) {}
-
-  static std::string read_pid(int fd) {
-    char buf[32];
-    ssize_t n = ::pread(fd, buf, sizeof(buf) - 1, 0);
-    std::string pid;
-    for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; ++i) pid += buf[i];
-    return pid;
-  }
 
   int fd_;
 };
@@ -857,6 +883,117 @@ inline std::uint64_t raise_open_files_limit(std::uint64_t wanted) {
   return as_count(limit.rlim_cur);
 }
 //< chapter 7
+//> chapter 8
+
+// Process management (chapter 8): a PID file, and signals as values.
+//
+// A PID file names the process that serves a data directory and keeps a second one out.
+// "Read the pid, check whether that process lives, write ours" races: two starters can
+// both find no live process and both write, and a pid can be reused by an unrelated
+// process. The flock of lock_file() leaves the question to the kernel, which drops the
+// lock when its holder dies, however it dies.
+class PidFile {
+ public:
+  // Takes `path`, writing our pid in it. Busy, "already running as pid N (PID file
+  // PATH)", while another process holds it. A file left by a process that is gone is
+  // taken over, and *stale_pid (when not null) gets the pid it held.
+  static Status acquire(const std::string& path, std::unique_ptr<PidFile>* pid_file,
+                        std::string* stale_pid = nullptr) {
+    // The holder removes the file just before it lets go of the lock. A starter that
+    // opened the file before the removal and locked it after holds a lock on a file no
+    // longer under that name, while a third process creates and locks a new one: two
+    // instances. So after locking, check that the name still leads to the file locked.
+    for (int attempt = 0; attempt < 10; ++attempt) {
+      int fd = -1;
+      std::string pid;
+      if (Status s = lock_file(path, &fd, &pid); !s.ok()) {
+        if (s.code() != Status::Code::kBusy) return s;
+        return Status::busy("already running as pid " + (pid.empty() ? "unknown" : pid) +
+                            " (PID file " + path + ")");
+      }
+      struct stat locked, named;
+      if (::fstat(fd, &locked) != 0) {
+        const int err = errno;
+        ::close(fd);
+        return os_error("stat", path, err);
+      }
+      if (::stat(path.c_str(), &named) != 0 || named.st_ino != locked.st_ino ||
+          named.st_dev != locked.st_dev) {
+        ::close(fd);  // removed under us: try the file that has the name now
+        continue;
+      }
+      if (Status s = write_pid(fd, path); !s.ok()) {
+        ::close(fd);
+        return s;
+      }
+      if (stale_pid != nullptr) *stale_pid = pid;
+      pid_file->reset(new PidFile(fd, path));
+      return Status();
+    }
+    return Status::io_error("PID file " + path + " was removed again and again while it was "
+                            "taken: is another program deleting it?");
+  }
+
+  // Removes the file, then closes it, which lets go of the lock: in that order, nobody
+  // can find the file unlocked with our pid in it.
+  ~PidFile() {
+    ::unlink(path_.c_str());
+    ::close(fd_);
+  }
+  PidFile(const PidFile&) = delete;
+  PidFile& operator=(const PidFile&) = delete;
+
+  const std::string& path() const { return path_; }
+
+ private:
+  PidFile(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+
+  int fd_;
+  std::string path_;
+};
+
+// Turns SIGHUP, SIGTERM and SIGINT into values one thread waits for, with sigwait(2). A
+// signal handler may call only async-signal-safe functions (no malloc, no mutex, no
+// printf); a thread that waits for the signal runs ordinary code, compaction included.
+class SignalWaiter {
+ public:
+  // Blocks the three signals in the calling thread. Threads inherit the mask of the
+  // thread that starts them, so construct this in main() before any thread starts: a
+  // thread that kept them unblocked would receive one and the process would die of it.
+  // Also ignores SIGPIPE for the whole process: writing to a closed connection then fails
+  // with EPIPE instead of killing the process (MSG_NOSIGNAL already asks for that on
+  // each send; this covers every other write).
+  SignalWaiter() {
+    sigemptyset(&set_);
+    sigaddset(&set_, SIGHUP);
+    sigaddset(&set_, SIGTERM);
+    sigaddset(&set_, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set_, nullptr);
+    std::signal(SIGPIPE, SIG_IGN);
+  }
+  SignalWaiter(const SignalWaiter&) = delete;
+  SignalWaiter& operator=(const SignalWaiter&) = delete;
+
+  // Waits until one of the signals arrives and returns it: SIGHUP, SIGTERM or SIGINT.
+  int wait() {
+    int signal = 0;
+    while (sigwait(&set_, &signal) != 0) {
+    }
+    return signal;
+  }
+
+  // Makes wait(), in `thread`, return SIGTERM: how the owner ends the thread that waits.
+  static void interrupt(std::thread& thread) { pthread_kill(thread.native_handle(), SIGTERM); }
+
+  static const char* name(int signal) {
+    return signal == SIGHUP ? "SIGHUP" : signal == SIGTERM ? "SIGTERM"
+                                       : signal == SIGINT  ? "SIGINT" : "a signal";
+  }
+
+ private:
+  sigset_t set_;
+};
+//< chapter 8
 
 }  // namespace detail
 //> chapter 2
@@ -3618,8 +3755,10 @@ class Client {
   Status read(Reply* reply) {
     if (Status s = flush(); !s.ok()) return s;
     Status s = read_reply(reply, 0);
-    in_.erase(0, pos_);
-    pos_ = 0;
+    if (pos_ == in_.size() || pos_ > 64 * 1024) {  // not after every reply of a pipeline
+      in_.erase(0, pos_);
+      pos_ = 0;
+    }
     return s;
   }
 
@@ -3728,6 +3867,21 @@ class Client {
   std::size_t pos_ = 0;
 };
 //< chapter 7
+//> chapter 8
+
+// =======================================================================================
+// Chapter 8: process management
+//
+// What a server program needs beyond the Server: a PID file that keeps a second instance
+// out, and signals handled in a thread of their own (SIGHUP compacts; SIGTERM and SIGINT
+// stop gracefully). Both are platform code, defined with the rest of it near the top of
+// this file; the program that puts everything together is
+// examples/keystonelight-server.cpp, which is also chapter 8's example.
+// =======================================================================================
+
+using detail::PidFile;
+using detail::SignalWaiter;
+//< chapter 8
 
 }  // namespace keystonelight
 

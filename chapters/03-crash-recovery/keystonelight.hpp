@@ -358,37 +358,62 @@ class PosixFileSystem final : public FileSystem {
   }
 };
 
-// An exclusive lock on a data directory, held from acquire() until destruction. It is a
-// flock(2) on DIR/LOCK: the kernel drops it when the holder exits, even by kill -9, so a
-// stale lock cannot outlive its process. The file holds the holder's pid for the message
-// a second opener sees. (flock locks an open file, not a process: a child made by fork
-// without exec shares its parent's lock until it closes its copy.)
+// A lock held through a file: a flock(2) on it, which the kernel drops when the holder
+// exits, even by kill -9, so a stale lock cannot outlive its process. The file holds the
+// holder's pid for the message a second comer sees. (flock locks an open file, not a
+// process: a child made by fork without exec shares its parent's lock until it closes
+// its copy.)
+//
+// lock_file opens (creating it) the file `path` and takes an exclusive flock on it without
+// waiting. On success *fd holds the lock and *pid the pid the file held (left by an
+// earlier holder, or empty). When another open file holds the lock: Busy, with its
+// holder's pid in *pid (empty if it has not written one yet); the caller words the message.
+inline Status lock_file(const std::string& path, int* fd, std::string* pid) {
+  int f;
+  do f = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  while (f < 0 && errno == EINTR);
+  if (f < 0) return os_error("open", path, errno);
+  int r;
+  do r = ::flock(f, LOCK_EX | LOCK_NB);
+  while (r < 0 && errno == EINTR);
+  const int err = r == 0 ? 0 : errno;
+  char buf[32];
+  const ssize_t n = ::pread(f, buf, sizeof(buf) - 1, 0);
+  pid->clear();
+  for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; ++i) *pid += buf[i];
+  if (err != 0) {
+    ::close(f);
+    return err == EWOULDBLOCK ? Status::busy(path) : os_error("lock", path, err);
+  }
+  *fd = f;
+  return Status();
+}
+
+// Replaces what a locked file holds with our pid.
+inline Status write_pid(int fd, const std::string& path) {
+  const std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+    return os_error("write pid to", path, errno);
+  }
+  return Status();
+}
+
+// An exclusive lock on a data directory, DIR/LOCK, held from acquire() until destruction.
 class DirLock {
  public:
   static Status acquire(const std::string& path, std::unique_ptr<DirLock>* lock) {
-    int fd;
-    do fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    while (fd < 0 && errno == EINTR);
-    if (fd < 0) return os_error("open lock file", path, errno);
-    int r;
-    do r = ::flock(fd, LOCK_EX | LOCK_NB);
-    while (r < 0 && errno == EINTR);
-    if (r != 0) {
-      int err = errno;
-      std::string holder = read_pid(fd);
-      ::close(fd);
-      if (err != EWOULDBLOCK) return os_error("lock", path, err);
+    int fd = -1;
+    std::string holder;
+    if (Status s = lock_file(path, &fd, &holder); !s.ok()) {
+      if (s.code() != Status::Code::kBusy) return s;
       return Status::busy(path + " is locked by " +
                           (holder.empty() ? std::string("another process") : "pid " + holder) +
                           ": one Store per data directory; stop that process or use another "
                           "directory");
     }
-    // Ours now: replace whatever pid a previous holder left with our own.
-    std::string pid = std::to_string(::getpid()) + "\n";
-    if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
-      int err = errno;
+    if (Status s = write_pid(fd, path); !s.ok()) {
       ::close(fd);
-      return os_error("write pid to lock file", path, err);
+      return s;
     }
     lock->reset(new DirLock(fd));
     return Status();
@@ -400,14 +425,6 @@ class DirLock {
 
  private:
   explicit DirLock(int fd) : fd_(fd) {}
-
-  static std::string read_pid(int fd) {
-    char buf[32];
-    ssize_t n = ::pread(fd, buf, sizeof(buf) - 1, 0);
-    std::string pid;
-    for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; ++i) pid += buf[i];
-    return pid;
-  }
 
   int fd_;
 };

@@ -1,0 +1,158 @@
+// Chapter 8: the PID file and the signal waiter, in process and in forked children. The
+// server program itself is tested from outside, as a user runs it, by
+// tests/programs/server.sh: flags, a second instance, kill -9, SIGHUP, SIGTERM, SHUTDOWN.
+#include <doctest/doctest.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "keystonelight.hpp"
+#include "../../tests/support/temp_dir.hpp"
+
+namespace kl = keystonelight;
+
+namespace {
+
+// Runs `body` in a forked child and returns its exit status (or 128 + the signal that
+// killed it), so that a signal mask or a killed process cannot touch the test runner.
+template <typename Body>
+int in_child(Body body) {
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(body());
+  int status = 0;
+  if (child < 0 || ::waitpid(child, &status, 0) != child) return -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+}  // namespace
+
+TEST_SUITE("chapter 8: process management") {
+
+TEST_CASE("a PID file holds our pid while it is held, and is gone once released") {
+  kltest::TempDir dir;
+  const std::string path = dir.file("server.pid");
+  {
+    std::unique_ptr<kl::PidFile> pid_file;
+    std::string stale = "unset";
+    REQUIRE(kl::PidFile::acquire(path, &pid_file, &stale).ok());
+    CHECK(stale.empty());
+    CHECK(pid_file->path() == path);
+    CHECK(kltest::read_file(path) == std::to_string(::getpid()) + "\n");
+  }
+  CHECK_FALSE(std::filesystem::exists(path));
+}
+
+TEST_CASE("a second taker is refused with the holder's pid and the file's path") {
+  kltest::TempDir dir;
+  const std::string path = dir.file("server.pid");
+  std::unique_ptr<kl::PidFile> first;
+  REQUIRE(kl::PidFile::acquire(path, &first).ok());
+  std::unique_ptr<kl::PidFile> second;
+  kl::Status s = kl::PidFile::acquire(path, &second);
+  CHECK(s.code() == kl::Status::Code::kBusy);
+  CHECK(s.message() == "already running as pid " + std::to_string(::getpid()) + " (PID file " +
+                           path + ")");
+  CHECK(second == nullptr);
+  CHECK(kltest::read_file(path) == std::to_string(::getpid()) + "\n");  // untouched
+}
+
+TEST_CASE("a PID file left by a process that is gone is taken over, naming the old pid") {
+  kltest::TempDir dir;
+  const std::string path = dir.file("server.pid");
+  kltest::write_file(path, "999999\n");  // no lock: its writer has exited
+  std::unique_ptr<kl::PidFile> pid_file;
+  std::string stale;
+  REQUIRE(kl::PidFile::acquire(path, &pid_file, &stale).ok());
+  CHECK(stale == "999999");
+  CHECK(kltest::read_file(path) == std::to_string(::getpid()) + "\n");
+}
+
+TEST_CASE("after kill -9 of the holder, its PID file is taken over at once") {
+  kltest::TempDir dir;
+  const std::string path = dir.file("server.pid");
+  int ready[2];
+  REQUIRE(::pipe(ready) == 0);
+  const pid_t holder = ::fork();
+  REQUIRE(holder >= 0);
+  if (holder == 0) {
+    std::unique_ptr<kl::PidFile> pid_file;
+    if (!kl::PidFile::acquire(path, &pid_file).ok()) ::_exit(1);
+    const char byte = 1;
+    if (::write(ready[1], &byte, 1) != 1) ::_exit(1);
+    ::pause();  // until killed
+    ::_exit(0);
+  }
+  ::close(ready[1]);
+  char byte = 0;
+  REQUIRE(::read(ready[0], &byte, 1) == 1);
+  ::close(ready[0]);
+
+  std::unique_ptr<kl::PidFile> mine;
+  kl::Status s = kl::PidFile::acquire(path, &mine);
+  CHECK(s.code() == kl::Status::Code::kBusy);
+  CHECK(s.message().find("pid " + std::to_string(holder) + " ") != std::string::npos);
+
+  REQUIRE(::kill(holder, SIGKILL) == 0);
+  int status = 0;
+  REQUIRE(::waitpid(holder, &status, 0) == holder);
+  std::string stale;
+  REQUIRE(kl::PidFile::acquire(path, &mine, &stale).ok());
+  CHECK(stale == std::to_string(holder));
+}
+
+TEST_CASE("SignalWaiter hands SIGHUP, SIGTERM and SIGINT to the waiting thread, in order") {
+  const int status = in_child([] {
+    kl::SignalWaiter signals;  // before the thread, which inherits the blocked mask
+    std::atomic<int> seen[3] = {{0}, {0}, {0}};
+    std::thread waiter([&] {
+      for (int i = 0; i < 3; ++i) seen[i] = signals.wait();
+    });
+    // Sent to the process, as kill(1) does: any thread could take it, but every thread
+    // blocks it, so only sigwait does. Sent one at a time: pending signals do not queue.
+    const int order[3] = {SIGHUP, SIGINT, SIGTERM};
+    for (int i = 0; i < 3; ++i) {
+      ::kill(::getpid(), order[i]);
+      for (int spin = 0; spin < 1000 && seen[i] == 0; ++spin) ::usleep(1000);
+    }
+    waiter.join();
+    for (int i = 0; i < 3; ++i) {
+      if (seen[i] != order[i]) return 10 + i;
+    }
+    return 0;
+  });
+  CHECK(status == 0);
+}
+
+TEST_CASE("SignalWaiter::interrupt ends a thread waiting for signals") {
+  const int status = in_child([] {
+    kl::SignalWaiter signals;
+    std::atomic<int> seen{0};
+    std::thread waiter([&] { seen = signals.wait(); });
+    ::usleep(10000);
+    kl::SignalWaiter::interrupt(waiter);
+    waiter.join();
+    return seen == SIGTERM ? 0 : 1;
+  });
+  CHECK(status == 0);
+}
+
+TEST_CASE("with a SignalWaiter, writing to a closed pipe fails with EPIPE instead of killing") {
+  const int status = in_child([] {
+    kl::SignalWaiter signals;
+    int fds[2];
+    if (::pipe(fds) != 0) return 2;
+    ::close(fds[0]);
+    const ssize_t n = ::write(fds[1], "x", 1);
+    return n < 0 && errno == EPIPE ? 0 : 1;
+  });
+  CHECK(status == 0);  // 128 + SIGPIPE if the signal had killed the child
+}
+
+}  // TEST_SUITE

@@ -1,0 +1,346 @@
+// keystonelight-server: a Keystonelight store served over TCP in Redis's protocol, as a
+// program to run: flags, a PID file, a log, and signals. It is also chapter 8's example.
+//
+//   keystonelight-server [--port N] [--bind ADDR] [--dir DIR] [--pidfile PATH] ...
+//   keystonelight-server --help | --version
+//
+// Start-up, in this order, each step undone if a later one fails:
+//   1. block SIGHUP, SIGTERM and SIGINT before any thread starts (they are waited for by
+//      one thread, below), and ignore SIGPIPE;
+//   2. create the data directory when missing, take the PID file (a second instance
+//      exits here, naming the first one's pid);
+//   3. open the store: replay the log, reporting keys loaded and the time it took;
+//   4. start the server; then wait.
+// SIGHUP compacts the log. SIGTERM, SIGINT (Ctrl-C) and the SHUTDOWN command shut down:
+// stop accepting, finish the commands in flight and send their replies, close every
+// connection, sync and close the log, remove the PID file, exit 0.
+//
+// Exit status: 0 after a graceful shutdown (and for --help, --version); 1 when the server
+// cannot start or cannot stop cleanly (the log says why); 2 for a wrong flag or value.
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "keystonelight.hpp"
+
+namespace {
+
+namespace kl = keystonelight;
+
+enum ExitCode : int { kExitOk = 0, kExitFailed = 1, kExitUsage = 2 };
+
+constexpr const char* kUsage =
+    "usage: keystonelight-server [FLAG VALUE | FLAG=VALUE]...\n"
+    "       keystonelight-server --help | --version\n"
+    "\n"
+    "Serves a Keystonelight store over TCP in Redis's protocol (redis-cli, redis-benchmark\n"
+    "and Redis client libraries work). SIGHUP compacts the log; SIGTERM, SIGINT and the\n"
+    "SHUTDOWN command shut down gracefully.\n"
+    "\n"
+    "  --port N               TCP port; 0 picks a free one (default 6380)\n"
+    "  --bind ADDR            address to listen on, IPv4 or IPv6 (default 127.0.0.1)\n"
+    "  --dir DIR              data directory, created when missing (default ./data)\n"
+    "  --pidfile PATH         PID file (default DIR/keystonelight.pid)\n"
+    "  --fsync POLICY         always, everysec or no (default everysec)\n"
+    "  --max-clients N        clients served at once (default 10000)\n"
+    "  --timeout SECONDS      close clients idle this long; 0 never (default 0)\n"
+    "  --requirepass PASS     clients must AUTH with PASS first (default: no password)\n"
+    "  --compact-min-bytes N  no automatic compaction below this log size (default 67108864)\n"
+    "  --compact-ratio X      compact when the log is X times the live data; 0 turns\n"
+    "                         automatic compaction off (default 2.0)\n"
+    "  --log-level LEVEL      debug, info, warning or error (default info)\n"
+    "  --help                 print this text\n"
+    "  --version              print the version\n"
+    "\n"
+    "Exit status: 0 after a graceful shutdown, 1 when it cannot start or stop cleanly,\n"
+    "2 for a wrong flag or value.\n";
+
+enum class Level { kDebug, kInfo, kWarning, kError };
+
+// The program's log, on standard error: one line per message, with the time (UTC, to
+// the millisecond) and the level, written whole under a lock since every thread logs.
+class Log {
+ public:
+  void set_threshold(Level level) { threshold_ = level; }
+
+  void write(Level level, const std::string& message) {
+    if (level < threshold_) return;
+    static const char* const kNames[] = {"debug", "info", "warning", "error"};
+    const auto now = std::chrono::system_clock::now();
+    const std::time_t seconds = std::chrono::system_clock::to_time_t(now);
+    const auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            now.time_since_epoch()).count() % 1000;
+    std::tm utc{};
+    gmtime_r(&seconds, &utc);
+    char stamp[32];
+    std::strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &utc);
+    std::lock_guard<std::mutex> lock(mu_);
+    std::fprintf(stderr, "%s.%03dZ %s: %s\n", stamp, static_cast<int>(millis),
+                 kNames[static_cast<int>(level)], message.c_str());
+    std::fflush(stderr);
+  }
+  void debug(const std::string& m) { write(Level::kDebug, m); }
+  void info(const std::string& m) { write(Level::kInfo, m); }
+  void warning(const std::string& m) { write(Level::kWarning, m); }
+  void error(const std::string& m) { write(Level::kError, m); }
+
+ private:
+  Level threshold_ = Level::kInfo;
+  std::mutex mu_;
+};
+
+struct Settings {
+  kl::ServerConfig server;
+  kl::Options store;
+  std::string pidfile;  // empty: DIR/keystonelight.pid
+  Level log_level = Level::kInfo;
+  bool help = false;
+  bool version = false;
+};
+
+// Whole-string number parsing: "12x", "", "-1" where a count is wanted are all refused.
+bool parse_count(const std::string& text, std::uint64_t max, std::uint64_t* value) {
+  if (text.empty() || text.size() > 20) return false;
+  std::uint64_t v = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return false;
+    const auto digit = static_cast<std::uint64_t>(c - '0');
+    if (v > (max - digit) / 10) return false;
+    v = v * 10 + digit;
+  }
+  *value = v;
+  return true;
+}
+
+// Applies one flag; returns what is wrong with it, if anything.
+std::optional<std::string> apply(const std::string& flag, const std::string& value,
+                                 Settings* settings) {
+  kl::ServerConfig& server = settings->server;
+  std::uint64_t n = 0;
+  if (flag == "--port") {
+    if (!parse_count(value, 65535, &n)) return "'" + value + "' is not a port number (0 to 65535)";
+    server.port = static_cast<int>(n);
+  } else if (flag == "--bind") {
+    if (value.empty()) return std::string("an address is needed, such as 127.0.0.1 or ::1");
+    server.bind = value;
+  } else if (flag == "--dir") {
+    if (value.empty()) return std::string("a directory is needed");
+    settings->store.dir = value;
+  } else if (flag == "--pidfile") {
+    if (value.empty()) return std::string("a path is needed");
+    settings->pidfile = value;
+  } else if (flag == "--fsync") {
+    if (value == "always") settings->store.fsync = kl::FsyncPolicy::kAlways;
+    else if (value == "everysec") settings->store.fsync = kl::FsyncPolicy::kEverySecond;
+    else if (value == "no") settings->store.fsync = kl::FsyncPolicy::kNever;
+    else return "'" + value + "' is not a policy: give always, everysec or no";
+    server.fsync = value;
+  } else if (flag == "--max-clients") {
+    if (!parse_count(value, 1000000, &n) || n == 0) {
+      return "'" + value + "' is not a number of clients (1 to 1000000)";
+    }
+    server.max_clients = static_cast<std::size_t>(n);
+  } else if (flag == "--timeout") {
+    if (!parse_count(value, 365 * 24 * 3600, &n)) {
+      return "'" + value + "' is not a number of seconds (0 turns the timeout off)";
+    }
+    server.timeout_seconds = static_cast<int>(n);
+  } else if (flag == "--requirepass") {
+    if (value.empty()) return std::string("the password may not be empty; leave the flag out for none");
+    server.requirepass = value;
+  } else if (flag == "--compact-min-bytes") {
+    if (!parse_count(value, UINT64_MAX, &n)) return "'" + value + "' is not a number of bytes";
+    settings->store.compact_min_bytes = n;
+  } else if (flag == "--compact-ratio") {
+    char* end = nullptr;
+    const double ratio = std::strtod(value.c_str(), &end);
+    if (value.empty() || *end != '\0' || !(ratio == 0 || ratio > 1) || ratio > 1e9) {
+      return "'" + value + "' is not a ratio: give a number above 1, or 0 to turn automatic "
+             "compaction off";
+    }
+    settings->store.compact_ratio = ratio;
+  } else if (flag == "--log-level") {
+    if (value == "debug") settings->log_level = Level::kDebug;
+    else if (value == "info") settings->log_level = Level::kInfo;
+    else if (value == "warning") settings->log_level = Level::kWarning;
+    else if (value == "error") settings->log_level = Level::kError;
+    else return "'" + value + "' is not a level: give debug, info, warning or error";
+  } else {
+    return std::string("unknown flag");
+  }
+  return std::nullopt;
+}
+
+// Reads the command line into *settings; returns the message for a wrong flag or value.
+std::optional<std::string> parse_flags(int argc, char** argv, Settings* settings) {
+  settings->store.dir = "./data";
+  for (int i = 1; i < argc; ++i) {
+    std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      settings->help = true;
+      continue;
+    }
+    if (flag == "--version") {
+      settings->version = true;
+      continue;
+    }
+    if (flag.compare(0, 2, "--") != 0) return "'" + flag + "' is not a flag; flags start with --";
+    std::string value;
+    const std::size_t equals = flag.find('=');
+    if (equals != std::string::npos) {
+      value = flag.substr(equals + 1);
+      flag.resize(equals);
+    } else if (i + 1 < argc) {
+      value = argv[++i];
+    } else {
+      return flag + ": a value is needed";
+    }
+    if (std::optional<std::string> wrong = apply(flag, value, settings)) {
+      return *wrong == "unknown flag" ? "unknown flag '" + flag + "'" : flag + ": " + *wrong;
+    }
+  }
+  settings->server.dir = settings->store.dir;
+  if (settings->pidfile.empty()) {
+    settings->pidfile = kl::detail::path_in(settings->store.dir, "keystonelight.pid");
+  }
+  return std::nullopt;
+}
+
+std::string milliseconds_since(std::chrono::steady_clock::time_point start) {
+  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                      std::chrono::steady_clock::now() - start).count();
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.1f ms", static_cast<double>(us) / 1000.0);
+  return text;
+}
+
+// SIGHUP: compact now, and say what it did to the log's size.
+void compact(kl::Store* store, Log* log) {
+  const std::uint64_t before = store->stats().log_bytes;
+  log->info("SIGHUP: compacting the log (" + std::to_string(before) + " bytes)");
+  const auto start = std::chrono::steady_clock::now();
+  if (kl::Status s = store->compact(); !s.ok()) {
+    log->warning("compaction failed: " + s.to_string());
+    return;
+  }
+  log->info("log compacted from " + std::to_string(before) + " to " +
+            std::to_string(store->stats().log_bytes) + " bytes in " + milliseconds_since(start));
+}
+
+int serve(const Settings& settings, kl::SignalWaiter* signals, Log* log) {
+  log->info("keystonelight-server " KEYSTONELIGHT_VERSION_STR " starting, pid " +
+            std::to_string(kl::detail::process_id()));
+
+  // The PID file lives in the data directory by default, so that comes first.
+  if (kl::Status s = kl::default_file_system()->create_dir(settings.store.dir); !s.ok()) {
+    log->error(s.to_string() + ": check that the parent directory exists and is writable");
+    return kExitFailed;
+  }
+  std::unique_ptr<kl::PidFile> pid_file;
+  std::string stale_pid;
+  if (kl::Status s = kl::PidFile::acquire(settings.pidfile, &pid_file, &stale_pid); !s.ok()) {
+    log->error(s.code() == kl::Status::Code::kBusy ? "keystonelight-server is " + s.message()
+                                                   : s.to_string() + " (--pidfile)");
+    return kExitFailed;
+  }
+  if (!stale_pid.empty()) {
+    log->warning("PID file " + settings.pidfile + " was left by pid " + stale_pid +
+                 ", which is no longer running: taken over");
+  }
+
+  kl::Options options = settings.store;
+  options.info_log = [log](const std::string& message) { log->warning(message); };
+  const auto opening = std::chrono::steady_clock::now();
+  std::unique_ptr<kl::Store> store;
+  if (kl::Status s = kl::Store::open(options, &store); !s.ok()) {
+    log->error("cannot open the store: " + s.to_string());
+    return kExitFailed;
+  }
+  const kl::RecoveryReport& recovery = store->recovery();
+  log->info("data directory " + settings.store.dir + ": " + std::to_string(store->size()) +
+            " keys loaded from " + std::to_string(recovery.records) + " records in " +
+            milliseconds_since(opening) + " (fsync " + settings.server.fsync + ")");
+
+  kl::ServerConfig config = settings.server;
+  config.info_log = options.info_log;
+  kl::Server server(store.get(), config);
+  if (kl::Status s = server.start(); !s.ok()) {
+    log->error("cannot start the server: " + s.to_string() +
+               (s.code() == kl::Status::Code::kBusy ? " (--port)" : ""));
+    return kExitFailed;
+  }
+  log->info("listening on " + kl::detail::endpoint(config.bind, server.port()) +
+            (config.requirepass.empty() ? "" : ", AUTH required") + "; ready for connections");
+
+  // The signal thread. SIGTERM or SIGINT ends it; so does SHUTDOWN, through interrupt().
+  std::atomic<bool> exiting{false};
+  std::thread signal_thread([&] {
+    while (true) {
+      const int signal = signals->wait();
+      if (exiting) return;
+      if (signal == SIGHUP) {
+        compact(store.get(), log);
+        continue;
+      }
+      log->info(std::string(kl::SignalWaiter::name(signal)) + ": shutting down");
+      exiting = true;
+      server.request_shutdown();
+      return;
+    }
+  });
+
+  server.wait_for_shutdown();
+  if (!exiting.exchange(true)) {
+    log->info("SHUTDOWN from a client: shutting down");
+    kl::SignalWaiter::interrupt(signal_thread);
+  }
+  signal_thread.join();
+
+  const std::uint64_t clients = server.counters()->connected_clients.load();
+  kl::Status stopped = server.stop();
+  log->info("server stopped: " + std::to_string(clients) + " connections closed, " +
+            std::to_string(server.counters()->total_commands.load()) + " commands served");
+  kl::Status closed = store->close();
+  if (!stopped.ok() || !closed.ok()) {
+    log->error("the log could not be flushed: " + (stopped.ok() ? closed : stopped).to_string() +
+               "; run keystonelight-check " + settings.store.dir + " before the next start");
+    return kExitFailed;
+  }
+  pid_file.reset();
+  log->info("log synced and closed, PID file removed; bye");
+  return kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // First, before any thread exists: every thread started later inherits the mask.
+  kl::SignalWaiter signals;
+
+  Settings settings;
+  if (std::optional<std::string> wrong = parse_flags(argc, argv, &settings)) {
+    std::fprintf(stderr, "keystonelight-server: %s\n\n%s", wrong->c_str(), kUsage);
+    return kExitUsage;
+  }
+  if (settings.help) {
+    std::fputs(kUsage, stdout);
+    return kExitOk;
+  }
+  if (settings.version) {
+    std::printf("keystonelight-server %s\n", KEYSTONELIGHT_VERSION_STR);
+    return kExitOk;
+  }
+  Log log;
+  log.set_threshold(settings.log_level);
+  return serve(settings, &signals, &log);
+}
