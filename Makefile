@@ -8,6 +8,7 @@
 #   make sanitize        every test, against the final header, under AddressSanitizer and UBSan
 #   make tsan            every test, against the final header, under ThreadSanitizer
 #   make check-clang     compile every test and program with clang too (warnings as errors)
+#   make bench           keystonelight-server beside redis-server: throughput, fsync, memory, start
 #   make fuzz            fuzz the protocol parser for FUZZ_SECONDS (60) with libFuzzer
 #   make install         copy keystonelight.hpp to $(DESTDIR)$(PREFIX)/include
 #   make uninstall       remove it again
@@ -40,7 +41,7 @@ RUN_PROGRAM := $(BUILD)/bin/keystonelight-server
 RUN_ARGS    ?=
 
 .PHONY: all run test check chapters check-chapters check-clang sanitize tsan fuzz fuzz-tools install uninstall clean \
-        doctest redis-tools
+        doctest redis-tools bench
 
 PROGRAMS := $(patsubst examples/%.cpp,$(BUILD)/bin/%,$(wildcard examples/*.cpp))
 
@@ -214,6 +215,17 @@ fuzz: build/fuzz/parser_fuzz
 	  tail -n 40 fuzz.log; echo "the failing input is in build/fuzz/crash-*; replay it with"; \
 	  echo "build/fuzz/parser_fuzz build/fuzz/crash-..."; echo "fuzz: 0 passed, 1 failed"; exit 1; \
 	fi
+
+# ---------------------------------------------------------------------------------------
+# Benchmarks: figures, never pass/fail. Optimized programs in build/bench, measured beside
+# redis-server in the same run (installed when missing, as the tests' packages are).
+# ---------------------------------------------------------------------------------------
+
+bench:
+	@sh tools/ensure-package.sh redis-server sh -c 'command -v redis-server'
+	@sh tools/ensure-package.sh redis-tools sh -c 'command -v redis-benchmark'
+	@$(MAKE) --no-print-directory BUILD=build/bench OPT="-O2 -DNDEBUG" build/bench/bin/keystonelight-server
+	@sh bench/server.sh build/bench
 
 # ---------------------------------------------------------------------------------------
 # Installing the header

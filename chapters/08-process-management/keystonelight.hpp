@@ -3273,6 +3273,7 @@ inline Status Server::stop() {
 }
 
 inline void Server::accept_loop() {
+  Clock::time_point last_note;  // of running out of descriptors: once a minute is enough
   while (true) {
     bool woken = false;
     // Wake once a second even when idle, to join the threads of closed connections.
@@ -3285,8 +3286,11 @@ inline void Server::accept_loop() {
       if (Status s = detail::accept_connection(listener_.fd(), &socket); !s.ok()) {
         // Out of descriptors: the connection stays queued and poll would report it again
         // at once. Pause rather than spin, and say why clients wait.
-        note(s.message() + ": new connections wait; raise the open-files limit or lower "
-                           "max clients");
+        if (last_note == Clock::time_point() || Clock::now() - last_note > std::chrono::minutes(1)) {
+          note(s.message() + ": new connections wait; raise the open-files limit or lower "
+                             "max clients");
+          last_note = Clock::now();
+        }
         detail::wait_ready(-1, 0, stop_.fd(), 100, &woken);
         break;
       }
