@@ -3323,13 +3323,16 @@ inline void Server::serve(Connection* c) {
       limit_to(last_received + std::chrono::seconds(config_.timeout_seconds));
     }
     if (stopping) limit_to(stop_deadline);
-    if (deadline && now >= *deadline) {
+    auto expire = [&] {
       if (stopping) {
         ending = "closed at stop with " + std::to_string(unsent()) + " bytes of replies unsent";
       } else if (unsent() > 0) {
-        ending = "closed: it read none of its " + std::to_string(unsent()) +
+        ending = "closed: it took none of its " + std::to_string(unsent()) +
                  " bytes of replies for " + std::to_string(config_.send_timeout_seconds) + " s";
       }  // an idle client is closed without a word, as its timeout promised
+    };
+    if (deadline && now >= *deadline) {
+      expire();
       break;
     }
     const bool reading = !closing && !stopping && !peer_done &&
@@ -3346,6 +3349,14 @@ inline void Server::serve(Connection* c) {
       stopping = true;
       stop_deadline = Clock::now() + std::chrono::milliseconds(KEYSTONELIGHT_STOP_GRACE_MS);
       continue;
+    }
+    // A wait that ran out ends here, before another send: poll reports room only once a
+    // third of the socket's buffer is free, but send takes any room, and the kernel grows
+    // the buffers of a connection that does not read; a last send would slip a few bytes
+    // in and put the deadline off again.
+    if (ready == 0 && deadline && Clock::now() >= *deadline) {
+      expire();
+      break;
     }
     if (reading && (ready & (POLLIN | POLLHUP | POLLERR)) != 0) {
       std::size_t got = 0;
@@ -3454,14 +3465,17 @@ class Client {
   Status wait(short events) {
     bool woken = false;
     const auto deadline = std::chrono::steady_clock::now() + timeout_;
-    while (detail::wait_ready(socket_.fd(), events, -1, static_cast<int>(timeout_.count()),
-                              &woken) == 0) {
-      if (std::chrono::steady_clock::now() >= deadline) {
+    while (true) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) {
         return Status::io_error("no answer from " + server_ + " in " +
                                 std::to_string(timeout_.count()) + " ms");
       }
+      if (detail::wait_ready(socket_.fd(), events, -1, static_cast<int>(left.count()), &woken) != 0) {
+        return Status();
+      }
     }
-    return Status();
   }
 
   // Appends to in_ what has arrived (perhaps nothing).
