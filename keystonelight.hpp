@@ -917,16 +917,22 @@ class PidFile {
         ::close(fd);
         return os_error("stat", path, err);
       }
-      if (::stat(path.c_str(), &named) != 0 || named.st_ino != locked.st_ino ||
-          named.st_dev != locked.st_dev) {
-        ::close(fd);  // removed under us: try the file that has the name now
+      if (::stat(path.c_str(), &named) != 0) {
+        const int err = errno;
+        ::close(fd);
+        if (err == ENOENT) continue;  // removed under us: try the file made since
+        return os_error("stat", path, err);
+      }
+      if (named.st_ino != locked.st_ino || named.st_dev != locked.st_dev) {
+        ::close(fd);  // replaced under us: try the file that has the name now
         continue;
       }
       if (Status s = write_pid(fd, path); !s.ok()) {
         ::close(fd);
         return s;
       }
-      if (stale_pid != nullptr) *stale_pid = pid;
+      // Our own pid in the file is no stale holder: a container's pid 1 restarted, say.
+      if (stale_pid != nullptr) *stale_pid = pid == std::to_string(::getpid()) ? "" : pid;
       pid_file->reset(new PidFile(fd, path));
       return Status();
     }
@@ -935,9 +941,14 @@ class PidFile {
   }
 
   // Removes the file, then closes it, which lets go of the lock: in that order, nobody
-  // can find the file unlocked with our pid in it.
+  // can find the file unlocked with our pid in it. A file someone put in its place (ours
+  // deleted by hand, another instance started) is not ours to remove.
   ~PidFile() {
-    ::unlink(path_.c_str());
+    struct stat locked, named;
+    if (::fstat(fd_, &locked) == 0 && ::stat(path_.c_str(), &named) == 0 &&
+        named.st_ino == locked.st_ino && named.st_dev == locked.st_dev) {
+      ::unlink(path_.c_str());
+    }
     ::close(fd_);
   }
   PidFile(const PidFile&) = delete;
@@ -962,7 +973,8 @@ class SignalWaiter {
   // thread that kept them unblocked would receive one and the process would die of it.
   // Also ignores SIGPIPE for the whole process: writing to a closed connection then fails
   // with EPIPE instead of killing the process (MSG_NOSIGNAL already asks for that on
-  // each send; this covers every other write).
+  // each send; this covers every other write). Both pass on to child processes, through
+  // fork and exec: a program that starts others should restore the defaults in the child.
   SignalWaiter() {
     sigemptyset(&set_);
     sigaddset(&set_, SIGHUP);
@@ -975,7 +987,21 @@ class SignalWaiter {
   SignalWaiter& operator=(const SignalWaiter&) = delete;
 
   // Waits until one of the signals arrives and returns it: SIGHUP, SIGTERM or SIGINT.
+  // When several are pending, a shutdown (SIGTERM, then SIGINT) comes first: sigwait
+  // leaves the order to the system, and Linux returns the lowest number first, SIGHUP (1)
+  // before SIGINT (2) and SIGTERM (15), so a shutdown would wait behind a compaction.
   int wait() {
+    sigset_t pending;
+    sigemptyset(&pending);
+    if (sigpending(&pending) == 0) {
+      for (int wanted : {SIGTERM, SIGINT}) {
+        sigset_t only;
+        sigemptyset(&only);
+        sigaddset(&only, wanted);
+        int signal = 0;
+        if (sigismember(&pending, wanted) == 1 && sigwait(&only, &signal) == 0) return signal;
+      }
+    }
     int signal = 0;
     while (sigwait(&set_, &signal) != 0) {
     }

@@ -308,8 +308,9 @@ int serve(const Settings& settings, kl::SignalWaiter* signals, Log* log) {
 
   const std::uint64_t clients = server.counters()->connected_clients.load();
   kl::Status stopped = server.stop();
-  log->info("server stopped: " + std::to_string(clients) + " connections closed, " +
-            std::to_string(server.counters()->total_commands.load()) + " commands served");
+  log->info("server stopped (connections closed: " + std::to_string(clients) +
+            ", commands served: " + std::to_string(server.counters()->total_commands.load()) +
+            ")");
   kl::Status closed = store->close();
   if (!stopped.ok() || !closed.ok()) {
     log->error("the log could not be flushed: " + (stopped.ok() ? closed : stopped).to_string() +

@@ -130,6 +130,42 @@ TEST_CASE("SignalWaiter hands SIGHUP, SIGTERM and SIGINT to the waiting thread, 
   CHECK(status == 0);
 }
 
+TEST_CASE("a pending SIGTERM or SIGINT is taken before a pending SIGHUP: shutdown first") {
+  const int status = in_child([] {
+    kl::SignalWaiter signals;
+    // All three pending at once (nobody waits yet); Linux's own order would be 1, 2, 15.
+    ::kill(::getpid(), SIGHUP);
+    ::kill(::getpid(), SIGINT);
+    ::kill(::getpid(), SIGTERM);
+    const int first = signals.wait();
+    const int second = signals.wait();
+    const int third = signals.wait();
+    return first == SIGTERM && second == SIGINT && third == SIGHUP ? 0 : 1;
+  });
+  CHECK(status == 0);
+}
+
+TEST_CASE("a PID file holding our own pid is not reported as left by another process") {
+  kltest::TempDir dir;
+  const std::string path = dir.file("server.pid");
+  kltest::write_file(path, std::to_string(::getpid()) + "\n");  // a container's pid 1, restarted
+  std::unique_ptr<kl::PidFile> pid_file;
+  std::string stale = "unset";
+  REQUIRE(kl::PidFile::acquire(path, &pid_file, &stale).ok());
+  CHECK(stale.empty());
+}
+
+TEST_CASE("a released PID file leaves alone a file that replaced it") {
+  kltest::TempDir dir;
+  const std::string path = dir.file("server.pid");
+  std::unique_ptr<kl::PidFile> pid_file;
+  REQUIRE(kl::PidFile::acquire(path, &pid_file).ok());
+  REQUIRE(::unlink(path.c_str()) == 0);  // deleted by hand...
+  kltest::write_file(path, "4242\n");      // ...and another instance's file in its place
+  pid_file.reset();
+  CHECK(kltest::read_file(path) == "4242\n");
+}
+
 TEST_CASE("SignalWaiter::interrupt ends a thread waiting for signals") {
   const int status = in_child([] {
     kl::SignalWaiter signals;
