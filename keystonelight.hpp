@@ -769,9 +769,10 @@ inline Status send_some(int fd, std::string_view data, std::size_t* sent) {
       *sent = static_cast<std::size_t>(n);
       return Status();
     }
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return Status();
-    return os_error("send to", peer_address(fd), errno);
+    const int err = errno;  // before peer_address, whose own calls may change errno
+    if (err == EINTR) continue;
+    if (err == EAGAIN || err == EWOULDBLOCK) return Status();
+    return os_error("send to", peer_address(fd), err);
   }
 }
 
@@ -790,9 +791,10 @@ inline Status receive_some(int fd, char* buffer, std::size_t n, std::size_t* got
       *closed = true;
       return Status();
     }
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return Status();
-    return os_error("receive from", peer_address(fd), errno);
+    const int err = errno;  // before peer_address, whose own calls may change errno
+    if (err == EINTR) continue;
+    if (err == EAGAIN || err == EWOULDBLOCK) return Status();
+    return os_error("receive from", peer_address(fd), err);
   }
 }
 
@@ -812,9 +814,16 @@ inline Status connect_tcp(const std::string& host, int port, int timeout_ms, Soc
     if (Status s = prepare_socket(candidate.fd(), where); !s.ok()) return s;
     int err = ::connect(candidate.fd(), a->ai_addr, a->ai_addrlen) == 0 ? 0 : errno;
     if (err == EINPROGRESS || err == EINTR) {  // the handshake goes on without us: wait
+      const auto deadline =
+          std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
       bool woken = false;
-      if ((wait_ready(candidate.fd(), POLLOUT, -1, timeout_ms, &woken) & (POLLOUT | POLLERR |
-                                                                          POLLHUP)) == 0) {
+      short ready = 0;
+      while (ready == 0 && std::chrono::steady_clock::now() < deadline) {  // a signal ends a poll
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        ready = wait_ready(candidate.fd(), POLLOUT, -1, static_cast<int>(left.count()) + 1, &woken);
+      }
+      if ((ready & (POLLOUT | POLLERR | POLLHUP)) == 0) {
         err = ETIMEDOUT;
       } else {
         socklen_t length = sizeof(err);
@@ -3427,6 +3436,7 @@ class Server {
   detail::Wakeup stop_;  // notified once, by stop(); every poll in the server watches it
   std::thread accept_thread_;
   std::atomic<int> port_{0};
+  std::atomic<bool> stopping_{false};  // stop() has begun
 
   std::mutex stop_mu_;  // makes stop() run once; taken before mu_
   bool started_ = false;
@@ -3462,7 +3472,9 @@ inline Status Server::start() {
          "; raise the hard limit (ulimit -Hn, or LimitNOFILE= under systemd) to serve more");
     config_.max_clients = static_cast<std::size_t>(lowered);
   }
-  if (Status s = stop_.open(); !s.ok()) return s;
+  if (stop_.fd() < 0) {  // a start() that failed may be tried again
+    if (Status s = stop_.open(); !s.ok()) return s;
+  }
   int port = 0;
   if (Status s = detail::listen_tcp(config_.bind, config_.port, &listener_, &port); !s.ok()) {
     return s;
@@ -3490,7 +3502,8 @@ inline Status Server::stop() {
   std::lock_guard<std::mutex> guard(stop_mu_);
   if (!started_ || stopped_) return Status();
   stopped_ = true;
-  stop_.notify();
+  stopping_ = true;  // seen between two requests of a batch
+  stop_.notify();    // seen by every poll
   accept_thread_.join();  // no new connection after this
   std::unordered_map<std::uint64_t, std::unique_ptr<Connection>> all;
   {
@@ -3625,6 +3638,11 @@ inline void Server::serve(Connection* c) {
       if (r == RequestParser::Result::kError) {
         resp::error(&out, "ERR " + parser.error());
         closing = true;
+        break;
+      }
+      if (stopping_.load()) {  // stop() came while requests ran: start no more
+        stopping = true;
+        stop_deadline = Clock::now() + std::chrono::milliseconds(KEYSTONELIGHT_STOP_GRACE_MS);
         break;
       }
       const bool was_authenticated = session.authenticated;
@@ -3775,6 +3793,27 @@ class Client {
   // Sends everything queued. While the server's replies arrive meanwhile they are kept for
   // read(), so a long pipeline cannot deadlock with both sides' buffers full.
   Status flush() {
+    deadline_ = std::chrono::steady_clock::now() + timeout_;
+    return send_queued();
+  }
+
+  // Reads the next reply (after sending what is queued).
+  Status read(Reply* reply) {
+    deadline_ = std::chrono::steady_clock::now() + timeout_;
+    if (Status s = send_queued(); !s.ok()) return s;
+    Status s = read_reply(reply, 0);
+    if (pos_ == in_.size() || pos_ > 64 * 1024) {  // not after every reply of a pipeline
+      in_.erase(0, pos_);
+      pos_ = 0;
+    }
+    return s;
+  }
+
+ private:
+  Client(detail::Socket socket, std::string server, std::chrono::milliseconds timeout)
+      : socket_(std::move(socket)), server_(std::move(server)), timeout_(timeout) {}
+
+  Status send_queued() {
     std::size_t sent = 0;
     while (sent < out_.size()) {
       std::size_t n = 0;
@@ -3792,28 +3831,13 @@ class Client {
     return Status();
   }
 
-  // Reads the next reply (after sending what is queued).
-  Status read(Reply* reply) {
-    if (Status s = flush(); !s.ok()) return s;
-    Status s = read_reply(reply, 0);
-    if (pos_ == in_.size() || pos_ > 64 * 1024) {  // not after every reply of a pipeline
-      in_.erase(0, pos_);
-      pos_ = 0;
-    }
-    return s;
-  }
-
- private:
-  Client(detail::Socket socket, std::string server, std::chrono::milliseconds timeout)
-      : socket_(std::move(socket)), server_(std::move(server)), timeout_(timeout) {}
-
-  // Waits until the socket is ready for `events`, or says the server took too long.
+  // Waits until the socket is ready for `events`, or says the server took too long: the
+  // deadline is the call's, so a server that sends a byte now and then cannot stretch it.
   Status wait(short events) {
     bool woken = false;
-    const auto deadline = std::chrono::steady_clock::now() + timeout_;
     while (true) {
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          deadline - std::chrono::steady_clock::now());
+          deadline_ - std::chrono::steady_clock::now());
       if (left.count() <= 0) {
         return Status::io_error("no answer from " + server_ + " in " +
                                 std::to_string(timeout_.count()) + " ms");
@@ -3906,6 +3930,7 @@ class Client {
   detail::Socket socket_;
   std::string server_;  // "127.0.0.1:6380", for messages
   std::chrono::milliseconds timeout_;
+  std::chrono::steady_clock::time_point deadline_;  // of the call under way
   std::string out_;       // commands not sent yet
   std::string in_;        // bytes received; the first pos_ are read
   std::size_t pos_ = 0;

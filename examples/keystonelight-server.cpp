@@ -287,13 +287,12 @@ int serve(const Settings& settings, kl::SignalWaiter* signals, Log* log) {
   std::thread signal_thread([&] {
     while (true) {
       const int signal = signals->wait();
-      if (exiting) return;
-      if (signal == SIGHUP) {
+      if (signal == SIGHUP && !exiting) {
         compact(store.get(), log);
         continue;
       }
+      if (exiting.exchange(true)) return;  // main's interrupt, or a shutdown under way
       log->info(std::string(kl::SignalWaiter::name(signal)) + ": shutting down");
-      exiting = true;
       server.request_shutdown();
       return;
     }

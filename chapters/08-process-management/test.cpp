@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <csignal>
 #include <memory>
 #include <string>
@@ -24,6 +25,7 @@ namespace {
 // killed it), so that a signal mask or a killed process cannot touch the test runner.
 template <typename Body>
 int in_child(Body body) {
+  std::fflush(nullptr);  // or the child would print the parent's buffered output again
   const pid_t child = ::fork();
   if (child == 0) ::_exit(body());
   int status = 0;
@@ -79,6 +81,7 @@ TEST_CASE("after kill -9 of the holder, its PID file is taken over at once") {
   const std::string path = dir.file("server.pid");
   int ready[2];
   REQUIRE(::pipe(ready) == 0);
+  std::fflush(nullptr);
   const pid_t holder = ::fork();
   REQUIRE(holder >= 0);
   if (holder == 0) {
@@ -119,7 +122,7 @@ TEST_CASE("SignalWaiter hands SIGHUP, SIGTERM and SIGINT to the waiting thread, 
     const int order[3] = {SIGHUP, SIGINT, SIGTERM};
     for (int i = 0; i < 3; ++i) {
       ::kill(::getpid(), order[i]);
-      for (int spin = 0; spin < 1000 && seen[i] == 0; ++spin) ::usleep(1000);
+      for (int spin = 0; spin < 30000 && seen[i] == 0; ++spin) ::usleep(1000);  // a hang guard
     }
     waiter.join();
     for (int i = 0; i < 3; ++i) {
