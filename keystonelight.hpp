@@ -1809,9 +1809,11 @@ struct Stats {
 //< chapter 4
 namespace detail {
 
-// Hands a message for a person to options.info_log, or to standard error without one.
-inline void note(const Options& options, const std::string& message) {
-  if (options.info_log) options.info_log(message);
+// Hands a message for a person to `info_log` (Options::info_log; from chapter 7 also
+// ServerConfig::info_log), or to standard error without one.
+inline void note(const std::function<void(const std::string&)>& info_log,
+                 const std::string& message) {
+  if (info_log) info_log(message);
   else std::fprintf(stderr, "keystonelight: %s\n", message.c_str());
 }
 
@@ -2223,7 +2225,7 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
   const auto started = std::chrono::steady_clock::now();
   const std::string path = detail::path_in(options.dir, kLogFileName);
   const bool syncs = options.fsync != FsyncPolicy::kNever;
-  auto note = [&](const std::string& message) { detail::note(options, message); };
+  auto note = [&](const std::string& message) { detail::note(options.info_log, message); };
 //> chapter 4
 
   // A compaction that died before its rename leaves its temporary file; the log it was
@@ -2382,7 +2384,7 @@ inline void Store::maybe_compact() {
   if (!disk_ || !disk_->wants_compaction(live_bytes_)) return;
 #if 0 //> chapters 4-4
   if (Status s = compact(); !s.ok()) {
-    detail::note(disk_->options(), "automatic compaction failed: " + s.to_string());
+    detail::note(disk_->options().info_log, "automatic compaction failed: " + s.to_string());
   }
 #endif //< chapters 4-4
 //> chapter 5
@@ -2503,7 +2505,7 @@ inline void Store::compactor_loop() {
     compaction_running_ = true;
     lock.unlock();  // compaction takes writers_mu_, which comes before this one
     Status s = compact_if_due();
-    if (!s.ok()) detail::note(disk_->options(), "automatic compaction failed: " + s.to_string());
+    if (!s.ok()) detail::note(disk_->options().info_log, "automatic compaction failed: " + s.to_string());
     lock.lock();
     compaction_running_ = false;
   }
@@ -3424,10 +3426,7 @@ class Server {
   void admit(detail::Socket socket);
   void serve(Connection* connection);
   void join_finished();
-  void note(const std::string& message) const {
-    if (config_.info_log) config_.info_log(message);
-    else std::fprintf(stderr, "keystonelight: %s\n", message.c_str());
-  }
+  void note(const std::string& message) const { detail::note(config_.info_log, message); }
 
   Store* const store_;
   ServerConfig config_;  // max_clients and port as start() settled them

@@ -11,7 +11,10 @@ shift
 
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "$package is missing: installing it with apt-get (needs the network)" >&2
-  if { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package"; } >&2 &&
+  # `make -j` may run two of these at once; apt-get refuses a second caller, so wait for
+  # the first (flock, from util-linux, is on every Debian system).
+  if { flock /tmp/keystonelight-apt.lock sh -c \
+         "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq '$package'"; } >&2 &&
      "$@" >/dev/null 2>&1; then
     exit 0
   fi

@@ -1010,9 +1010,11 @@ struct Options {
 
 namespace detail {
 
-// Hands a message for a person to options.info_log, or to standard error without one.
-inline void note(const Options& options, const std::string& message) {
-  if (options.info_log) options.info_log(message);
+// Hands a message for a person to `info_log` (Options::info_log; from chapter 7 also
+// ServerConfig::info_log), or to standard error without one.
+inline void note(const std::function<void(const std::string&)>& info_log,
+                 const std::string& message) {
+  if (info_log) info_log(message);
   else std::fprintf(stderr, "keystonelight: %s\n", message.c_str());
 }
 
@@ -1226,7 +1228,7 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
   const auto started = std::chrono::steady_clock::now();
   const std::string path = detail::path_in(options.dir, kLogFileName);
   const bool syncs = options.fsync != FsyncPolicy::kNever;
-  auto note = [&](const std::string& message) { detail::note(options, message); };
+  auto note = [&](const std::string& message) { detail::note(options.info_log, message); };
 
   std::unique_ptr<File> file;
   if (Status s = fs->open(path, true, &file); !s.ok()) return s;

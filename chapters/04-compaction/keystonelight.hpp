@@ -1065,9 +1065,11 @@ struct Stats {
 
 namespace detail {
 
-// Hands a message for a person to options.info_log, or to standard error without one.
-inline void note(const Options& options, const std::string& message) {
-  if (options.info_log) options.info_log(message);
+// Hands a message for a person to `info_log` (Options::info_log; from chapter 7 also
+// ServerConfig::info_log), or to standard error without one.
+inline void note(const std::function<void(const std::string&)>& info_log,
+                 const std::string& message) {
+  if (info_log) info_log(message);
   else std::fprintf(stderr, "keystonelight: %s\n", message.c_str());
 }
 
@@ -1385,7 +1387,7 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
   const auto started = std::chrono::steady_clock::now();
   const std::string path = detail::path_in(options.dir, kLogFileName);
   const bool syncs = options.fsync != FsyncPolicy::kNever;
-  auto note = [&](const std::string& message) { detail::note(options, message); };
+  auto note = [&](const std::string& message) { detail::note(options.info_log, message); };
 
   // A compaction that died before its rename leaves its temporary file; the log it was
   // going to replace is whole, so the file is only in the way.
@@ -1521,7 +1523,7 @@ inline Stats Store::stats() const {
 inline void Store::maybe_compact() {
   if (!disk_ || !disk_->wants_compaction(live_bytes_)) return;
   if (Status s = compact(); !s.ok()) {
-    detail::note(disk_->options(), "automatic compaction failed: " + s.to_string());
+    detail::note(disk_->options().info_log, "automatic compaction failed: " + s.to_string());
   }
 }
 

@@ -1183,9 +1183,11 @@ struct Stats {
 
 namespace detail {
 
-// Hands a message for a person to options.info_log, or to standard error without one.
-inline void note(const Options& options, const std::string& message) {
-  if (options.info_log) options.info_log(message);
+// Hands a message for a person to `info_log` (Options::info_log; from chapter 7 also
+// ServerConfig::info_log), or to standard error without one.
+inline void note(const std::function<void(const std::string&)>& info_log,
+                 const std::string& message) {
+  if (info_log) info_log(message);
   else std::fprintf(stderr, "keystonelight: %s\n", message.c_str());
 }
 
@@ -1560,7 +1562,7 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
   const auto started = std::chrono::steady_clock::now();
   const std::string path = detail::path_in(options.dir, kLogFileName);
   const bool syncs = options.fsync != FsyncPolicy::kNever;
-  auto note = [&](const std::string& message) { detail::note(options, message); };
+  auto note = [&](const std::string& message) { detail::note(options.info_log, message); };
 
   // A compaction that died before its rename leaves its temporary file; the log it was
   // going to replace is whole, so the file is only in the way.
@@ -1817,7 +1819,7 @@ inline void Store::compactor_loop() {
     compaction_running_ = true;
     lock.unlock();  // compaction takes writers_mu_, which comes before this one
     Status s = compact_if_due();
-    if (!s.ok()) detail::note(disk_->options(), "automatic compaction failed: " + s.to_string());
+    if (!s.ok()) detail::note(disk_->options().info_log, "automatic compaction failed: " + s.to_string());
     lock.lock();
     compaction_running_ = false;
   }
