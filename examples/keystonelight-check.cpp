@@ -9,12 +9,17 @@
 // prints what it holds: records (puts, deletes), live keys, how many bytes are live (the
 // latest record of each live key: what compaction keeps) and how many are garbage
 // (overwritten and deleted records: what compaction drops), and the first problem, if
-// any, with its byte offset. A problem is one of two kinds, told apart exactly as
-// Store::open tells them (LogReader::find_valid_record_after):
+// any, with its byte offset. A problem is one of these kinds, told apart exactly as
+// Store::open tells them (keystonelight::diagnose):
 //
-//   torn tail    nothing valid follows the bad record: a write interrupted by a crash.
+//   torn tail    a write interrupted by a crash: nothing valid follows the bad record, or
+//                its header holds and its length runs past the end of the file.
 //                Store::open cuts it off by itself and goes on.
-//   corruption   a valid record follows: damage in the middle, which a crashed process cannot do.
+//   lost pages   valid records follow, but the bad record lies in a page that reads as
+//                zeros: what a power cut leaves of writes not yet fsynced. Store::open
+//                cuts it off with what follows, keeps those bytes in a file beside the
+//                log, says so, and goes on.
+//   corruption   any other damage followed by valid records, which no crash explains.
 //                Store::open refuses to open the store.
 //
 // Without --fix the program changes nothing, not even the LOCK file, so it is safe on a
@@ -328,11 +333,22 @@ void print_report(const std::string& path, const Scan& scan) {
                 "does not (over this build's KEYSTONELIGHT_MAX_KEY_BYTES or "
                 "KEYSTONELIGHT_MAX_VALUE_BYTES?), which a crash cannot write: a build with larger "
                 "limits wrote it, or it is damaged; Store::open refuses to open this log\n");
+  } else if (p.diagnosis.damage == keystonelight::Damage::kLostPages) {
+    std::printf("kind:           lost pages: a valid record follows at offset %llu, but the bad "
+                "record lies in a page that reads as zeros, as a power cut leaves writes not "
+                "yet fsynced; Store::open would drop the %llu bytes from here on, keeping a copy "
+                "in %s.dropped-at-%llu, and go on\n",
+                ull(*p.diagnosis.next_valid), ull(scan.damaged_bytes()), keystonelight::kLogFileName,
+                ull(p.offset));
   } else if (p.diagnosis.next_valid) {
-    std::printf("kind:           corruption: a valid record follows at offset %llu, which a "
-                "crashed process cannot cause (a power cut can, in writes not yet fsynced); "
-                "Store::open refuses to open this log\n",
+    std::printf("kind:           corruption: a valid record follows at offset %llu, which "
+                "neither a crashed process nor a power cut explains; Store::open refuses to "
+                "open this log\n",
                 ull(*p.diagnosis.next_valid));
+  } else if (p.diagnosis.damage == keystonelight::Damage::kCorruption) {
+    std::printf("kind:           corruption: the bytes after it are full of record headers whose "
+                "contents do not match, which no crash writes; Store::open refuses to open this "
+                "log\n");
   } else {
     std::printf("kind:           torn tail: nothing valid after it; Store::open would drop %llu "
                 "bytes%s and go on\n",
@@ -344,7 +360,8 @@ void print_report(const std::string& path, const Scan& scan) {
 // What to do about the problem just reported, for a run without --fix.
 void print_advice(const std::string& dir, const Scan& scan) {
   const Problem& p = *scan.problem;
-  if (p.diagnosis.damage != keystonelight::Damage::kTornTail) {
+  if (p.diagnosis.damage != keystonelight::Damage::kTornTail &&
+      p.diagnosis.damage != keystonelight::Damage::kLostPages) {
     std::printf("what to do:     restore a backup, or run `keystonelight-check --fix %s` to keep "
                 "the %llu records before offset %llu and lose the %llu bytes from there on "
                 "(copy the file first to keep them)\n",
@@ -490,13 +507,19 @@ int export_log(const std::string& dir, File* file) {
                        : "nothing was exported; check the disk and run the export again");
   }
 
-  if (scan.problem && scan.problem->diagnosis.damage != keystonelight::Damage::kTornTail) {
+  // A torn tail and a power cut's lost pages are what Store::open drops: the export is
+  // what the store would hold. Anything else stops it.
+  if (scan.problem && scan.problem->diagnosis.damage != keystonelight::Damage::kTornTail &&
+      scan.problem->diagnosis.damage != keystonelight::Damage::kLostPages) {
     const Problem& p = *scan.problem;
     std::string what = path + ": " + LogReader::describe(p.result) + " at byte offset " +
                        std::to_string(p.offset);
     if (p.diagnosis.damage == keystonelight::Damage::kCorruption) {
-      what += ", yet a valid record follows at offset " + std::to_string(*p.diagnosis.next_valid) +
-              ": the log is corrupt";
+      what += p.diagnosis.next_valid
+                  ? ", yet a valid record follows at offset " +
+                        std::to_string(*p.diagnosis.next_valid) + ": the log is corrupt"
+                  : std::string(", and the bytes after it are full of record headers whose "
+                                "contents do not match: the log is corrupt");
     } else {
       what += ": its header checksum holds, yet its type or length is beyond this build "
               "(written by a build with larger KEYSTONELIGHT_MAX_KEY_BYTES or "

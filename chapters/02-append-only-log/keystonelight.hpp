@@ -75,6 +75,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <memory>
 
 #include <dirent.h>
@@ -725,14 +726,62 @@ class LogReader {
   // record followed by valid ones is damage in the middle of the log; with nothing valid
   // after it, it is a torn write at the tail. A read error ends the search early: check
   // status() before taking "none" for an answer.
-  std::optional<std::uint64_t> find_valid_record_after(std::uint64_t offset) {
+  //
+  // The search costs time linear in the bytes after `offset`, whatever they hold. Each
+  // offset costs a header CRC; only where that matches (once in 2^32 offsets by chance)
+  // is the body read and checked, and those bodies are paid from a budget of twice the
+  // bytes searched. Bytes made of record images whose bodies do not match can spend it:
+  // the search then stops and sets *gave_up, and the caller must not take "none" for an
+  // answer either.
+  std::optional<std::uint64_t> find_valid_record_after(std::uint64_t offset,
+                                                       bool* gave_up = nullptr) {
+    std::uint64_t budget = 2 * (file_size_ - std::min(file_size_, offset)) + kSearchSlackBytes;
+    if (gave_up != nullptr) *gave_up = false;
     Record record;
     for (std::uint64_t p = offset + 1; p + kRecordHeaderBytes <= file_size_; ++p) {
-      Result r = parse_at(p, &record);
+      Result r = parse_at(p, &record, &budget);
       if (r == Result::kRecord) return p;
       if (r == Result::kIOError) break;
+      if (budget == kSpent) {
+        if (gave_up != nullptr) *gave_up = true;
+        break;
+      }
     }
     return std::nullopt;
+  }
+
+  // Whether the bad record at `offset` (which ends at or before `end`) lies in a page that
+  // reads as zeros from the record on: kPageBytes-aligned, zero from max(page, offset) to
+  // the page's end (or `end`). That is what a power cut leaves where the page cache had
+  // not yet written a page back: the file's size was already on disk, its bytes were not.
+  bool in_zeroed_page(std::uint64_t offset, std::uint64_t end) {
+    const char* p = nullptr;
+    // The bad record's extent: all of it when its header holds, else just the header.
+    std::uint64_t last = std::min(end, offset + kRecordHeaderBytes);
+    if (file_size_ - offset < kRecordHeaderBytes) return false;
+    if (!(status_ = fill(offset, kRecordHeaderBytes, &p)).ok()) return false;
+    if (detail::get_u32(p) == detail::crc32c_extend(0, p + 4, kRecordHeaderBytes - 4)) {
+      last = std::min(end, offset + kRecordHeaderBytes + detail::get_u32(p + 9) +
+                               std::uint64_t{detail::get_u32(p + 13)});
+    }
+    for (std::uint64_t page = offset / kPageBytes * kPageBytes; page < last; page += kPageBytes) {
+      const std::uint64_t from = std::max(page, offset);
+      const std::uint64_t to = std::min(page + kPageBytes, end);
+      if (!(status_ = fill(from, static_cast<std::size_t>(to - from), &p)).ok()) return false;
+      if (std::all_of(p, p + (to - from), [](char c) { return c == 0; })) return true;
+    }
+    return false;
+  }
+
+  // The number of whole, valid records one after another from `offset`, for reports.
+  std::uint64_t count_records_from(std::uint64_t offset) {
+    Record record;
+    std::uint64_t count = 0;
+    while (parse_at(offset, &record) == Result::kRecord) {
+      offset += record.size;
+      ++count;
+    }
+    return count;
   }
 
   // Words for a result, for messages: "checksum mismatch".
@@ -755,8 +804,13 @@ class LogReader {
 
  private:
   static constexpr std::size_t kReadAheadBytes = 256 * 1024;
+  static constexpr std::uint64_t kSearchSlackBytes = 1 << 20;  // a search may always spend
+  static constexpr std::uint64_t kSpent = std::numeric_limits<std::uint64_t>::max();
+  static constexpr std::uint64_t kPageBytes = 4096;  // the unit a power cut loses
 
-  Result parse_at(std::uint64_t at, Record* record) {
+  // Parses the record at `at`. With `budget`, a body is checked only while the budget
+  // covers its size, and is charged to it; one it cannot pay sets it to kSpent.
+  Result parse_at(std::uint64_t at, Record* record, std::uint64_t* budget = nullptr) {
     if (at == file_size_) return Result::kEnd;
     if (file_size_ - at < kRecordHeaderBytes) return Result::kIncomplete;
     const char* p = nullptr;
@@ -782,6 +836,13 @@ class LogReader {
     // length must not make us read (or reserve) half a gigabyte.
     const std::uint64_t size = kRecordHeaderBytes + std::uint64_t{key_bytes} + value_bytes;
     if (file_size_ - at < size) return Result::kIncomplete;
+    if (budget != nullptr) {
+      if (*budget < size) {
+        *budget = kSpent;
+        return Result::kBadChecksum;  // not checked; the caller stops here
+      }
+      *budget -= size;
+    }
     if (!(status_ = fill(at, static_cast<std::size_t>(size), &p)).ok()) return Result::kIOError;
     if (body_crc != detail::crc32c_extend(0, p + kRecordHeaderBytes,
                                           static_cast<std::size_t>(size) - kRecordHeaderBytes)) {

@@ -82,6 +82,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <memory>
 
 #include <dirent.h>
@@ -454,6 +455,10 @@ struct RecoveryReport {
   std::uint64_t records = 0;        // records replayed
   std::uint64_t log_bytes = 0;      // size of the log after recovery
   std::uint64_t bytes_dropped = 0;  // torn tail cut off (0 after a clean shutdown)
+  // After a power cut that lost unsynced pages: the whole records found after the hole,
+  // dropped with it, and the file that keeps every dropped byte (see Damage::kLostPages).
+  std::uint64_t records_dropped = 0;
+  std::string dropped_file;
   std::chrono::microseconds duration{0};
 };
 
@@ -866,14 +871,62 @@ class LogReader {
   // record followed by valid ones is damage in the middle of the log; with nothing valid
   // after it, it is a torn write at the tail. A read error ends the search early: check
   // status() before taking "none" for an answer.
-  std::optional<std::uint64_t> find_valid_record_after(std::uint64_t offset) {
+  //
+  // The search costs time linear in the bytes after `offset`, whatever they hold. Each
+  // offset costs a header CRC; only where that matches (once in 2^32 offsets by chance)
+  // is the body read and checked, and those bodies are paid from a budget of twice the
+  // bytes searched. Bytes made of record images whose bodies do not match can spend it:
+  // the search then stops and sets *gave_up, and the caller must not take "none" for an
+  // answer either.
+  std::optional<std::uint64_t> find_valid_record_after(std::uint64_t offset,
+                                                       bool* gave_up = nullptr) {
+    std::uint64_t budget = 2 * (file_size_ - std::min(file_size_, offset)) + kSearchSlackBytes;
+    if (gave_up != nullptr) *gave_up = false;
     Record record;
     for (std::uint64_t p = offset + 1; p + kRecordHeaderBytes <= file_size_; ++p) {
-      Result r = parse_at(p, &record);
+      Result r = parse_at(p, &record, &budget);
       if (r == Result::kRecord) return p;
       if (r == Result::kIOError) break;
+      if (budget == kSpent) {
+        if (gave_up != nullptr) *gave_up = true;
+        break;
+      }
     }
     return std::nullopt;
+  }
+
+  // Whether the bad record at `offset` (which ends at or before `end`) lies in a page that
+  // reads as zeros from the record on: kPageBytes-aligned, zero from max(page, offset) to
+  // the page's end (or `end`). That is what a power cut leaves where the page cache had
+  // not yet written a page back: the file's size was already on disk, its bytes were not.
+  bool in_zeroed_page(std::uint64_t offset, std::uint64_t end) {
+    const char* p = nullptr;
+    // The bad record's extent: all of it when its header holds, else just the header.
+    std::uint64_t last = std::min(end, offset + kRecordHeaderBytes);
+    if (file_size_ - offset < kRecordHeaderBytes) return false;
+    if (!(status_ = fill(offset, kRecordHeaderBytes, &p)).ok()) return false;
+    if (detail::get_u32(p) == detail::crc32c_extend(0, p + 4, kRecordHeaderBytes - 4)) {
+      last = std::min(end, offset + kRecordHeaderBytes + detail::get_u32(p + 9) +
+                               std::uint64_t{detail::get_u32(p + 13)});
+    }
+    for (std::uint64_t page = offset / kPageBytes * kPageBytes; page < last; page += kPageBytes) {
+      const std::uint64_t from = std::max(page, offset);
+      const std::uint64_t to = std::min(page + kPageBytes, end);
+      if (!(status_ = fill(from, static_cast<std::size_t>(to - from), &p)).ok()) return false;
+      if (std::all_of(p, p + (to - from), [](char c) { return c == 0; })) return true;
+    }
+    return false;
+  }
+
+  // The number of whole, valid records one after another from `offset`, for reports.
+  std::uint64_t count_records_from(std::uint64_t offset) {
+    Record record;
+    std::uint64_t count = 0;
+    while (parse_at(offset, &record) == Result::kRecord) {
+      offset += record.size;
+      ++count;
+    }
+    return count;
   }
 
   // Words for a result, for messages: "checksum mismatch".
@@ -896,8 +949,13 @@ class LogReader {
 
  private:
   static constexpr std::size_t kReadAheadBytes = 256 * 1024;
+  static constexpr std::uint64_t kSearchSlackBytes = 1 << 20;  // a search may always spend
+  static constexpr std::uint64_t kSpent = std::numeric_limits<std::uint64_t>::max();
+  static constexpr std::uint64_t kPageBytes = 4096;  // the unit a power cut loses
 
-  Result parse_at(std::uint64_t at, Record* record) {
+  // Parses the record at `at`. With `budget`, a body is checked only while the budget
+  // covers its size, and is charged to it; one it cannot pay sets it to kSpent.
+  Result parse_at(std::uint64_t at, Record* record, std::uint64_t* budget = nullptr) {
     if (at == file_size_) return Result::kEnd;
     if (file_size_ - at < kRecordHeaderBytes) return Result::kIncomplete;
     const char* p = nullptr;
@@ -923,6 +981,13 @@ class LogReader {
     // length must not make us read (or reserve) half a gigabyte.
     const std::uint64_t size = kRecordHeaderBytes + std::uint64_t{key_bytes} + value_bytes;
     if (file_size_ - at < size) return Result::kIncomplete;
+    if (budget != nullptr) {
+      if (*budget < size) {
+        *budget = kSpent;
+        return Result::kBadChecksum;  // not checked; the caller stops here
+      }
+      *budget -= size;
+    }
     if (!(status_ = fill(at, static_cast<std::size_t>(size), &p)).ok()) return Result::kIOError;
     if (body_crc != detail::crc32c_extend(0, p + kRecordHeaderBytes,
                                           static_cast<std::size_t>(size) - kRecordHeaderBytes)) {
@@ -1071,11 +1136,13 @@ class Disk {
     return Status();
   }
 
+  // Safe to race with close(): the check and the copy of log_ are one step under mu_,
+  // so a sync that starts after close() has taken the log says so instead of using it.
   Status sync() {
-    if (Status s = usable(); !s.ok()) return s;
     std::shared_ptr<LogWriter> log;
     {
       std::lock_guard<std::mutex> lock(mu_);
+      if (Status s = usable_locked(); !s.ok()) return s;
       log = log_;
     }
     Status s = log->sync();
@@ -1117,6 +1184,9 @@ class Disk {
 
   Status usable() {
     std::lock_guard<std::mutex> lock(mu_);
+    return usable_locked();
+  }
+  Status usable_locked() const {  // mu_ held
     if (!failed_.ok()) return failed_;
     if (closed_) return Status::io_error("the store in " + options_.dir + " is closed; open it again");
     return Status();
@@ -1171,18 +1241,32 @@ class Disk {
 // the same way, with this.
 enum class Damage {
   kTornTail,       // nothing valid after it: a write cut short; safe to cut off
-  kCorruption,     // a valid record follows: damaged before the end; refuse
+  kLostPages,      // valid records follow, but it lies in a zeroed page: what a power cut
+                   // leaves of writes not yet fsynced; cut off, with what follows, reported
+  kCorruption,     // damaged before the end in a way no crash explains: refuse
   kNotUnderstood,  // its header CRC holds, yet its type or length cannot be: refuse
 };
 struct Diagnosis {
   Damage damage = Damage::kTornTail;
-  std::optional<std::uint64_t> next_valid;  // for kCorruption: where the next record starts
+  // For kLostPages and kCorruption: where the next valid record starts. Empty for a
+  // kCorruption whose search gave up (see LogReader::find_valid_record_after).
+  std::optional<std::uint64_t> next_valid;
 };
 
-// Diagnoses the bad record at reader.offset() that made next() return `result`. A crash
-// tears a record into a prefix, perhaps followed by zeros or stale bytes; it never makes a
-// header whose CRC holds yet whose type or length is wrong, so those are never cut off: a
-// build with larger limits wrote them, or they are damaged.
+// Diagnoses the bad record at reader.offset() that made next() return `result`.
+// - A crash (kill -9, a full disk) leaves a prefix of the last write: a record whose
+//   header is cut, or whose header holds and whose length runs past the end of the file.
+//   That is a torn tail whatever its bytes look like: a torn value may well hold record
+//   images, and they prove nothing.
+// - A power cut can also lose unsynced pages out of order: the file keeps its size, a
+//   page reads as zeros, and records written after it may survive. Valid records after
+//   a bad one in a zeroed page are kLostPages. Real damage that happens to zero a page
+//   looks the same; recovery keeps those bytes in a file of their own, so nothing is
+//   destroyed on a guess.
+// - Any other bad record followed by a valid one is corruption; so is damage followed by
+//   bytes the search could not get through (it gave up).
+// - A header whose CRC holds yet whose type or length is wrong was never torn: a build
+//   with larger limits or a newer format wrote it, or it is damaged.
 inline Status diagnose(LogReader& reader, LogReader::Result result, Diagnosis* diagnosis) {
   diagnosis->damage = Damage::kTornTail;
   diagnosis->next_valid.reset();
@@ -1190,11 +1274,98 @@ inline Status diagnose(LogReader& reader, LogReader::Result result, Diagnosis* d
     diagnosis->damage = Damage::kNotUnderstood;
     return Status();
   }
-  diagnosis->next_valid = reader.find_valid_record_after(reader.offset());
+  if (result == LogReader::Result::kIncomplete) return Status();
+  bool gave_up = false;
+  diagnosis->next_valid = reader.find_valid_record_after(reader.offset(), &gave_up);
   if (!reader.status().ok()) return reader.status();
-  if (diagnosis->next_valid) diagnosis->damage = Damage::kCorruption;
+  if (gave_up) {
+    diagnosis->damage = Damage::kCorruption;
+  } else if (diagnosis->next_valid) {
+    diagnosis->damage = reader.in_zeroed_page(reader.offset(), *diagnosis->next_valid)
+                            ? Damage::kLostPages
+                            : Damage::kCorruption;
+    if (!reader.status().ok()) return reader.status();
+  }
   return Status();
 }
+
+namespace detail {
+
+// Copies bytes [from, to) of `file` into a new file at `path`, synced.
+inline Status copy_range(FileSystem* fs, File* file, std::uint64_t from, std::uint64_t to,
+                         const std::string& path) {
+  std::unique_ptr<File> copy;
+  Status s = fs->open(path, true, &copy);
+  if (s.ok()) s = copy->truncate(0);
+  std::string chunk;
+  for (std::uint64_t at = from; s.ok() && at < to; at += chunk.size()) {
+    chunk.resize(static_cast<std::size_t>(std::min<std::uint64_t>(to - at, 1 << 20)));
+    std::size_t got = 0;
+    s = file->read_at(at, chunk.data(), chunk.size(), &got);
+    if (s.ok() && got == 0) s = Status::io_error("read " + file->path() + ": the file shrank");
+    chunk.resize(got);
+    if (s.ok()) s = copy->append(chunk);
+  }
+  if (s.ok()) s = copy->sync();
+  if (!s.ok()) {
+    return Status::io_error("could not keep the bytes a recovery must drop in " + path + ": " +
+                            s.message() + ". Nothing was changed; make room and open again");
+  }
+  return s;
+}
+
+// Why recovery refuses a log it cannot explain by a crash (kCorruption, kNotUnderstood).
+inline Status refuse_damaged_log(const std::string& path, const std::string& dir,
+                                 std::uint64_t end, LogReader::Result result,
+                                 const Diagnosis& diagnosis, std::uint64_t records) {
+  const std::string at = path + ": the record at byte offset " + std::to_string(end);
+  if (diagnosis.damage == Damage::kNotUnderstood) {
+    return Status::corruption(
+        at + " has a valid header but " +
+        (result == LogReader::Result::kBadType
+             ? std::string("a record type this build does not know")
+             : "an impossible length: a key or value longer than this build's "
+               "KEYSTONELIGHT_MAX_KEY_BYTES (" + std::to_string(kMaxKeyBytes) +
+               ") or KEYSTONELIGHT_MAX_VALUE_BYTES (" + std::to_string(kMaxValueBytes) +
+               "), or a delete carrying a value") +
+        ". Nothing was changed. If a newer build, or one with larger limits, wrote this log, "
+        "open it with that build; otherwise the record is damaged: run `keystonelight-check " +
+        dir + "`");
+  }
+  const std::string after =
+      diagnosis.next_valid
+          ? "yet a valid record follows at offset " + std::to_string(*diagnosis.next_valid)
+          : std::string("and the bytes after it are full of record headers whose contents do "
+                        "not match, which no crash writes");
+  return Status::corruption(
+      path + ": " + LogReader::describe(result) + " at byte offset " + std::to_string(end) +
+      ", " + after + ": the log is damaged before its end, which neither a crashed process "
+      "nor a power cut explains. Nothing was changed. Run `keystonelight-check --fix " + dir +
+      "` to keep the " + std::to_string(records) + " records before the damage, or restore a "
+      "backup");
+}
+
+// What recovery says when it cuts the log at `end` (kTornTail, kLostPages).
+inline std::string describe_dropped_tail(const std::string& path, std::uint64_t end,
+                                         LogReader::Result result, const Diagnosis& diagnosis,
+                                         const RecoveryReport& report) {
+  std::string message = path + ": dropped " + std::to_string(report.bytes_dropped) +
+                        " bytes at the tail (" + LogReader::describe(result) + " at offset " +
+                        std::to_string(end) + ")";
+  if (diagnosis.damage == Damage::kLostPages) {
+    return message + ", in a page that reads as zeros, with the " +
+           std::to_string(report.records_dropped) + " whole records after it from offset " +
+           std::to_string(*diagnosis.next_valid) + ": a power cut lost pages not yet fsynced " +
+           "(with fsync always, none of these writes had been acknowledged). The dropped " +
+           "bytes are kept in " + report.dropped_file + "; if the power did not fail, the " +
+           "disk damaged the log: keep that file and check the disk. The log now ends after " +
+           std::to_string(report.records) + " whole records";
+  }
+  return message + ": a write interrupted by a crash; the log now ends after " +
+         std::to_string(report.records) + " whole records";
+}
+
+}  // namespace detail
 
 inline Status Store::open(const Options& options, std::unique_ptr<Store>* store) {
   std::unique_ptr<Store> opened(new Store());
@@ -1268,40 +1439,28 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
   if (result != LogReader::Result::kEnd) {
     Diagnosis diagnosis;
     if (Status s = diagnose(reader, result, &diagnosis); !s.ok()) return s;
-    if (diagnosis.damage == Damage::kNotUnderstood) {
+    if (diagnosis.damage == Damage::kNotUnderstood || diagnosis.damage == Damage::kCorruption) {
       map_.clear();
-      return Status::corruption(
-          path + ": the record at byte offset " + std::to_string(end) + " has a valid header " +
-          "but " + (result == LogReader::Result::kBadType
-                        ? std::string("a record type this build does not know")
-                        : "an impossible length: a key or value longer than this build's "
-                          "KEYSTONELIGHT_MAX_KEY_BYTES (" + std::to_string(kMaxKeyBytes) +
-                          ") or KEYSTONELIGHT_MAX_VALUE_BYTES (" + std::to_string(kMaxValueBytes) +
-                          "), or a delete carrying a value") +
-          ". Nothing was changed. If a newer build, or one with larger limits, wrote this log, "
-          "open it with that build; otherwise the record is damaged: run `keystonelight-check " +
-          options.dir + "`");
-    }
-    if (diagnosis.damage == Damage::kCorruption) {
-      const std::optional<std::uint64_t>& next = diagnosis.next_valid;
-      map_.clear();
-      return Status::corruption(
-          path + ": " + LogReader::describe(result) + " at byte offset " + std::to_string(end) +
-          ", yet a valid record follows at offset " + std::to_string(*next) +
-          ": the log is damaged before its end, which a crashed process cannot do (a power cut "
-          "can, in writes not yet fsynced). Nothing was changed. "
-          "Run `keystonelight-check --fix " + options.dir + "` to keep the " +
-          std::to_string(recovery_.records) + " records before the damage, or restore a backup");
+      return detail::refuse_damaged_log(path, options.dir, end, result, diagnosis,
+                                        recovery_.records);
     }
     recovery_.bytes_dropped = reader.file_size() - end;
+    if (diagnosis.damage == Damage::kLostPages) {
+      // Keep what is cut off, byte for byte, before cutting: if this was not a power cut
+      // but damage that zeroed a page, the records after it can still be salvaged.
+      recovery_.records_dropped = reader.count_records_from(*diagnosis.next_valid);
+      recovery_.dropped_file = path + ".dropped-at-" + std::to_string(end);
+      if (Status s = detail::copy_range(fs, file.get(), end, reader.file_size(),
+                                        recovery_.dropped_file);
+          !s.ok()) {
+        return s;
+      }
+    }
     if (Status s = file->truncate(end); !s.ok()) return s;
     if (syncs) {
       if (Status s = file->sync(); !s.ok()) return s;
     }
-    note(path + ": dropped " + std::to_string(recovery_.bytes_dropped) +
-         " bytes at the tail (" + LogReader::describe(result) + " at offset " +
-         std::to_string(end) + "): a write interrupted by a crash; the log now ends after " +
-         std::to_string(recovery_.records) + " whole records");
+    note(detail::describe_dropped_tail(path, end, result, diagnosis, recovery_));
   }
   recovery_.log_bytes = end;
   recovery_.duration = std::chrono::duration_cast<std::chrono::microseconds>(

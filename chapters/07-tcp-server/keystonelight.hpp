@@ -132,6 +132,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <memory>
 
 #include <dirent.h>
@@ -148,7 +149,7 @@
 #include <sys/file.h>
 #include <atomic>
 #include <cstdlib>
-#include <limits>
+#include <deque>
 #include <shared_mutex>
 
 #include <pthread.h>
@@ -864,6 +865,10 @@ struct RecoveryReport {
   std::uint64_t records = 0;        // records replayed
   std::uint64_t log_bytes = 0;      // size of the log after recovery
   std::uint64_t bytes_dropped = 0;  // torn tail cut off (0 after a clean shutdown)
+  // After a power cut that lost unsynced pages: the whole records found after the hole,
+  // dropped with it, and the file that keeps every dropped byte (see Damage::kLostPages).
+  std::uint64_t records_dropped = 0;
+  std::string dropped_file;
   std::chrono::microseconds duration{0};
 };
 
@@ -998,6 +1003,20 @@ class Store {
   struct WriteLock;
   Status finish_write(WriteLock& lock);
 
+  // Every read goes through here: `peek` reads map_ under the shared lock, and what it
+  // found is returned once it is as durable as the fsync policy promises. With kAlways a
+  // read that saw writes still waiting for their fsync waits for it too; if that fsync
+  // fails, those writes are undone and the read runs again. So nobody, the writer or a
+  // reader, is ever shown a write that the log may not keep.
+  template <typename Peek>
+  auto read(Peek peek) const -> decltype(peek());
+
+  // With kAlways, what each write not yet covered by an fsync replaced (the writer lock
+  // held): undo_unsynced() puts it back when that fsync fails.
+  bool keeps_undo() const;
+  void remember(std::string_view key, std::optional<std::string> previous);
+  void undo_unsynced();
+
   // The background compaction thread: started by open() when automatic compaction is on,
   // woken by maybe_compact(), stopped and joined by close().
   void compactor_loop();
@@ -1037,13 +1056,23 @@ class Store {
   bool compaction_running_ = false;  // guarded by compactor_mu_
   bool compactor_stopping_ = false;  // guarded by compactor_mu_
   std::thread compactor_;
+
+  // kAlways's undo log, oldest first; guarded by the writer lock (read: mu_ shared).
+  struct Undo {
+    std::uint64_t ticket;  // the record's number in the log (Disk::appended() after it)
+    std::string key;
+    std::optional<std::string> previous;  // the value it replaced; nullopt: none
+  };
+  std::deque<Undo> undo_;
+  bool undone_ = false;  // a failed fsync's writes were undone: every later write fails
 };
 
 inline std::optional<std::string> Store::get(std::string_view key) const {
-  std::shared_lock<detail::SharedMutex> lock(mu_);
-  auto it = map_.find(std::string(key));
-  if (it == map_.end()) return std::nullopt;
-  return it->second;
+  return read([&]() -> std::optional<std::string> {
+    auto it = map_.find(std::string(key));
+    if (it == map_.end()) return std::nullopt;
+    return it->second;
+  });
 }
 
 inline Status Store::set(std::string_view key, std::string_view value) {
@@ -1057,6 +1086,9 @@ inline Status Store::put(std::string_view key, std::string_view value) {
   auto [it, added] = map_.try_emplace(std::string(key));  // finds the key, or adds it empty
   if (!added) count_live(-1, key, it->second);
   count_live(+1, key, value);
+  if (keeps_undo()) {
+    remember(key, added ? std::nullopt : std::optional<std::string>(std::move(it->second)));
+  }
   it->second.assign(value.data(), value.size());
   maybe_compact();
   return Status();
@@ -1069,6 +1101,7 @@ inline Status Store::del(std::string_view key, bool* existed) {
   if (it == map_.end()) return Status();
   if (Status s = log_delete(key); !s.ok()) return s;
   count_live(-1, key, it->second);
+  if (keeps_undo()) remember(key, std::move(it->second));
   map_.erase(it);
   if (existed != nullptr) *existed = true;
   maybe_compact();
@@ -1076,18 +1109,16 @@ inline Status Store::del(std::string_view key, bool* existed) {
 }
 
 inline bool Store::exists(std::string_view key) const {
-  std::shared_lock<detail::SharedMutex> lock(mu_);
-  return map_.find(std::string(key)) != map_.end();
+  return read([&] { return map_.find(std::string(key)) != map_.end(); });
 }
 
 inline std::size_t Store::size() const {
-  std::shared_lock<detail::SharedMutex> lock(mu_);
-  return map_.size();
+  return read([&] { return map_.size(); });
 }
 
 inline std::vector<std::pair<std::string, std::string>> Store::entries() const {
-  std::shared_lock<detail::SharedMutex> lock(mu_);
-  return {map_.begin(), map_.end()};
+  using Entries = std::vector<std::pair<std::string, std::string>>;
+  return read([&] { return Entries(map_.begin(), map_.end()); });
 }
 
 // =======================================================================================
@@ -1375,14 +1406,62 @@ class LogReader {
   // record followed by valid ones is damage in the middle of the log; with nothing valid
   // after it, it is a torn write at the tail. A read error ends the search early: check
   // status() before taking "none" for an answer.
-  std::optional<std::uint64_t> find_valid_record_after(std::uint64_t offset) {
+  //
+  // The search costs time linear in the bytes after `offset`, whatever they hold. Each
+  // offset costs a header CRC; only where that matches (once in 2^32 offsets by chance)
+  // is the body read and checked, and those bodies are paid from a budget of twice the
+  // bytes searched. Bytes made of record images whose bodies do not match can spend it:
+  // the search then stops and sets *gave_up, and the caller must not take "none" for an
+  // answer either.
+  std::optional<std::uint64_t> find_valid_record_after(std::uint64_t offset,
+                                                       bool* gave_up = nullptr) {
+    std::uint64_t budget = 2 * (file_size_ - std::min(file_size_, offset)) + kSearchSlackBytes;
+    if (gave_up != nullptr) *gave_up = false;
     Record record;
     for (std::uint64_t p = offset + 1; p + kRecordHeaderBytes <= file_size_; ++p) {
-      Result r = parse_at(p, &record);
+      Result r = parse_at(p, &record, &budget);
       if (r == Result::kRecord) return p;
       if (r == Result::kIOError) break;
+      if (budget == kSpent) {
+        if (gave_up != nullptr) *gave_up = true;
+        break;
+      }
     }
     return std::nullopt;
+  }
+
+  // Whether the bad record at `offset` (which ends at or before `end`) lies in a page that
+  // reads as zeros from the record on: kPageBytes-aligned, zero from max(page, offset) to
+  // the page's end (or `end`). That is what a power cut leaves where the page cache had
+  // not yet written a page back: the file's size was already on disk, its bytes were not.
+  bool in_zeroed_page(std::uint64_t offset, std::uint64_t end) {
+    const char* p = nullptr;
+    // The bad record's extent: all of it when its header holds, else just the header.
+    std::uint64_t last = std::min(end, offset + kRecordHeaderBytes);
+    if (file_size_ - offset < kRecordHeaderBytes) return false;
+    if (!(status_ = fill(offset, kRecordHeaderBytes, &p)).ok()) return false;
+    if (detail::get_u32(p) == detail::crc32c_extend(0, p + 4, kRecordHeaderBytes - 4)) {
+      last = std::min(end, offset + kRecordHeaderBytes + detail::get_u32(p + 9) +
+                               std::uint64_t{detail::get_u32(p + 13)});
+    }
+    for (std::uint64_t page = offset / kPageBytes * kPageBytes; page < last; page += kPageBytes) {
+      const std::uint64_t from = std::max(page, offset);
+      const std::uint64_t to = std::min(page + kPageBytes, end);
+      if (!(status_ = fill(from, static_cast<std::size_t>(to - from), &p)).ok()) return false;
+      if (std::all_of(p, p + (to - from), [](char c) { return c == 0; })) return true;
+    }
+    return false;
+  }
+
+  // The number of whole, valid records one after another from `offset`, for reports.
+  std::uint64_t count_records_from(std::uint64_t offset) {
+    Record record;
+    std::uint64_t count = 0;
+    while (parse_at(offset, &record) == Result::kRecord) {
+      offset += record.size;
+      ++count;
+    }
+    return count;
   }
 
   // Words for a result, for messages: "checksum mismatch".
@@ -1405,8 +1484,13 @@ class LogReader {
 
  private:
   static constexpr std::size_t kReadAheadBytes = 256 * 1024;
+  static constexpr std::uint64_t kSearchSlackBytes = 1 << 20;  // a search may always spend
+  static constexpr std::uint64_t kSpent = std::numeric_limits<std::uint64_t>::max();
+  static constexpr std::uint64_t kPageBytes = 4096;  // the unit a power cut loses
 
-  Result parse_at(std::uint64_t at, Record* record) {
+  // Parses the record at `at`. With `budget`, a body is checked only while the budget
+  // covers its size, and is charged to it; one it cannot pay sets it to kSpent.
+  Result parse_at(std::uint64_t at, Record* record, std::uint64_t* budget = nullptr) {
     if (at == file_size_) return Result::kEnd;
     if (file_size_ - at < kRecordHeaderBytes) return Result::kIncomplete;
     const char* p = nullptr;
@@ -1432,6 +1516,13 @@ class LogReader {
     // length must not make us read (or reserve) half a gigabyte.
     const std::uint64_t size = kRecordHeaderBytes + std::uint64_t{key_bytes} + value_bytes;
     if (file_size_ - at < size) return Result::kIncomplete;
+    if (budget != nullptr) {
+      if (*budget < size) {
+        *budget = kSpent;
+        return Result::kBadChecksum;  // not checked; the caller stops here
+      }
+      *budget -= size;
+    }
     if (!(status_ = fill(at, static_cast<std::size_t>(size), &p)).ok()) return Result::kIOError;
     if (body_crc != detail::crc32c_extend(0, p + kRecordHeaderBytes,
                                           static_cast<std::size_t>(size) - kRecordHeaderBytes)) {
@@ -1595,11 +1686,13 @@ class Disk {
     return Status();
   }
 
+  // Safe to race with close(): the check and the copy of log_ are one step under mu_,
+  // so a sync that starts after close() has taken the log says so instead of using it.
   Status sync() {
-    if (Status s = usable(); !s.ok()) return s;
     std::shared_ptr<LogWriter> log;
     {
       std::lock_guard<std::mutex> lock(mu_);
+      if (Status s = usable_locked(); !s.ok()) return s;
       log = log_;
     }
     Status s = log->sync();
@@ -1608,6 +1701,12 @@ class Disk {
 
   // The number of records appended so far: a write's ticket for wait_durable().
   std::uint64_t appended() const { return appended_.load(); }
+
+  // The number of records known to be on disk (kAlways: covered by a finished fsync).
+  std::uint64_t synced() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return synced_;
+  }
 
   // Whether an I/O failure has stopped writes.
   bool failed() const {
@@ -1681,10 +1780,14 @@ class Disk {
   }
 
   // Chapter 4's compaction; see Store::compact. `map` is the store's whole contents.
-  Status compact(const std::unordered_map<std::string, std::string>& map) {
+  // *replaced (when not null) says whether the new log took the old one's name: a
+  // failure can come before that (the old log stays) or after it (the directory fsync).
+  Status compact(const std::unordered_map<std::string, std::string>& map,
+                 bool* replaced = nullptr) {
+    if (replaced != nullptr) *replaced = false;
     if (Status s = usable(); !s.ok()) return s;
     const auto started = std::chrono::steady_clock::now();
-    Status s = rewrite(map);
+    Status s = rewrite(map, replaced);
     std::lock_guard<std::mutex> lock(mu_);
     // After a failure, no automatic compaction until the log has grown by
     // compact_min_bytes more, so that a full disk does not make every write try again.
@@ -1724,7 +1827,7 @@ class Disk {
   // policy: it must be whole on disk before its name can replace the log; (3) rename it
   // over the log, which swaps the two in one step; (4) fsync the directory, so that the
   // rename itself survives a power cut; (5) append to the new log from now on.
-  Status rewrite(const std::unordered_map<std::string, std::string>& map) {
+  Status rewrite(const std::unordered_map<std::string, std::string>& map, bool* replaced) {
     FileSystem* fs = options_.file_system;
     const std::string temp = path_in(options_.dir, kCompactFileName);
     const std::string path = path_in(options_.dir, kLogFileName);
@@ -1739,6 +1842,7 @@ class Disk {
     }
     // The new log has the name now. If the directory cannot be synced, nobody can say
     // which of the two logs a power cut would leave: stop writing, as after any I/O error.
+    if (replaced != nullptr) *replaced = true;
     std::unique_ptr<File> file;
     s = fs->sync_dir(options_.dir);
     if (s.ok()) s = fs->open(path, false, &file);
@@ -1785,6 +1889,9 @@ class Disk {
 
   Status usable() {
     std::lock_guard<std::mutex> lock(mu_);
+    return usable_locked();
+  }
+  Status usable_locked() const {  // mu_ held
     if (!failed_.ok()) return failed_;
     if (closed_) return Status::io_error("the store in " + options_.dir + " is closed; open it again");
     return Status();
@@ -1846,18 +1953,32 @@ class Disk {
 // the same way, with this.
 enum class Damage {
   kTornTail,       // nothing valid after it: a write cut short; safe to cut off
-  kCorruption,     // a valid record follows: damaged before the end; refuse
+  kLostPages,      // valid records follow, but it lies in a zeroed page: what a power cut
+                   // leaves of writes not yet fsynced; cut off, with what follows, reported
+  kCorruption,     // damaged before the end in a way no crash explains: refuse
   kNotUnderstood,  // its header CRC holds, yet its type or length cannot be: refuse
 };
 struct Diagnosis {
   Damage damage = Damage::kTornTail;
-  std::optional<std::uint64_t> next_valid;  // for kCorruption: where the next record starts
+  // For kLostPages and kCorruption: where the next valid record starts. Empty for a
+  // kCorruption whose search gave up (see LogReader::find_valid_record_after).
+  std::optional<std::uint64_t> next_valid;
 };
 
-// Diagnoses the bad record at reader.offset() that made next() return `result`. A crash
-// tears a record into a prefix, perhaps followed by zeros or stale bytes; it never makes a
-// header whose CRC holds yet whose type or length is wrong, so those are never cut off: a
-// build with larger limits wrote them, or they are damaged.
+// Diagnoses the bad record at reader.offset() that made next() return `result`.
+// - A crash (kill -9, a full disk) leaves a prefix of the last write: a record whose
+//   header is cut, or whose header holds and whose length runs past the end of the file.
+//   That is a torn tail whatever its bytes look like: a torn value may well hold record
+//   images, and they prove nothing.
+// - A power cut can also lose unsynced pages out of order: the file keeps its size, a
+//   page reads as zeros, and records written after it may survive. Valid records after
+//   a bad one in a zeroed page are kLostPages. Real damage that happens to zero a page
+//   looks the same; recovery keeps those bytes in a file of their own, so nothing is
+//   destroyed on a guess.
+// - Any other bad record followed by a valid one is corruption; so is damage followed by
+//   bytes the search could not get through (it gave up).
+// - A header whose CRC holds yet whose type or length is wrong was never torn: a build
+//   with larger limits or a newer format wrote it, or it is damaged.
 inline Status diagnose(LogReader& reader, LogReader::Result result, Diagnosis* diagnosis) {
   diagnosis->damage = Damage::kTornTail;
   diagnosis->next_valid.reset();
@@ -1865,11 +1986,98 @@ inline Status diagnose(LogReader& reader, LogReader::Result result, Diagnosis* d
     diagnosis->damage = Damage::kNotUnderstood;
     return Status();
   }
-  diagnosis->next_valid = reader.find_valid_record_after(reader.offset());
+  if (result == LogReader::Result::kIncomplete) return Status();
+  bool gave_up = false;
+  diagnosis->next_valid = reader.find_valid_record_after(reader.offset(), &gave_up);
   if (!reader.status().ok()) return reader.status();
-  if (diagnosis->next_valid) diagnosis->damage = Damage::kCorruption;
+  if (gave_up) {
+    diagnosis->damage = Damage::kCorruption;
+  } else if (diagnosis->next_valid) {
+    diagnosis->damage = reader.in_zeroed_page(reader.offset(), *diagnosis->next_valid)
+                            ? Damage::kLostPages
+                            : Damage::kCorruption;
+    if (!reader.status().ok()) return reader.status();
+  }
   return Status();
 }
+
+namespace detail {
+
+// Copies bytes [from, to) of `file` into a new file at `path`, synced.
+inline Status copy_range(FileSystem* fs, File* file, std::uint64_t from, std::uint64_t to,
+                         const std::string& path) {
+  std::unique_ptr<File> copy;
+  Status s = fs->open(path, true, &copy);
+  if (s.ok()) s = copy->truncate(0);
+  std::string chunk;
+  for (std::uint64_t at = from; s.ok() && at < to; at += chunk.size()) {
+    chunk.resize(static_cast<std::size_t>(std::min<std::uint64_t>(to - at, 1 << 20)));
+    std::size_t got = 0;
+    s = file->read_at(at, chunk.data(), chunk.size(), &got);
+    if (s.ok() && got == 0) s = Status::io_error("read " + file->path() + ": the file shrank");
+    chunk.resize(got);
+    if (s.ok()) s = copy->append(chunk);
+  }
+  if (s.ok()) s = copy->sync();
+  if (!s.ok()) {
+    return Status::io_error("could not keep the bytes a recovery must drop in " + path + ": " +
+                            s.message() + ". Nothing was changed; make room and open again");
+  }
+  return s;
+}
+
+// Why recovery refuses a log it cannot explain by a crash (kCorruption, kNotUnderstood).
+inline Status refuse_damaged_log(const std::string& path, const std::string& dir,
+                                 std::uint64_t end, LogReader::Result result,
+                                 const Diagnosis& diagnosis, std::uint64_t records) {
+  const std::string at = path + ": the record at byte offset " + std::to_string(end);
+  if (diagnosis.damage == Damage::kNotUnderstood) {
+    return Status::corruption(
+        at + " has a valid header but " +
+        (result == LogReader::Result::kBadType
+             ? std::string("a record type this build does not know")
+             : "an impossible length: a key or value longer than this build's "
+               "KEYSTONELIGHT_MAX_KEY_BYTES (" + std::to_string(kMaxKeyBytes) +
+               ") or KEYSTONELIGHT_MAX_VALUE_BYTES (" + std::to_string(kMaxValueBytes) +
+               "), or a delete carrying a value") +
+        ". Nothing was changed. If a newer build, or one with larger limits, wrote this log, "
+        "open it with that build; otherwise the record is damaged: run `keystonelight-check " +
+        dir + "`");
+  }
+  const std::string after =
+      diagnosis.next_valid
+          ? "yet a valid record follows at offset " + std::to_string(*diagnosis.next_valid)
+          : std::string("and the bytes after it are full of record headers whose contents do "
+                        "not match, which no crash writes");
+  return Status::corruption(
+      path + ": " + LogReader::describe(result) + " at byte offset " + std::to_string(end) +
+      ", " + after + ": the log is damaged before its end, which neither a crashed process "
+      "nor a power cut explains. Nothing was changed. Run `keystonelight-check --fix " + dir +
+      "` to keep the " + std::to_string(records) + " records before the damage, or restore a "
+      "backup");
+}
+
+// What recovery says when it cuts the log at `end` (kTornTail, kLostPages).
+inline std::string describe_dropped_tail(const std::string& path, std::uint64_t end,
+                                         LogReader::Result result, const Diagnosis& diagnosis,
+                                         const RecoveryReport& report) {
+  std::string message = path + ": dropped " + std::to_string(report.bytes_dropped) +
+                        " bytes at the tail (" + LogReader::describe(result) + " at offset " +
+                        std::to_string(end) + ")";
+  if (diagnosis.damage == Damage::kLostPages) {
+    return message + ", in a page that reads as zeros, with the " +
+           std::to_string(report.records_dropped) + " whole records after it from offset " +
+           std::to_string(*diagnosis.next_valid) + ": a power cut lost pages not yet fsynced " +
+           "(with fsync always, none of these writes had been acknowledged). The dropped " +
+           "bytes are kept in " + report.dropped_file + "; if the power did not fail, the " +
+           "disk damaged the log: keep that file and check the disk. The log now ends after " +
+           std::to_string(report.records) + " whole records";
+  }
+  return message + ": a write interrupted by a crash; the log now ends after " +
+         std::to_string(report.records) + " whole records";
+}
+
+}  // namespace detail
 
 inline Status Store::open(const Options& options, std::unique_ptr<Store>* store) {
   std::unique_ptr<Store> opened(new Store());
@@ -1964,40 +2172,28 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
   if (result != LogReader::Result::kEnd) {
     Diagnosis diagnosis;
     if (Status s = diagnose(reader, result, &diagnosis); !s.ok()) return s;
-    if (diagnosis.damage == Damage::kNotUnderstood) {
+    if (diagnosis.damage == Damage::kNotUnderstood || diagnosis.damage == Damage::kCorruption) {
       map_.clear();
-      return Status::corruption(
-          path + ": the record at byte offset " + std::to_string(end) + " has a valid header " +
-          "but " + (result == LogReader::Result::kBadType
-                        ? std::string("a record type this build does not know")
-                        : "an impossible length: a key or value longer than this build's "
-                          "KEYSTONELIGHT_MAX_KEY_BYTES (" + std::to_string(kMaxKeyBytes) +
-                          ") or KEYSTONELIGHT_MAX_VALUE_BYTES (" + std::to_string(kMaxValueBytes) +
-                          "), or a delete carrying a value") +
-          ". Nothing was changed. If a newer build, or one with larger limits, wrote this log, "
-          "open it with that build; otherwise the record is damaged: run `keystonelight-check " +
-          options.dir + "`");
-    }
-    if (diagnosis.damage == Damage::kCorruption) {
-      const std::optional<std::uint64_t>& next = diagnosis.next_valid;
-      map_.clear();
-      return Status::corruption(
-          path + ": " + LogReader::describe(result) + " at byte offset " + std::to_string(end) +
-          ", yet a valid record follows at offset " + std::to_string(*next) +
-          ": the log is damaged before its end, which a crashed process cannot do (a power cut "
-          "can, in writes not yet fsynced). Nothing was changed. "
-          "Run `keystonelight-check --fix " + options.dir + "` to keep the " +
-          std::to_string(recovery_.records) + " records before the damage, or restore a backup");
+      return detail::refuse_damaged_log(path, options.dir, end, result, diagnosis,
+                                        recovery_.records);
     }
     recovery_.bytes_dropped = reader.file_size() - end;
+    if (diagnosis.damage == Damage::kLostPages) {
+      // Keep what is cut off, byte for byte, before cutting: if this was not a power cut
+      // but damage that zeroed a page, the records after it can still be salvaged.
+      recovery_.records_dropped = reader.count_records_from(*diagnosis.next_valid);
+      recovery_.dropped_file = path + ".dropped-at-" + std::to_string(end);
+      if (Status s = detail::copy_range(fs, file.get(), end, reader.file_size(),
+                                        recovery_.dropped_file);
+          !s.ok()) {
+        return s;
+      }
+    }
     if (Status s = file->truncate(end); !s.ok()) return s;
     if (syncs) {
       if (Status s = file->sync(); !s.ok()) return s;
     }
-    note(path + ": dropped " + std::to_string(recovery_.bytes_dropped) +
-         " bytes at the tail (" + LogReader::describe(result) + " at offset " +
-         std::to_string(end) + "): a write interrupted by a crash; the log now ends after " +
-         std::to_string(recovery_.records) + " whole records");
+    note(detail::describe_dropped_tail(path, end, result, diagnosis, recovery_));
   }
   recovery_.log_bytes = end;
   recovery_.duration = std::chrono::duration_cast<std::chrono::microseconds>(
@@ -2115,7 +2311,55 @@ inline Status Store::finish_write(WriteLock& lock) {
   const std::uint64_t ticket = disk_->appended();  // still under the lock: our record's number
   lock.map.unlock();
   lock.writers.unlock();  // the next writer may append while we wait for the fsync
-  return disk_->wait_durable(ticket);
+  Status s = disk_->wait_durable(ticket);
+  if (!s.ok()) undo_unsynced();  // readers must not go on seeing what failed
+  return s;
+}
+
+template <typename Peek>
+auto Store::read(Peek peek) const -> decltype(peek()) {
+  std::shared_lock<detail::SharedMutex> lock(mu_);
+  auto found = peek();
+  if (!disk_ || undone_) return found;
+  // Every write that peek() could see has a record numbered up to this; waiting for it
+  // costs nothing unless the policy is kAlways and an fsync is still due.
+  const std::uint64_t ticket = disk_->appended();
+  lock.unlock();
+  if (disk_->wait_durable(ticket).ok()) return found;
+  // Only a store made by open() has a disk_, and open() makes it non-const.
+  const_cast<Store*>(this)->undo_unsynced();
+  return read(peek);  // once more: undone_ is set now, so this returns at once
+}
+
+inline bool Store::keeps_undo() const {
+  return disk_ && disk_->options().fsync == FsyncPolicy::kAlways;
+}
+
+inline void Store::remember(std::string_view key, std::optional<std::string> previous) {
+  const std::uint64_t synced = disk_->synced();
+  while (!undo_.empty() && undo_.front().ticket <= synced) undo_.pop_front();  // durable now
+  undo_.push_back({disk_->appended(), std::string(key), std::move(previous)});
+}
+
+// Puts back, newest first, what every write after the last good fsync replaced. The log
+// has stopped taking writes (the failure is sticky), so nothing is appended meanwhile.
+inline void Store::undo_unsynced() {
+  WriteLock lock(this);
+  if (undone_) return;
+  undone_ = true;
+  const std::uint64_t synced = disk_->synced();
+  for (; !undo_.empty() && undo_.back().ticket > synced; undo_.pop_back()) {
+    Undo& undo = undo_.back();
+    if (auto it = map_.find(undo.key); it != map_.end()) {
+      count_live(-1, undo.key, it->second);
+      map_.erase(it);
+    }
+    if (undo.previous) {
+      count_live(+1, undo.key, *undo.previous);
+      map_.emplace(std::move(undo.key), std::move(*undo.previous));
+    }
+  }
+  undo_.clear();
 }
 
 inline Status Store::increment(std::string_view key, std::int64_t delta, std::int64_t* result) {
@@ -2973,22 +3217,24 @@ inline Status Store::set_all(const std::vector<std::pair<std::string_view, std::
 
 inline std::vector<std::optional<std::string>> Store::get_all(
     const std::vector<std::string_view>& keys) const {
-  std::shared_lock<detail::SharedMutex> lock(mu_);
-  std::vector<std::optional<std::string>> values;
-  values.reserve(keys.size());
-  for (std::string_view key : keys) {
-    auto it = map_.find(std::string(key));
-    values.push_back(it == map_.end() ? std::nullopt : std::optional<std::string>(it->second));
-  }
-  return values;
+  return read([&] {
+    std::vector<std::optional<std::string>> values;
+    values.reserve(keys.size());
+    for (std::string_view key : keys) {
+      auto it = map_.find(std::string(key));
+      values.push_back(it == map_.end() ? std::nullopt : std::optional<std::string>(it->second));
+    }
+    return values;
+  });
 }
 
 inline std::vector<std::string> Store::keys() const {
-  std::shared_lock<detail::SharedMutex> lock(mu_);
-  std::vector<std::string> keys;
-  keys.reserve(map_.size());
-  for (const auto& entry : map_) keys.push_back(entry.first);
-  return keys;
+  return read([&] {
+    std::vector<std::string> keys;
+    keys.reserve(map_.size());
+    for (const auto& entry : map_) keys.push_back(entry.first);
+    return keys;
+  });
 }
 
 inline Status Store::clear() {
@@ -2996,10 +3242,12 @@ inline Status Store::clear() {
   if (disk_) {
     // A compaction of nothing: an empty log replaces the old one in one rename, so a
     // crash leaves all the data or none of it, never some.
-    if (Status s = disk_->compact({}); !s.ok()) {
+    bool replaced = false;
+    if (Status s = disk_->compact({}, &replaced); !s.ok()) {
       // Failing after the rename (the Disk has stopped) leaves the empty log in place:
-      // the map must say what the log says.
-      if (disk_->failed()) {
+      // the map must say what the log says. Failing before it, as a store that already
+      // refuses writes does at once, leaves both untouched.
+      if (replaced) {
         map_.clear();
         live_bytes_ = 0;
       }

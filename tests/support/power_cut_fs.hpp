@@ -16,6 +16,9 @@
 // - the directory keeps the names it had at its last sync_dir(): a file created, renamed
 //   or removed since is back as it was then (a file renamed over is restored from a hard
 //   link kept in `shadow`, a directory beside `dir` on the same file system).
+// restore_scattered(seed) models a disk that writes pages back in any order instead: each
+// 4 KiB page holding unsynced bytes is kept or lost (read back as zeros) at random, and
+// the file keeps its size, so a lost page can lie before pages that survived.
 // cut_after(n) lets n more calls through, then cuts: a power loss at every step of an
 // operation is a loop over n. Files are told apart by inode, which renames keep.
 // Thread-safe; one data directory, without subdirectories.
@@ -32,6 +35,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <shared_mutex>
 #include <stdexcept>
 #include <string>
@@ -104,6 +108,33 @@ class PowerCutFileSystem : public keystonelight::FileSystem {
     left_ = std::numeric_limits<std::uint64_t>::max();
   }
 
+  // As restore(), but every page with unsynced bytes is kept or zeroed at random (from
+  // `seed`), out of order; sizes stay. Returns how many pages were lost.
+  std::uint64_t restore_scattered(std::uint32_t seed) {
+    restore(std::numeric_limits<std::uint64_t>::max());  // names as durable, bytes all kept
+    std::unique_lock<std::shared_mutex> lock(power_);
+    std::mt19937 random(seed);
+    std::uint64_t lost = 0;
+    for (const auto& [name, inode] : list_names()) {
+      const std::uint64_t size = size_of(path(name));
+      const std::uint64_t synced = synced_.count(inode) ? synced_[inode] : 0;
+      std::FILE* file = std::fopen(path(name).c_str(), "r+b");
+      if (file == nullptr) throw std::runtime_error("cannot open " + path(name));
+      for (std::uint64_t page = synced / kPageBytes * kPageBytes; page < size; page += kPageBytes) {
+        if (random() % 2 == 0) continue;  // this page was written back in time
+        const std::uint64_t from = std::max(page, synced);
+        const std::string zeros(static_cast<std::size_t>(std::min(page + kPageBytes, size) - from), '\0');
+        if (std::fseek(file, static_cast<long>(from), SEEK_SET) != 0 ||
+            std::fwrite(zeros.data(), 1, zeros.size(), file) != zeros.size()) {
+          throw std::runtime_error("cannot zero a page of " + path(name));
+        }
+        ++lost;
+      }
+      if (std::fclose(file) != 0) throw std::runtime_error("cannot close " + path(name));
+    }
+    return lost;
+  }
+
   keystonelight::Status open(const std::string& file_path, bool create,
                              std::unique_ptr<keystonelight::File>* file) override;
   bool exists(const std::string& file_path) override { return real_->exists(file_path); }
@@ -150,6 +181,8 @@ class PowerCutFileSystem : public keystonelight::FileSystem {
   }
 
  private:
+  static constexpr std::uint64_t kPageBytes = 4096;
+
   std::string path(const std::string& name) const { return dir_ + "/" + name; }
   std::string shadow_path(ino_t inode) const { return shadow_ + "/" + std::to_string(inode); }
 
