@@ -10,6 +10,8 @@
 #   make check-clang     compile every test and program with clang too (warnings as errors)
 #   make bench           keystonelight-server beside redis-server: throughput, fsync, memory, start
 #   make fuzz            fuzz the protocol parser for FUZZ_SECONDS (60) with libFuzzer
+#   make torture         kill -9 the server TORTURE_TRIALS (210) times under writers; check the data
+#   make soak            SECONDS (60) of mixed load; the server's memory, threads, fds must not grow
 #   make install         copy keystonelight.hpp to $(DESTDIR)$(PREFIX)/include
 #   make uninstall       remove it again
 #   make clean           remove build/
@@ -41,7 +43,7 @@ RUN_PROGRAM := $(BUILD)/bin/keystonelight-server
 RUN_ARGS    ?=
 
 .PHONY: all run test check chapters check-chapters check-clang sanitize tsan fuzz fuzz-tools install uninstall clean \
-        doctest redis-tools bench
+        doctest redis-tools bench torture soak
 
 PROGRAMS := $(patsubst examples/%.cpp,$(BUILD)/bin/%,$(wildcard examples/*.cpp))
 
@@ -170,8 +172,14 @@ redis-tools:
 	@sh tools/ensure-package.sh redis-tools sh -c 'command -v redis-benchmark' || \
 	    echo "note: the tests that drive redis-cli and redis-benchmark will be skipped"
 
-test: doctest redis-tools chapters $(SPLITTER)
-	@$(MAKE) --no-print-directory check EXTRA_RUNS='"split-chapters" "sh tests/split-chapters/run.sh $(SPLITTER)" "install" "sh tests/install.sh" "check-chapters" "sh tests/check-chapters.sh" "README" "sh tools/check-readme.sh $(CXX)"'
+# The torture of `make torture`, small (6 kill trials, 2 per fsync policy, about 5 s); it
+# runs with --one-key-writes until DEL and MSET of several keys are atomic across a crash
+# (docs/reliability.md); `make torture` checks them.
+TORTURE := $(BUILD)/tests/torture
+TORTURE_SMALL := "$(TORTURE) $(BUILD)/bin/keystonelight-server --trials 6 --ms 100,400 --ballast 20000 --one-key-writes"
+
+test: doctest redis-tools chapters $(SPLITTER) $(TORTURE)
+	@$(MAKE) --no-print-directory check EXTRA_RUNS='"split-chapters" "sh tests/split-chapters/run.sh $(SPLITTER)" "install" "sh tests/install.sh" "check-chapters" "sh tests/check-chapters.sh" "README" "sh tools/check-readme.sh $(CXX)" "torture" $(TORTURE_SMALL)'
 
 sanitize: doctest redis-tools chapters
 	@$(MAKE) --no-print-directory check BUILD=build/asan FINAL_ONLY=1 \
@@ -215,6 +223,27 @@ fuzz: build/fuzz/parser_fuzz
 	  tail -n 40 fuzz.log; echo "the failing input is in build/fuzz/crash-*; replay it with"; \
 	  echo "build/fuzz/parser_fuzz build/fuzz/crash-..."; echo "fuzz: 0 passed, 1 failed"; exit 1; \
 	fi
+
+# ---------------------------------------------------------------------------------------
+# Torture and soak (tests/torture/torture.cpp), the server program attacked from outside.
+# make torture: TORTURE_TRIALS kill -9 trials (default 210) spread over the three fsync
+# policies, each checking every acknowledged write after the restart. make soak: SECONDS
+# (default 60) of mixed load, checking that the server's memory, threads and descriptors
+# do not grow. Neither is part of CI except the small torture that `make test` runs.
+# ---------------------------------------------------------------------------------------
+
+TORTURE_TRIALS ?= 210
+SECONDS ?= 60
+
+$(TORTURE): tests/torture/torture.cpp $(HEADER)
+	@mkdir -p $(@D)
+	$(CXX) $(FLAGS) -I. $< -o $@
+
+torture: $(TORTURE) $(BUILD)/bin/keystonelight-server
+	@$(TORTURE) $(BUILD)/bin/keystonelight-server --trials $(TORTURE_TRIALS)
+
+soak: $(TORTURE) $(BUILD)/bin/keystonelight-server
+	@$(TORTURE) $(BUILD)/bin/keystonelight-server --soak $(SECONDS)
 
 # ---------------------------------------------------------------------------------------
 # Benchmarks: figures, never pass/fail. Optimized programs in build/bench, measured beside
