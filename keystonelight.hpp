@@ -1175,11 +1175,13 @@ class Store {
 //< chapter 5
 //> chapter 6
 
-  // For the protocol's MSET, KEYS and FLUSHDB (chapter 6). set_all stores every pair
-  // under one writer lock, so no reader sees half of them (a crash can still stop it
-  // halfway: each pair is its own record). keys() copies every key. clear() removes
-  // everything by swapping in an empty log, the way a compaction swaps logs.
+  // For the protocol's MSET, DEL, KEYS and FLUSHDB (chapter 6). set_all stores every
+  // pair, and del_all removes every key (counting in *removed those that existed), under
+  // one writer lock, so no reader sees half of them (a crash can still stop them halfway:
+  // each key is its own record). keys() copies every key. clear() removes everything by
+  // swapping in an empty log, the way a compaction swaps logs.
   Status set_all(const std::vector<std::pair<std::string_view, std::string_view>>& pairs);
+  Status del_all(const std::vector<std::string_view>& keys, std::size_t* removed);
   // The values of `keys`, read under one reader lock: MGET never sees half an MSET.
   std::vector<std::optional<std::string>> get_all(const std::vector<std::string_view>& keys) const;
   std::vector<std::string> keys() const;
@@ -3189,13 +3191,10 @@ class Dispatcher {
   }
   void set(const Args& a, Session*, std::string* out);
   void del(const Args& a, Session*, std::string* out) {
-    std::int64_t removed = 0;
-    for (std::size_t i = 1; i < a.size(); ++i) {
-      bool existed = false;
-      if (Status s = store_->del(a[i], &existed); !s.ok()) return reply_status(out, s);
-      removed += existed ? 1 : 0;
-    }
-    resp::integer(out, removed);
+    std::size_t removed = 0;
+    Status s = store_->del_all(std::vector<std::string_view>(a.begin() + 1, a.end()), &removed);
+    if (!s.ok()) return reply_status(out, s);
+    resp::integer(out, static_cast<std::int64_t>(removed));
   }
   void exists(const Args& a, Session*, std::string* out) {
     std::int64_t found = 0;
@@ -3574,6 +3573,22 @@ inline Status Store::set_all(const std::vector<std::pair<std::string_view, std::
   for (const auto& [key, value] : pairs) {
     if (Status s = put(key, value); !s.ok()) return s;
   }
+  return finish_write(lock);
+}
+
+inline Status Store::del_all(const std::vector<std::string_view>& keys, std::size_t* removed) {
+  WriteLock lock(this);
+  *removed = 0;
+  for (std::string_view key : keys) {
+    auto it = map_.find(std::string(key));
+    if (it == map_.end()) continue;
+    if (Status s = log_delete(key); !s.ok()) return s;
+    count_live(-1, key, it->second);
+    if (keeps_undo()) remember(key, std::move(it->second));
+    map_.erase(it);
+    ++*removed;
+  }
+  maybe_compact();
   return finish_write(lock);
 }
 

@@ -345,4 +345,34 @@ TEST_CASE("with fsync always, nobody sees a write whose fsync failed, and it is 
   }
 }
 
+TEST_CASE("DEL of several keys is one step for readers: MGET never sees half of it") {
+  kltest::TempDir dir;
+  auto store = kltest::open_store(quiet_options(dir.path(), kl::FsyncPolicy::kNever));
+  kl::Dispatcher dispatcher(store.get());
+  std::atomic<bool> done{false};
+  std::atomic<int> halves{0};
+  std::thread reader([&] {
+    kl::Session session;
+    while (!done.load()) {
+      std::string out;
+      dispatcher.execute({"MGET", "a", "b"}, &session, &out);
+      const bool a = out.find("$1\r\na") != std::string::npos;
+      const bool b = out.find("$1\r\nb") != std::string::npos;
+      if (a != b) ++halves;
+    }
+  });
+  kl::Session session;
+  for (int i = 0; i < 3000; ++i) {
+    std::string out;
+    dispatcher.execute({"MSET", "a", "a", "b", "b"}, &session, &out);
+    REQUIRE(out == "+OK\r\n");
+    out.clear();
+    dispatcher.execute({"DEL", "a", "b", "a"}, &session, &out);
+    REQUIRE(out == ":2\r\n");  // a key named twice is removed, and counted, once
+  }
+  done = true;
+  reader.join();
+  CHECK(halves == 0);
+}
+
 }  // TEST_SUITE
