@@ -619,14 +619,34 @@ class Socket {
   int fd_ = -1;
 };
 
+// A new socket, and a connection taken from a listener, close-on-exec and non-blocking from
+// the call that makes them: a program that embeds the server and forks and execs from another
+// thread would otherwise hand the child the descriptor between socket(2) and fcntl(2). Where
+// the system cannot do it in one call (macOS), prepare_socket sets the flags just after.
+inline int new_socket(const addrinfo* a) {
+#if defined(SOCK_CLOEXEC)
+  return ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
+#else
+  return ::socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+#endif
+}
+inline int accept_socket(int listener) {
+#if defined(SOCK_CLOEXEC)
+  return ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+#else
+  return ::accept(listener, nullptr, nullptr);
+#endif
+}
+
 // "127.0.0.1:6380", or "[::1]:6380" for IPv6, as people write addresses in messages.
 inline std::string endpoint(const std::string& host, int port) {
   const bool v6 = host.find(':') != std::string::npos;
   return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
 }
 
-// Makes `fd` non-blocking and close-on-exec, and (where the system has no MSG_NOSIGNAL)
-// asks it not to raise SIGPIPE when the peer has gone.
+// Makes `fd` non-blocking and close-on-exec (where new_socket and accept_socket could not),
+// and (where the system has no MSG_NOSIGNAL) asks it not to raise SIGPIPE when the peer has
+// gone.
 inline Status prepare_socket(int fd, const std::string& where) {
   const int flags = ::fcntl(fd, F_GETFL, 0);
   if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 ||
@@ -674,7 +694,7 @@ inline Status listen_tcp(const std::string& host, int port, Socket* listener, in
   const std::string where = endpoint(host, port);
   Status last = Status::io_error("no address to listen on for " + where);
   for (addrinfo* a = addresses.get(); a != nullptr; a = a->ai_next) {
-    Socket socket(::socket(a->ai_family, a->ai_socktype, a->ai_protocol));
+    Socket socket(new_socket(a));
     if (!socket.valid()) {
       last = os_error("create socket for", where, errno);
       continue;
@@ -714,7 +734,7 @@ inline Status listen_tcp(const std::string& host, int port, Socket* listener, in
 // one that was has gone already; IOError when the process is out of descriptors or memory.
 inline Status accept_connection(int listener, Socket* socket) {
   while (true) {
-    Socket accepted(::accept(listener, nullptr, nullptr));
+    Socket accepted(accept_socket(listener));
     if (accepted.valid()) {
       if (Status s = prepare_socket(accepted.fd(), "accepted connection"); !s.ok()) continue;
       *socket = std::move(accepted);
@@ -806,7 +826,7 @@ inline Status connect_tcp(const std::string& host, int port, int timeout_ms, Soc
   const std::string where = endpoint(host, port);
   Status last = Status::io_error("no address to connect to for " + where);
   for (addrinfo* a = addresses.get(); a != nullptr; a = a->ai_next) {
-    Socket candidate(::socket(a->ai_family, a->ai_socktype, a->ai_protocol));
+    Socket candidate(new_socket(a));
     if (!candidate.valid()) {
       last = os_error("create socket for", where, errno);
       continue;
@@ -856,10 +876,16 @@ class Wakeup {
 
   Status open() {
     int fds[2];
+#if defined(SOCK_CLOEXEC)
+    // Close-on-exec from the start, as for sockets (new_socket); the systems that have
+    // SOCK_CLOEXEC have pipe2 too, and the others (macOS) neither.
+    if (::pipe2(fds, O_CLOEXEC) != 0) return os_error("create", "a pipe", errno);
+#else
     if (::pipe(fds) != 0) return os_error("create", "a pipe", errno);
+    for (int fd : fds) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+#endif
     read_ = fds[0];
     write_ = fds[1];
-    for (int fd : fds) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
     ::fcntl(write_, F_SETFL, O_NONBLOCK);  // a full pipe is readable already: never wait
     return Status();
   }
