@@ -203,6 +203,12 @@ std::optional<std::string> parse_flags(int argc, char** argv, Settings* settings
     } else if (i + 1 < argc) {
       value = argv[++i];
     } else {
+      // apply() alone knows the flags: ask it whether this one is one before asking for
+      // its value, or "--bogus" at the end would be told it lacks a value.
+      Settings probe;
+      if (apply(flag, "", &probe) == std::optional<std::string>("unknown flag")) {
+        return "unknown flag '" + flag + "'";
+      }
       return flag + ": a value is needed";
     }
     if (std::optional<std::string> wrong = apply(flag, value, settings)) {

@@ -186,7 +186,8 @@ fi
 client=$work/client
 
 # --- Wrong flags: exit 2, the flag named, the usage shown. ------------------------------
-for case in "--prot 7000|unknown flag '--prot'" "--port 70000|--port: '70000' is not a port" \
+for case in "--prot 7000|unknown flag '--prot'" "--bogus|unknown flag '--bogus'" \
+            "--port 0 --bogus|unknown flag '--bogus'" "--port 70000|--port: '70000' is not a port" \
             "--fsync sometimes|--fsync: 'sometimes' is not a policy" \
             "--max-clients 0|--max-clients: '0'" "--compact-ratio 0.5|--compact-ratio: '0.5'" \
             "--log-level loud|--log-level: 'loud'" "--dir|--dir: a value is needed" \
