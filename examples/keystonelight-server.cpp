@@ -17,6 +17,8 @@
 //
 // Exit status: 0 after a graceful shutdown (and for --help, --version); 1 when the server
 // cannot start or cannot stop cleanly (the log says why); 2 for a wrong flag or value.
+#include <sys/stat.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -29,6 +31,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "keystonelight.hpp"
@@ -230,6 +233,41 @@ std::string milliseconds_since(std::chrono::steady_clock::time_point start) {
   return text;
 }
 
+// What is wrong with `pidfile` as the PID file of a store in `dir`, if anything: it may
+// not be the directory or one of the store's files, which the PID file would overwrite
+// and remove. Compared by name (the file may not exist yet: a PID file created as
+// DIR/keystonelight.log would then be taken for a damaged log) and, where it exists, by
+// identity (a symbolic link, another path to the same file). PidFile::acquire refuses
+// any other file that holds more than a pid.
+std::optional<std::string> store_file_in_the_way(const std::string& pidfile,
+                                                 const std::string& dir) {
+  struct stat dir_stat, named;
+  if (::stat(dir.c_str(), &dir_stat) != 0) return std::nullopt;  // open will say why
+  auto same = [](const struct stat& a, const struct stat& b) {
+    return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+  };
+  const bool exists = ::stat(pidfile.c_str(), &named) == 0;
+  if (exists && same(named, dir_stat)) return std::string("is the data directory");
+  const std::size_t slash = pidfile.rfind('/');
+  const std::string name = slash == std::string::npos ? pidfile : pidfile.substr(slash + 1);
+  struct stat parent;
+  const bool in_dir = ::stat(kl::detail::parent_dir(pidfile).c_str(), &parent) == 0 &&
+                      same(parent, dir_stat);
+  const std::pair<const char*, const char*> kStoreFiles[] = {
+      {kl::kLogFileName, "the store's log"},
+      {kl::kLockFileName, "the data directory's lock file"},
+      {kl::kCompactFileName, "the file a compaction writes"}};
+  for (const auto& [file, what] : kStoreFiles) {
+    struct stat store_file;
+    const std::string path = kl::detail::path_in(dir, file);
+    if ((in_dir && name == file) ||
+        (exists && ::stat(path.c_str(), &store_file) == 0 && same(named, store_file))) {
+      return "is " + std::string(what) + ", " + path;
+    }
+  }
+  return std::nullopt;
+}
+
 // SIGHUP: compact now, and say what it did to the log's size.
 void compact(kl::Store* store, Log* log) {
   const std::uint64_t before = store->stats().log_bytes;
@@ -252,6 +290,13 @@ int serve(const Settings& settings, kl::SignalWaiter* signals, Log* log) {
     log->error(s.to_string() + ": check that the parent directory exists and is writable");
     return kExitFailed;
   }
+  if (std::optional<std::string> wrong = store_file_in_the_way(settings.pidfile, settings.store.dir)) {
+    log->error("--pidfile " + settings.pidfile + " " + *wrong + ", which a PID file would "
+               "overwrite and then remove; nothing was changed: give the PID file a path of "
+               "its own (the default is " +
+               kl::detail::path_in(settings.store.dir, "keystonelight.pid") + ")");
+    return kExitFailed;
+  }
   std::unique_ptr<kl::PidFile> pid_file;
   std::string stale_pid;
   if (kl::Status s = kl::PidFile::acquire(settings.pidfile, &pid_file, &stale_pid); !s.ok()) {
@@ -260,8 +305,10 @@ int serve(const Settings& settings, kl::SignalWaiter* signals, Log* log) {
     return kExitFailed;
   }
   if (!stale_pid.empty()) {
-    log->warning("PID file " + settings.pidfile + " was left by pid " + stale_pid +
-                 ", which is no longer running: taken over");
+    // Nobody held its lock, so no server uses it; whether a process with that pid runs
+    // now is not known, nor does it matter (pids are reused).
+    log->warning("PID file " + settings.pidfile + " held pid " + stale_pid +
+                 ", but no process holds its lock, so no server is using it: taken over");
   }
 
   kl::Options options = settings.store;

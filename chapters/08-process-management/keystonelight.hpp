@@ -891,13 +891,26 @@ inline std::uint64_t raise_open_files_limit(std::uint64_t wanted) {
 // both find no live process and both write, and a pid can be reused by an unrelated
 // process. The flock of lock_file() leaves the question to the kernel, which drops the
 // lock when its holder dies, however it dies.
+//
+// A PID file is ours to write and, at exit, to remove. So a path that holds anything else
+// (a directory, a device, a data file: --pidfile aimed at the store's own log) is refused
+// and left untouched: only a missing file (created), an empty one (a starter that died
+// before writing its pid) or one holding a pid alone ("1234\n") is taken.
 class PidFile {
  public:
   // Takes `path`, writing our pid in it. Busy, "already running as pid N (PID file
-  // PATH)", while another process holds it. A file left by a process that is gone is
-  // taken over, and *stale_pid (when not null) gets the pid it held.
+  // PATH)", while another process holds it. A file whose lock nobody holds is taken over
+  // (its process has exited, whatever holds that pid now), and *stale_pid (when not
+  // null) gets the pid it held. InvalidArgument, and nothing changed, for a path that is
+  // not a PID file (see above).
   static Status acquire(const std::string& path, std::unique_ptr<PidFile>* pid_file,
                         std::string* stale_pid = nullptr) {
+    // Checked before lock_file opens it: opening a device or a FIFO may do something.
+    struct stat found;
+    if (::stat(path.c_str(), &found) == 0 && !S_ISREG(found.st_mode)) {
+      return not_a_pid_file(path, S_ISDIR(found.st_mode) ? "is a directory"
+                                                         : "is not a regular file");
+    }
     // The holder removes the file just before it lets go of the lock. A starter that
     // opened the file before the removal and locked it after holds a lock on a file no
     // longer under that name, while a third process creates and locks a new one: two
@@ -925,6 +938,11 @@ class PidFile {
       if (named.st_ino != locked.st_ino || named.st_dev != locked.st_dev) {
         ::close(fd);  // replaced under us: try the file that has the name now
         continue;
+      }
+      // Under the lock, so that the file cannot change between this look and the write.
+      if (const char* what = not_a_pid(fd, locked)) {
+        ::close(fd);
+        return not_a_pid_file(path, what);
       }
       if (Status s = write_pid(fd, path); !s.ok()) {
         ::close(fd);
@@ -957,6 +975,26 @@ class PidFile {
 
  private:
   PidFile(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+
+  // Why the open file `fd`, whose status is `st`, cannot be a PID file, or null when it
+  // can: a regular file, empty or holding decimal digits and at most one newline.
+  static const char* not_a_pid(int fd, const struct stat& st) {
+    if (!S_ISREG(st.st_mode)) return "is not a regular file";
+    char buf[24];
+    if (st.st_size > static_cast<off_t>(sizeof(buf))) return "holds more than a process id";
+    const ssize_t n = ::pread(fd, buf, sizeof(buf), 0);
+    if (n < 0) return "cannot be read";
+    ssize_t digits = 0;
+    while (digits < n && buf[digits] >= '0' && buf[digits] <= '9') ++digits;
+    const bool pid = digits == n || (digits > 0 && digits + 1 == n && buf[digits] == '\n');
+    return pid ? nullptr : "holds something other than a process id";
+  }
+
+  static Status not_a_pid_file(const std::string& path, const char* what) {
+    return Status::invalid_argument(path + " " + what + ", so it cannot be a PID file; "
+                                    "nothing was changed: give the path of a new file, or "
+                                    "of a PID file (one that holds a process id alone)");
+  }
 
   int fd_;
   std::string path_;

@@ -231,7 +231,7 @@ finish "$first"
 start third --dir "$data"
 holds "after kill -9 a new instance starts" [ -n "$port" ]
 has "... and reports the stale PID file" "$work/third.log" \
-    "was left by pid $first, which is no longer running: taken over"
+    "PID file $data/keystonelight.pid held pid $first, but no process holds its lock, so no server is using it: taken over"
 has "... and finds the data written before the kill" "$work/third.log" "1 keys loaded"
 out=$("$client" "$port" GET greeting)
 holds "... which it serves" [ "$out" = "hello" ]
@@ -286,6 +286,43 @@ start fifth --dir "$work/other"
 "$server" --port "$port" --dir "$work/another" > "$work/busy.log" 2>&1; code=$?
 holds "a port in use makes the server exit 1" [ "$code" -eq 1 ]
 has "... naming the address and the flag" "$work/busy.log" "127.0.0.1:$port"
+kill -TERM "$pid"
+finish "$pid"
+
+# --- A stale PID file naming a live process that is not a server: taken over, truly told.
+printf '%s\n' "$$" > "$work/live.pid"  # this shell: alive, and holding no lock
+start live --dir "$work/other" --pidfile "$work/live.pid"
+holds "a PID file naming a live process, unlocked, is taken over" [ -n "$port" ]
+has "... saying no process holds its lock" "$work/live.log" \
+    "held pid $$, but no process holds its lock, so no server is using it: taken over"
+if grep -q "no longer running" "$work/live.log"; then
+  out=$(cat "$work/live.log"); not_ok "... without claiming pid $$ is no longer running"
+else
+  ok
+fi
+kill -TERM "$pid"
+finish "$pid"
+
+# --- --pidfile aimed at something that is not a PID file: refused, nothing touched. ----
+# The data directory, its log, its lock, and a file of someone else's: exit 1, each named,
+# and each byte left as it was (the log used to be truncated, then deleted at exit).
+printf 'notes, not a pid\n' > "$work/notes"
+before=$(cat "$data/keystonelight.log" "$data/LOCK" "$work/notes" | cksum)
+for case in "$data/keystonelight.log|is the store's log" "$data/LOCK|is the data directory's lock file" \
+            "$data|is the data directory" "$work/notes|holds something other than a process id"; do
+  target=${case%%|*} want=${case#*|}
+  "$server" --port 0 --dir "$data" --pidfile "$target" > "$work/wrong-pidfile.log" 2>&1 &
+  pids="$pids $!"
+  finish $!
+  holds "--pidfile $target exits 1 (exit $code)" [ "$code" -eq 1 ]
+  has "... saying what it is" "$work/wrong-pidfile.log" "$want"
+  has "... and that nothing was changed" "$work/wrong-pidfile.log" "nothing was changed"
+done
+holds "... and the log, the lock and the notes are byte for byte as they were" \
+    [ "$(cat "$data/keystonelight.log" "$data/LOCK" "$work/notes" | cksum)" = "$before" ]
+start after-wrong-pidfile --dir "$data"
+holds "... and the store opens afterwards" [ -n "$port" ]
+has "... with its keys" "$work/after-wrong-pidfile.log" "keys loaded from"
 kill -TERM "$pid"
 finish "$pid"
 
