@@ -9,8 +9,10 @@
 //      one thread, below), and ignore SIGPIPE;
 //   2. create the data directory when missing, take the PID file (a second instance
 //      exits here, naming the first one's pid);
-//   3. open the store: replay the log, reporting keys loaded and the time it took;
-//   4. start the server; then wait.
+//   3. start the signal thread, so that a signal at any later moment takes effect at once;
+//   4. open the store: replay the log, reporting keys loaded and the time it took (SIGTERM
+//      or SIGINT stops the replay: exit 0, the log unchanged);
+//   5. start the server; then wait.
 // SIGHUP compacts the log. SIGTERM, SIGINT (Ctrl-C) and the SHUTDOWN command shut down:
 // stop accepting, finish the commands in flight and send their replies, close every
 // connection, sync and close the log, remove the PID file, exit 0.
@@ -281,6 +283,74 @@ void compact(kl::Store* store, Log* log) {
             std::to_string(store->stats().log_bytes) + " bytes in " + milliseconds_since(start));
 }
 
+// The signal thread, started before the store is opened so that a signal at any moment
+// of start-up takes effect at once: SIGTERM or SIGINT during the replay of a long log
+// stops the replay (through Options::keep_loading), and once the server listens it
+// starts the shutdown. SIGHUP compacts, once there is a store to compact. The store and
+// the server are handed over when they exist, and the owner calls stop() before either
+// goes: the thread must never see one destroyed.
+class SignalThread {
+ public:
+  SignalThread(kl::SignalWaiter* signals, Log* log)
+      : signals_(signals), log_(log), thread_([this] { run(); }) {}
+  ~SignalThread() { stop(); }
+  SignalThread(const SignalThread&) = delete;
+  SignalThread& operator=(const SignalThread&) = delete;
+
+  // Whether a shutdown was asked for: by a signal, or by stop().
+  bool stopping() const { return stopping_; }
+
+  void set_store(kl::Store* store) {
+    std::lock_guard<std::mutex> lock(mu_);
+    store_ = store;
+  }
+
+  // Hands over a started server; false when a shutdown was asked for meanwhile (the
+  // caller then stops it at once).
+  bool set_server(kl::Server* server) {
+    std::lock_guard<std::mutex> lock(mu_);
+    server_ = server;
+    return !stopping_;
+  }
+
+  // Ends the thread, after the compaction it may be running. Returns whether a signal
+  // (rather than this call) started the shutdown.
+  bool stop() {
+    const bool by_signal = stopping_.exchange(true);
+    if (!by_signal) kl::SignalWaiter::interrupt(thread_);
+    if (thread_.joinable()) thread_.join();
+    return by_signal;
+  }
+
+ private:
+  void run() {
+    while (true) {
+      const int signal = signals_->wait();
+      if (signal == SIGHUP && !stopping_) {
+        // Under the lock: stop() joins this thread before the store goes, but set_store
+        // must not race with the read.
+        std::lock_guard<std::mutex> lock(mu_);
+        if (store_ != nullptr) compact(store_, log_);
+        else log_->info("SIGHUP: the log is still being loaded; nothing to compact yet");
+        continue;
+      }
+      if (stopping_.exchange(true)) return;  // stop()'s interrupt, or a shutdown under way
+      log_->info(std::string(kl::SignalWaiter::name(signal)) + ": shutting down");
+      std::lock_guard<std::mutex> lock(mu_);
+      if (server_ != nullptr) server_->request_shutdown();
+      return;
+    }
+  }
+
+  kl::SignalWaiter* signals_;
+  Log* log_;
+  std::atomic<bool> stopping_{false};
+  std::mutex mu_;  // guards store_ and server_
+  kl::Store* store_ = nullptr;
+  kl::Server* server_ = nullptr;
+  std::thread thread_;  // last: it starts once the members above exist
+};
+
 int serve(const Settings& settings, kl::SignalWaiter* signals, Log* log) {
   log->info("keystonelight-server " KEYSTONELIGHT_VERSION_STR " starting, pid " +
             std::to_string(kl::detail::process_id()));
@@ -311,14 +381,27 @@ int serve(const Settings& settings, kl::SignalWaiter* signals, Log* log) {
                  ", but no process holds its lock, so no server is using it: taken over");
   }
 
+  // Declared before the signal thread, so that it is stopped before they are destroyed.
+  std::unique_ptr<kl::Store> store;
+  std::unique_ptr<kl::Server> server;
+  SignalThread signal_thread(signals, log);
+
   kl::Options options = settings.store;
   options.info_log = [log](const std::string& message) { log->warning(message); };
+  options.keep_loading = [&signal_thread] { return !signal_thread.stopping(); };
   const auto opening = std::chrono::steady_clock::now();
-  std::unique_ptr<kl::Store> store;
   if (kl::Status s = kl::Store::open(options, &store); !s.ok()) {
-    log->error("cannot open the store: " + s.to_string());
-    return kExitFailed;
+    if (s.code() != kl::Status::Code::kCancelled) {
+      log->error("cannot open the store: " + s.to_string());
+      return kExitFailed;
+    }
+    signal_thread.stop();
+    pid_file.reset();
+    log->info("stopped while loading the log, after " + milliseconds_since(opening) +
+              "; the log was not changed, PID file removed; bye");
+    return kExitOk;
   }
+  signal_thread.set_store(store.get());
   const kl::RecoveryReport& recovery = store->recovery();
   log->info("data directory " + settings.store.dir + ": " + std::to_string(store->size()) +
             " keys loaded from " + std::to_string(recovery.records) + " records in " +
@@ -326,42 +409,23 @@ int serve(const Settings& settings, kl::SignalWaiter* signals, Log* log) {
 
   kl::ServerConfig config = settings.server;
   config.info_log = options.info_log;
-  kl::Server server(store.get(), config);
-  if (kl::Status s = server.start(); !s.ok()) {
-    log->error("cannot start the server: " + s.to_string() +
-               (s.code() == kl::Status::Code::kBusy ? " (--port)" : ""));
-    return kExitFailed;
-  }
-  log->info("listening on " + kl::detail::endpoint(config.bind, server.port()) +
-            (config.requirepass.empty() ? "" : ", AUTH required") + "; ready for connections");
-
-  // The signal thread. SIGTERM or SIGINT ends it; so does SHUTDOWN, through interrupt().
-  std::atomic<bool> exiting{false};
-  std::thread signal_thread([&] {
-    while (true) {
-      const int signal = signals->wait();
-      if (signal == SIGHUP && !exiting) {
-        compact(store.get(), log);
-        continue;
-      }
-      if (exiting.exchange(true)) return;  // main's interrupt, or a shutdown under way
-      log->info(std::string(kl::SignalWaiter::name(signal)) + ": shutting down");
-      server.request_shutdown();
-      return;
+  server.reset(new kl::Server(store.get(), config));
+  if (!signal_thread.stopping()) {  // a signal during the replay's last records: no listening
+    if (kl::Status s = server->start(); !s.ok()) {
+      log->error("cannot start the server: " + s.to_string() +
+                 (s.code() == kl::Status::Code::kBusy ? " (--port)" : ""));
+      return kExitFailed;
     }
-  });
-
-  server.wait_for_shutdown();
-  if (!exiting.exchange(true)) {
-    log->info("SHUTDOWN from a client: shutting down");
-    kl::SignalWaiter::interrupt(signal_thread);
+    log->info("listening on " + kl::detail::endpoint(config.bind, server->port()) +
+              (config.requirepass.empty() ? "" : ", AUTH required") + "; ready for connections");
+    if (signal_thread.set_server(server.get())) server->wait_for_shutdown();
   }
-  signal_thread.join();
+  if (!signal_thread.stop()) log->info("SHUTDOWN from a client: shutting down");
 
-  const std::uint64_t clients = server.counters()->connected_clients.load();
-  kl::Status stopped = server.stop();
+  const std::uint64_t clients = server->counters()->connected_clients.load();
+  kl::Status stopped = server->stop();
   log->info("server stopped (connections closed: " + std::to_string(clients) +
-            ", commands served: " + std::to_string(server.counters()->total_commands.load()) +
+            ", commands served: " + std::to_string(server->counters()->total_commands.load()) +
             ")");
   kl::Status closed = store->close();
   if (!stopped.ok() || !closed.ok()) {
