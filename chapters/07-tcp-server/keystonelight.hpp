@@ -3509,11 +3509,21 @@ class Client {
     return send_queued();
   }
 
-  // Reads the next reply (after sending what is queued).
+  // Reads the next reply (after sending what is queued). When the sending fails but a
+  // whole reply has come, that reply is returned: a server may answer a request it will
+  // not read to the end (one over its limits, a stranger's before AUTH) and close, and
+  // its error says why, where the failed send's "Connection reset" would not.
   Status read(Reply* reply) {
     deadline_ = std::chrono::steady_clock::now() + timeout_;
-    if (Status s = send_queued(); !s.ok()) return s;
+    const Status sent = send_queued();
+    if (!sent.ok()) {
+      // The reply, if any, came before the reset: it is in the kernel's buffer now. Parse
+      // only what is there; the connection is broken, so nothing more is worth a wait.
+      receive_rest();
+      deadline_ = std::chrono::steady_clock::now();
+    }
     Status s = read_reply(reply, 0);
+    if (!sent.ok() && !s.ok()) s = sent;
     if (pos_ == in_.size() || pos_ > 64 * 1024) {  // not after every reply of a pipeline
       in_.erase(0, pos_);
       pos_ = 0;
@@ -3572,6 +3582,13 @@ class Client {
     if (closed) return Status::io_error("connection closed by " + server_);
     in_.append(buffer, got);
     return Status();
+  }
+
+  // Appends to in_ everything received so far, until none is left or the stream ends.
+  void receive_rest() {
+    std::size_t before = 0;
+    do before = in_.size();
+    while (receive().ok() && in_.size() > before);
   }
 
   // Makes sure in_ holds n bytes after pos_, waiting for the server as needed.
