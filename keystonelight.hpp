@@ -227,6 +227,7 @@ class [[nodiscard]] Status {
     kCorruption,       // stored data is damaged; the message names the file and offset
     kBusy,             // someone else holds what we need: the data directory's lock
     kNotSupported,     // valid, but not something this build can do (a newer log version)
+    kCancelled,        // stopped when the caller asked: Options::keep_loading said no
   };
 
   // The default Status is success; `return Status();` says "it worked".
@@ -244,6 +245,9 @@ class [[nodiscard]] Status {
   static Status busy(std::string message) { return Status(Code::kBusy, std::move(message)); }
   static Status not_supported(std::string message) {
     return Status(Code::kNotSupported, std::move(message));
+  }
+  static Status cancelled(std::string message) {
+    return Status(Code::kCancelled, std::move(message));
   }
 
   bool ok() const { return code_ == Code::kOk; }
@@ -264,6 +268,7 @@ class [[nodiscard]] Status {
       case Code::kCorruption: return "Corruption";
       case Code::kBusy: return "Busy";
       case Code::kNotSupported: return "Not supported";
+      case Code::kCancelled: return "Cancelled";
     }
     return "Unknown";
   }
@@ -317,6 +322,14 @@ class FileSystem {
   // Opens `path` for reading and appending. With `create`, a missing file is created
   // empty; without it, a missing file is an IO error.
   virtual Status open(const std::string& path, bool create, std::unique_ptr<File>* file) = 0;
+
+  // Opens `path`, which must exist, for reading only: what a tool that checks a read-only
+  // copy or backup needs. append() and truncate() on the file fail. The default calls
+  // open(path, false, file), read and write, so that a file system written before this
+  // member existed still works; the POSIX one asks the system for read access alone.
+  virtual Status open_read_only(const std::string& path, std::unique_ptr<File>* file) {
+    return open(path, false, file);
+  }
 
   // Whether `path` names an existing file or directory.
   virtual bool exists(const std::string& path) = 0;
@@ -423,6 +436,15 @@ class PosixFileSystem final : public FileSystem {
     int flags = O_RDWR | O_APPEND | O_CLOEXEC | (create ? O_CREAT : 0);
     int fd;
     do fd = ::open(path.c_str(), flags, 0644);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0) return os_error("open", path, errno);
+    file->reset(new PosixFile(fd, path));
+    return Status();
+  }
+
+  Status open_read_only(const std::string& path, std::unique_ptr<File>* file) override {
+    int fd;
+    do fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     while (fd < 0 && errno == EINTR);
     if (fd < 0) return os_error("open", path, errno);
     file->reset(new PosixFile(fd, path));
@@ -620,14 +642,34 @@ class Socket {
   int fd_ = -1;
 };
 
+// A new socket, and a connection taken from a listener, close-on-exec and non-blocking from
+// the call that makes them: a program that embeds the server and forks and execs from another
+// thread would otherwise hand the child the descriptor between socket(2) and fcntl(2). Where
+// the system cannot do it in one call (macOS), prepare_socket sets the flags just after.
+inline int new_socket(const addrinfo* a) {
+#if defined(SOCK_CLOEXEC)
+  return ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
+#else
+  return ::socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+#endif
+}
+inline int accept_socket(int listener) {
+#if defined(SOCK_CLOEXEC)
+  return ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+#else
+  return ::accept(listener, nullptr, nullptr);
+#endif
+}
+
 // "127.0.0.1:6380", or "[::1]:6380" for IPv6, as people write addresses in messages.
 inline std::string endpoint(const std::string& host, int port) {
   const bool v6 = host.find(':') != std::string::npos;
   return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
 }
 
-// Makes `fd` non-blocking and close-on-exec, and (where the system has no MSG_NOSIGNAL)
-// asks it not to raise SIGPIPE when the peer has gone.
+// Makes `fd` non-blocking and close-on-exec (where new_socket and accept_socket could not),
+// and (where the system has no MSG_NOSIGNAL) asks it not to raise SIGPIPE when the peer has
+// gone.
 inline Status prepare_socket(int fd, const std::string& where) {
   const int flags = ::fcntl(fd, F_GETFL, 0);
   if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 ||
@@ -675,7 +717,7 @@ inline Status listen_tcp(const std::string& host, int port, Socket* listener, in
   const std::string where = endpoint(host, port);
   Status last = Status::io_error("no address to listen on for " + where);
   for (addrinfo* a = addresses.get(); a != nullptr; a = a->ai_next) {
-    Socket socket(::socket(a->ai_family, a->ai_socktype, a->ai_protocol));
+    Socket socket(new_socket(a));
     if (!socket.valid()) {
       last = os_error("create socket for", where, errno);
       continue;
@@ -715,7 +757,7 @@ inline Status listen_tcp(const std::string& host, int port, Socket* listener, in
 // one that was has gone already; IOError when the process is out of descriptors or memory.
 inline Status accept_connection(int listener, Socket* socket) {
   while (true) {
-    Socket accepted(::accept(listener, nullptr, nullptr));
+    Socket accepted(accept_socket(listener));
     if (accepted.valid()) {
       if (Status s = prepare_socket(accepted.fd(), "accepted connection"); !s.ok()) continue;
       *socket = std::move(accepted);
@@ -807,7 +849,7 @@ inline Status connect_tcp(const std::string& host, int port, int timeout_ms, Soc
   const std::string where = endpoint(host, port);
   Status last = Status::io_error("no address to connect to for " + where);
   for (addrinfo* a = addresses.get(); a != nullptr; a = a->ai_next) {
-    Socket candidate(::socket(a->ai_family, a->ai_socktype, a->ai_protocol));
+    Socket candidate(new_socket(a));
     if (!candidate.valid()) {
       last = os_error("create socket for", where, errno);
       continue;
@@ -857,10 +899,16 @@ class Wakeup {
 
   Status open() {
     int fds[2];
+#if defined(SOCK_CLOEXEC)
+    // Close-on-exec from the start, as for sockets (new_socket); the systems that have
+    // SOCK_CLOEXEC have pipe2 too, and the others (macOS) neither.
+    if (::pipe2(fds, O_CLOEXEC) != 0) return os_error("create", "a pipe", errno);
+#else
     if (::pipe(fds) != 0) return os_error("create", "a pipe", errno);
+    for (int fd : fds) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+#endif
     read_ = fds[0];
     write_ = fds[1];
-    for (int fd : fds) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
     ::fcntl(write_, F_SETFL, O_NONBLOCK);  // a full pipe is readable already: never wait
     return Status();
   }
@@ -902,13 +950,26 @@ inline std::uint64_t raise_open_files_limit(std::uint64_t wanted) {
 // both find no live process and both write, and a pid can be reused by an unrelated
 // process. The flock of lock_file() leaves the question to the kernel, which drops the
 // lock when its holder dies, however it dies.
+//
+// A PID file is ours to write and, at exit, to remove. So a path that holds anything else
+// (a directory, a device, a data file: --pidfile aimed at the store's own log) is refused
+// and left untouched: only a missing file (created), an empty one (a starter that died
+// before writing its pid) or one holding a pid alone ("1234\n") is taken.
 class PidFile {
  public:
   // Takes `path`, writing our pid in it. Busy, "already running as pid N (PID file
-  // PATH)", while another process holds it. A file left by a process that is gone is
-  // taken over, and *stale_pid (when not null) gets the pid it held.
+  // PATH)", while another process holds it. A file whose lock nobody holds is taken over
+  // (its process has exited, whatever holds that pid now), and *stale_pid (when not
+  // null) gets the pid it held. InvalidArgument, and nothing changed, for a path that is
+  // not a PID file (see above).
   static Status acquire(const std::string& path, std::unique_ptr<PidFile>* pid_file,
                         std::string* stale_pid = nullptr) {
+    // Checked before lock_file opens it: opening a device or a FIFO may do something.
+    struct stat found;
+    if (::stat(path.c_str(), &found) == 0 && !S_ISREG(found.st_mode)) {
+      return not_a_pid_file(path, S_ISDIR(found.st_mode) ? "is a directory"
+                                                         : "is not a regular file");
+    }
     // The holder removes the file just before it lets go of the lock. A starter that
     // opened the file before the removal and locked it after holds a lock on a file no
     // longer under that name, while a third process creates and locks a new one: two
@@ -936,6 +997,11 @@ class PidFile {
       if (named.st_ino != locked.st_ino || named.st_dev != locked.st_dev) {
         ::close(fd);  // replaced under us: try the file that has the name now
         continue;
+      }
+      // Under the lock, so that the file cannot change between this look and the write.
+      if (const char* what = not_a_pid(fd, locked)) {
+        ::close(fd);
+        return not_a_pid_file(path, what);
       }
       if (Status s = write_pid(fd, path); !s.ok()) {
         ::close(fd);
@@ -968,6 +1034,26 @@ class PidFile {
 
  private:
   PidFile(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+
+  // Why the open file `fd`, whose status is `st`, cannot be a PID file, or null when it
+  // can: a regular file, empty or holding decimal digits and at most one newline.
+  static const char* not_a_pid(int fd, const struct stat& st) {
+    if (!S_ISREG(st.st_mode)) return "is not a regular file";
+    char buf[24];
+    if (st.st_size > static_cast<off_t>(sizeof(buf))) return "holds more than a process id";
+    const ssize_t n = ::pread(fd, buf, sizeof(buf), 0);
+    if (n < 0) return "cannot be read";
+    ssize_t digits = 0;
+    while (digits < n && buf[digits] >= '0' && buf[digits] <= '9') ++digits;
+    const bool pid = digits == n || (digits > 0 && digits + 1 == n && buf[digits] == '\n');
+    return pid ? nullptr : "holds something other than a process id";
+  }
+
+  static Status not_a_pid_file(const std::string& path, const char* what) {
+    return Status::invalid_argument(path + " " + what + ", so it cannot be a PID file; "
+                                    "nothing was changed: give the path of a new file, or "
+                                    "of a PID file (one that holds a process id alone)");
+  }
 
   int fd_;
   std::string path_;
@@ -1893,6 +1979,12 @@ struct Options {
   // and (from chapter 5) from the store's compactor thread, never with a lock held; it
   // must be thread-safe and must not close or destroy the store.
   std::function<void(const std::string& message)> info_log;
+
+  // Asked every few thousand records while the log is replayed; when it returns false,
+  // open() stops at once with Cancelled and nothing changed on disk. A server uses it so
+  // that SIGTERM during a long replay stops it promptly. Empty: the replay runs to the end.
+  // Called from the thread that opens the store; it must not touch the store.
+  std::function<bool()> keep_loading;
 //> chapter 4
 
   // Automatic compaction (chapter 4): after a write, when the log is at least
@@ -2496,6 +2588,11 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
       map_.erase(std::string(record.key));
     }
     ++recovery_.records;
+    if (recovery_.records % 4096 == 0 && options.keep_loading && !options.keep_loading()) {
+      return Status::cancelled("loading " + path + " was stopped after " +
+                               std::to_string(recovery_.records) + " records, as asked " +
+                               "(Options::keep_loading); the log was not changed: open it again");
+    }
   }
   if (result == LogReader::Result::kIOError) return reader.status();
 
@@ -4077,11 +4174,21 @@ class Client {
     return send_queued();
   }
 
-  // Reads the next reply (after sending what is queued).
+  // Reads the next reply (after sending what is queued). When the sending fails but a
+  // whole reply has come, that reply is returned: a server may answer a request it will
+  // not read to the end (one over its limits, a stranger's before AUTH) and close, and
+  // its error says why, where the failed send's "Connection reset" would not.
   Status read(Reply* reply) {
     deadline_ = std::chrono::steady_clock::now() + timeout_;
-    if (Status s = send_queued(); !s.ok()) return s;
+    const Status sent = send_queued();
+    if (!sent.ok()) {
+      // The reply, if any, came before the reset: it is in the kernel's buffer now. Parse
+      // only what is there; the connection is broken, so nothing more is worth a wait.
+      receive_rest();
+      deadline_ = std::chrono::steady_clock::now();
+    }
     Status s = read_reply(reply, 0);
+    if (!sent.ok() && !s.ok()) s = sent;
     if (pos_ == in_.size() || pos_ > 64 * 1024) {  // not after every reply of a pipeline
       in_.erase(0, pos_);
       pos_ = 0;
@@ -4140,6 +4247,13 @@ class Client {
     if (closed) return Status::io_error("connection closed by " + server_);
     in_.append(buffer, got);
     return Status();
+  }
+
+  // Appends to in_ everything received so far, until none is left or the stream ends.
+  void receive_rest() {
+    std::size_t before = 0;
+    do before = in_.size();
+    while (receive().ok() && in_.size() > before);
   }
 
   // Makes sure in_ holds n bytes after pos_, waiting for the server as needed.

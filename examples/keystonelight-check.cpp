@@ -22,8 +22,8 @@
 //   corruption   any other damage followed by valid records, which no crash explains.
 //                Store::open refuses to open the store.
 //
-// Without --fix the program changes nothing, not even the LOCK file, so it is safe on a
-// copy, a backup, or a directory in use; but a store that is writing at that moment may
+// Without --fix the program changes nothing, not even the LOCK file, and opens the log
+// read-only, so it is safe on a copy, a read-only backup, or a directory in use; but a store that is writing at that moment may
 // show its record in flight as a torn tail: stop it for a definitive answer.
 //
 // --fix cuts the log at the end of the last good record, syncs it, and says how many
@@ -594,9 +594,15 @@ int run(const Arguments& args) {
     }
   }
 
+  // A check or an export only reads, so it works on a read-only copy or backup; only
+  // --fix, which may cut the log, asks for write access.
   std::unique_ptr<File> file;
-  if (Status s = fs->open(path, /*create=*/false, &file); !s.ok()) {
-    return fail(s, "check the file's permissions: it is opened for reading and writing");
+  Status opened = args.fix ? fs->open(path, /*create=*/false, &file)
+                           : fs->open_read_only(path, &file);
+  if (!opened.ok()) {
+    return fail(opened, args.fix ? "check the file's permissions: --fix opens it for reading "
+                                   "and writing"
+                                 : "check the file's permissions: it is opened for reading");
   }
   if (args.exports) return export_log(args.dir, file.get());
 
@@ -627,9 +633,10 @@ int run(const Arguments& args) {
 }
 
 // Points standard input, output and error at /dev/null where they are closed, and says
-// whether standard output was. The log is opened for reading and writing: with descriptor
-// 1 or 2 free, it would get that number, and the report or the export would be appended
-// to the log itself. Returns 0, or the errno of a failed open.
+// whether standard output was. With --fix the log is opened for reading and writing: with
+// descriptor 1 or 2 free, it would get that number, and the report would be appended to
+// the log itself (read-only, as for a check, the writes would fail instead). Returns 0, or
+// the errno of a failed open.
 int open_closed_standard_descriptors(bool* stdout_was_closed) {
   for (int fd = 0; fd <= 2; ++fd) {
     if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;

@@ -9,14 +9,18 @@
 //      one thread, below), and ignore SIGPIPE;
 //   2. create the data directory when missing, take the PID file (a second instance
 //      exits here, naming the first one's pid);
-//   3. open the store: replay the log, reporting keys loaded and the time it took;
-//   4. start the server; then wait.
+//   3. start the signal thread, so that a signal at any later moment takes effect at once;
+//   4. open the store: replay the log, reporting keys loaded and the time it took (SIGTERM
+//      or SIGINT stops the replay: exit 0, the log unchanged);
+//   5. start the server; then wait.
 // SIGHUP compacts the log. SIGTERM, SIGINT (Ctrl-C) and the SHUTDOWN command shut down:
 // stop accepting, finish the commands in flight and send their replies, close every
 // connection, sync and close the log, remove the PID file, exit 0.
 //
 // Exit status: 0 after a graceful shutdown (and for --help, --version); 1 when the server
 // cannot start or cannot stop cleanly (the log says why); 2 for a wrong flag or value.
+#include <sys/stat.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -29,6 +33,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "keystonelight.hpp"
@@ -203,6 +208,12 @@ std::optional<std::string> parse_flags(int argc, char** argv, Settings* settings
     } else if (i + 1 < argc) {
       value = argv[++i];
     } else {
+      // apply() alone knows the flags: ask it whether this one is one before asking for
+      // its value, or "--bogus" at the end would be told it lacks a value.
+      Settings probe;
+      if (apply(flag, "", &probe) == std::optional<std::string>("unknown flag")) {
+        return "unknown flag '" + flag + "'";
+      }
       return flag + ": a value is needed";
     }
     if (std::optional<std::string> wrong = apply(flag, value, settings)) {
@@ -224,6 +235,41 @@ std::string milliseconds_since(std::chrono::steady_clock::time_point start) {
   return text;
 }
 
+// What is wrong with `pidfile` as the PID file of a store in `dir`, if anything: it may
+// not be the directory or one of the store's files, which the PID file would overwrite
+// and remove. Compared by name (the file may not exist yet: a PID file created as
+// DIR/keystonelight.log would then be taken for a damaged log) and, where it exists, by
+// identity (a symbolic link, another path to the same file). PidFile::acquire refuses
+// any other file that holds more than a pid.
+std::optional<std::string> store_file_in_the_way(const std::string& pidfile,
+                                                 const std::string& dir) {
+  struct stat dir_stat, named;
+  if (::stat(dir.c_str(), &dir_stat) != 0) return std::nullopt;  // open will say why
+  auto same = [](const struct stat& a, const struct stat& b) {
+    return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+  };
+  const bool exists = ::stat(pidfile.c_str(), &named) == 0;
+  if (exists && same(named, dir_stat)) return std::string("is the data directory");
+  const std::size_t slash = pidfile.rfind('/');
+  const std::string name = slash == std::string::npos ? pidfile : pidfile.substr(slash + 1);
+  struct stat parent;
+  const bool in_dir = ::stat(kl::detail::parent_dir(pidfile).c_str(), &parent) == 0 &&
+                      same(parent, dir_stat);
+  const std::pair<const char*, const char*> kStoreFiles[] = {
+      {kl::kLogFileName, "the store's log"},
+      {kl::kLockFileName, "the data directory's lock file"},
+      {kl::kCompactFileName, "the file a compaction writes"}};
+  for (const auto& [file, what] : kStoreFiles) {
+    struct stat store_file;
+    const std::string path = kl::detail::path_in(dir, file);
+    if ((in_dir && name == file) ||
+        (exists && ::stat(path.c_str(), &store_file) == 0 && same(named, store_file))) {
+      return "is " + std::string(what) + ", " + path;
+    }
+  }
+  return std::nullopt;
+}
+
 // SIGHUP: compact now, and say what it did to the log's size.
 void compact(kl::Store* store, Log* log) {
   const std::uint64_t before = store->stats().log_bytes;
@@ -237,6 +283,74 @@ void compact(kl::Store* store, Log* log) {
             std::to_string(store->stats().log_bytes) + " bytes in " + milliseconds_since(start));
 }
 
+// The signal thread, started before the store is opened so that a signal at any moment
+// of start-up takes effect at once: SIGTERM or SIGINT during the replay of a long log
+// stops the replay (through Options::keep_loading), and once the server listens it
+// starts the shutdown. SIGHUP compacts, once there is a store to compact. The store and
+// the server are handed over when they exist, and the owner calls stop() before either
+// goes: the thread must never see one destroyed.
+class SignalThread {
+ public:
+  SignalThread(kl::SignalWaiter* signals, Log* log)
+      : signals_(signals), log_(log), thread_([this] { run(); }) {}
+  ~SignalThread() { stop(); }
+  SignalThread(const SignalThread&) = delete;
+  SignalThread& operator=(const SignalThread&) = delete;
+
+  // Whether a shutdown was asked for: by a signal, or by stop().
+  bool stopping() const { return stopping_; }
+
+  void set_store(kl::Store* store) {
+    std::lock_guard<std::mutex> lock(mu_);
+    store_ = store;
+  }
+
+  // Hands over a started server; false when a shutdown was asked for meanwhile (the
+  // caller then stops it at once).
+  bool set_server(kl::Server* server) {
+    std::lock_guard<std::mutex> lock(mu_);
+    server_ = server;
+    return !stopping_;
+  }
+
+  // Ends the thread, after the compaction it may be running. Returns whether a signal
+  // (rather than this call) started the shutdown.
+  bool stop() {
+    const bool by_signal = stopping_.exchange(true);
+    if (!by_signal) kl::SignalWaiter::interrupt(thread_);
+    if (thread_.joinable()) thread_.join();
+    return by_signal;
+  }
+
+ private:
+  void run() {
+    while (true) {
+      const int signal = signals_->wait();
+      if (signal == SIGHUP && !stopping_) {
+        // Under the lock: stop() joins this thread before the store goes, but set_store
+        // must not race with the read.
+        std::lock_guard<std::mutex> lock(mu_);
+        if (store_ != nullptr) compact(store_, log_);
+        else log_->info("SIGHUP: the log is still being loaded; nothing to compact yet");
+        continue;
+      }
+      if (stopping_.exchange(true)) return;  // stop()'s interrupt, or a shutdown under way
+      log_->info(std::string(kl::SignalWaiter::name(signal)) + ": shutting down");
+      std::lock_guard<std::mutex> lock(mu_);
+      if (server_ != nullptr) server_->request_shutdown();
+      return;
+    }
+  }
+
+  kl::SignalWaiter* signals_;
+  Log* log_;
+  std::atomic<bool> stopping_{false};
+  std::mutex mu_;  // guards store_ and server_
+  kl::Store* store_ = nullptr;
+  kl::Server* server_ = nullptr;
+  std::thread thread_;  // last: it starts once the members above exist
+};
+
 int serve(const Settings& settings, kl::SignalWaiter* signals, Log* log) {
   log->info("keystonelight-server " KEYSTONELIGHT_VERSION_STR " starting, pid " +
             std::to_string(kl::detail::process_id()));
@@ -244,6 +358,13 @@ int serve(const Settings& settings, kl::SignalWaiter* signals, Log* log) {
   // The PID file lives in the data directory by default, so that comes first.
   if (kl::Status s = kl::default_file_system()->create_dir(settings.store.dir); !s.ok()) {
     log->error(s.to_string() + ": check that the parent directory exists and is writable");
+    return kExitFailed;
+  }
+  if (std::optional<std::string> wrong = store_file_in_the_way(settings.pidfile, settings.store.dir)) {
+    log->error("--pidfile " + settings.pidfile + " " + *wrong + ", which a PID file would "
+               "overwrite and then remove; nothing was changed: give the PID file a path of "
+               "its own (the default is " +
+               kl::detail::path_in(settings.store.dir, "keystonelight.pid") + ")");
     return kExitFailed;
   }
   std::unique_ptr<kl::PidFile> pid_file;
@@ -254,18 +375,33 @@ int serve(const Settings& settings, kl::SignalWaiter* signals, Log* log) {
     return kExitFailed;
   }
   if (!stale_pid.empty()) {
-    log->warning("PID file " + settings.pidfile + " was left by pid " + stale_pid +
-                 ", which is no longer running: taken over");
+    // Nobody held its lock, so no server uses it; whether a process with that pid runs
+    // now is not known, nor does it matter (pids are reused).
+    log->warning("PID file " + settings.pidfile + " held pid " + stale_pid +
+                 ", but no process holds its lock, so no server is using it: taken over");
   }
+
+  // Declared before the signal thread, so that it is stopped before they are destroyed.
+  std::unique_ptr<kl::Store> store;
+  std::unique_ptr<kl::Server> server;
+  SignalThread signal_thread(signals, log);
 
   kl::Options options = settings.store;
   options.info_log = [log](const std::string& message) { log->warning(message); };
+  options.keep_loading = [&signal_thread] { return !signal_thread.stopping(); };
   const auto opening = std::chrono::steady_clock::now();
-  std::unique_ptr<kl::Store> store;
   if (kl::Status s = kl::Store::open(options, &store); !s.ok()) {
-    log->error("cannot open the store: " + s.to_string());
-    return kExitFailed;
+    if (s.code() != kl::Status::Code::kCancelled) {
+      log->error("cannot open the store: " + s.to_string());
+      return kExitFailed;
+    }
+    signal_thread.stop();
+    pid_file.reset();
+    log->info("stopped while loading the log, after " + milliseconds_since(opening) +
+              "; the log was not changed, PID file removed; bye");
+    return kExitOk;
   }
+  signal_thread.set_store(store.get());
   const kl::RecoveryReport& recovery = store->recovery();
   log->info("data directory " + settings.store.dir + ": " + std::to_string(store->size()) +
             " keys loaded from " + std::to_string(recovery.records) + " records in " +
@@ -273,42 +409,23 @@ int serve(const Settings& settings, kl::SignalWaiter* signals, Log* log) {
 
   kl::ServerConfig config = settings.server;
   config.info_log = options.info_log;
-  kl::Server server(store.get(), config);
-  if (kl::Status s = server.start(); !s.ok()) {
-    log->error("cannot start the server: " + s.to_string() +
-               (s.code() == kl::Status::Code::kBusy ? " (--port)" : ""));
-    return kExitFailed;
-  }
-  log->info("listening on " + kl::detail::endpoint(config.bind, server.port()) +
-            (config.requirepass.empty() ? "" : ", AUTH required") + "; ready for connections");
-
-  // The signal thread. SIGTERM or SIGINT ends it; so does SHUTDOWN, through interrupt().
-  std::atomic<bool> exiting{false};
-  std::thread signal_thread([&] {
-    while (true) {
-      const int signal = signals->wait();
-      if (signal == SIGHUP && !exiting) {
-        compact(store.get(), log);
-        continue;
-      }
-      if (exiting.exchange(true)) return;  // main's interrupt, or a shutdown under way
-      log->info(std::string(kl::SignalWaiter::name(signal)) + ": shutting down");
-      server.request_shutdown();
-      return;
+  server.reset(new kl::Server(store.get(), config));
+  if (!signal_thread.stopping()) {  // a signal during the replay's last records: no listening
+    if (kl::Status s = server->start(); !s.ok()) {
+      log->error("cannot start the server: " + s.to_string() +
+                 (s.code() == kl::Status::Code::kBusy ? " (--port)" : ""));
+      return kExitFailed;
     }
-  });
-
-  server.wait_for_shutdown();
-  if (!exiting.exchange(true)) {
-    log->info("SHUTDOWN from a client: shutting down");
-    kl::SignalWaiter::interrupt(signal_thread);
+    log->info("listening on " + kl::detail::endpoint(config.bind, server->port()) +
+              (config.requirepass.empty() ? "" : ", AUTH required") + "; ready for connections");
+    if (signal_thread.set_server(server.get())) server->wait_for_shutdown();
   }
-  signal_thread.join();
+  if (!signal_thread.stop()) log->info("SHUTDOWN from a client: shutting down");
 
-  const std::uint64_t clients = server.counters()->connected_clients.load();
-  kl::Status stopped = server.stop();
+  const std::uint64_t clients = server->counters()->connected_clients.load();
+  kl::Status stopped = server->stop();
   log->info("server stopped (connections closed: " + std::to_string(clients) +
-            ", commands served: " + std::to_string(server.counters()->total_commands.load()) +
+            ", commands served: " + std::to_string(server->counters()->total_commands.load()) +
             ")");
   kl::Status closed = store->close();
   if (!stopped.ok() || !closed.ok()) {

@@ -77,6 +77,7 @@ class [[nodiscard]] Status {
     kCorruption,       // stored data is damaged; the message names the file and offset
     kBusy,             // someone else holds what we need: the data directory's lock
     kNotSupported,     // valid, but not something this build can do (a newer log version)
+    kCancelled,        // stopped when the caller asked: Options::keep_loading said no
   };
 
   // The default Status is success; `return Status();` says "it worked".
@@ -94,6 +95,9 @@ class [[nodiscard]] Status {
   static Status busy(std::string message) { return Status(Code::kBusy, std::move(message)); }
   static Status not_supported(std::string message) {
     return Status(Code::kNotSupported, std::move(message));
+  }
+  static Status cancelled(std::string message) {
+    return Status(Code::kCancelled, std::move(message));
   }
 
   bool ok() const { return code_ == Code::kOk; }
@@ -114,6 +118,7 @@ class [[nodiscard]] Status {
       case Code::kCorruption: return "Corruption";
       case Code::kBusy: return "Busy";
       case Code::kNotSupported: return "Not supported";
+      case Code::kCancelled: return "Cancelled";
     }
     return "Unknown";
   }

@@ -101,6 +101,7 @@ class [[nodiscard]] Status {
     kCorruption,       // stored data is damaged; the message names the file and offset
     kBusy,             // someone else holds what we need: the data directory's lock
     kNotSupported,     // valid, but not something this build can do (a newer log version)
+    kCancelled,        // stopped when the caller asked: Options::keep_loading said no
   };
 
   // The default Status is success; `return Status();` says "it worked".
@@ -118,6 +119,9 @@ class [[nodiscard]] Status {
   static Status busy(std::string message) { return Status(Code::kBusy, std::move(message)); }
   static Status not_supported(std::string message) {
     return Status(Code::kNotSupported, std::move(message));
+  }
+  static Status cancelled(std::string message) {
+    return Status(Code::kCancelled, std::move(message));
   }
 
   bool ok() const { return code_ == Code::kOk; }
@@ -138,6 +142,7 @@ class [[nodiscard]] Status {
       case Code::kCorruption: return "Corruption";
       case Code::kBusy: return "Busy";
       case Code::kNotSupported: return "Not supported";
+      case Code::kCancelled: return "Cancelled";
     }
     return "Unknown";
   }
@@ -190,6 +195,14 @@ class FileSystem {
   // Opens `path` for reading and appending. With `create`, a missing file is created
   // empty; without it, a missing file is an IO error.
   virtual Status open(const std::string& path, bool create, std::unique_ptr<File>* file) = 0;
+
+  // Opens `path`, which must exist, for reading only: what a tool that checks a read-only
+  // copy or backup needs. append() and truncate() on the file fail. The default calls
+  // open(path, false, file), read and write, so that a file system written before this
+  // member existed still works; the POSIX one asks the system for read access alone.
+  virtual Status open_read_only(const std::string& path, std::unique_ptr<File>* file) {
+    return open(path, false, file);
+  }
 
   // Whether `path` names an existing file or directory.
   virtual bool exists(const std::string& path) = 0;
@@ -294,6 +307,15 @@ class PosixFileSystem final : public FileSystem {
     int flags = O_RDWR | O_APPEND | O_CLOEXEC | (create ? O_CREAT : 0);
     int fd;
     do fd = ::open(path.c_str(), flags, 0644);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0) return os_error("open", path, errno);
+    file->reset(new PosixFile(fd, path));
+    return Status();
+  }
+
+  Status open_read_only(const std::string& path, std::unique_ptr<File>* file) override {
+    int fd;
+    do fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     while (fd < 0 && errno == EINTR);
     if (fd < 0) return os_error("open", path, errno);
     file->reset(new PosixFile(fd, path));

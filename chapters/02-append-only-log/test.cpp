@@ -355,4 +355,64 @@ TEST_CASE("append finishes writes that signals cut short") {
   CHECK(received == data);
 }
 
+// A backup may be read-only, and checking it must not need write access: open_read_only
+// asks the system for read access alone (O_RDONLY), so writes fail even for root, who
+// may write whatever the permissions say.
+TEST_CASE("a file opened read-only reads, and refuses every change") {
+  kltest::TempDir dir;
+  const std::string path = write_log(dir, sample_records());
+  const std::string before = kltest::read_file(path);
+  std::unique_ptr<kl::File> file;
+  REQUIRE(kl::default_file_system()->open_read_only(path, &file).ok());
+  std::uint64_t size = 0;
+  REQUIRE(file->size(&size).ok());
+  CHECK(size == before.size());
+  std::string head(8, '\0');
+  std::size_t got = 0;
+  REQUIRE(file->read_at(0, head.data(), head.size(), &got).ok());
+  CHECK(head == before.substr(0, 8));
+  CHECK(file->append("x").code() == kl::Status::Code::kIOError);
+  CHECK(file->truncate(0).code() == kl::Status::Code::kIOError);
+  file.reset();
+  CHECK(kltest::read_file(path) == before);
+  CHECK(read_log(path).records.size() == sample_records().size());
+
+  kl::Status missing = kl::default_file_system()->open_read_only(dir.file("none"), &file);
+  CHECK(missing.code() == kl::Status::Code::kIOError);
+  CHECK(missing.message() == "open " + dir.file("none") + ": No such file or directory");
+  CHECK_FALSE(kl::default_file_system()->exists(dir.file("none")));  // nothing created
+}
+
+// A FileSystem written before open_read_only existed overrides open() alone; it keeps
+// working, opening the file read-write through open(path, false, ...).
+TEST_CASE("a file system without open_read_only of its own opens through open()") {
+  struct Recording final : kl::FileSystem {
+    std::vector<std::string> opened;  // "path create" for each open()
+    kl::FileSystem* real = kl::default_file_system();
+    kl::Status open(const std::string& path, bool create, std::unique_ptr<kl::File>* file) override {
+      opened.push_back(path + (create ? " create" : " existing"));
+      return real->open(path, create, file);
+    }
+    bool exists(const std::string& path) override { return real->exists(path); }
+    kl::Status rename(const std::string& from, const std::string& to) override {
+      return real->rename(from, to);
+    }
+    kl::Status remove(const std::string& path) override { return real->remove(path); }
+    kl::Status sync_dir(const std::string& d) override { return real->sync_dir(d); }
+    kl::Status create_dir(const std::string& d) override { return real->create_dir(d); }
+    kl::Status list_dir(const std::string& d, std::vector<std::string>* names) override {
+      return real->list_dir(d, names);
+    }
+  };
+  kltest::TempDir dir;
+  const std::string path = write_log(dir, sample_records());
+  Recording fs;
+  std::unique_ptr<kl::File> file;
+  REQUIRE(fs.open_read_only(path, &file).ok());
+  CHECK(fs.opened == std::vector<std::string>{path + " existing"});
+  std::uint64_t size = 0;
+  REQUIRE(file->size(&size).ok());
+  CHECK(size == kltest::read_file(path).size());
+}
+
 }  // TEST_SUITE

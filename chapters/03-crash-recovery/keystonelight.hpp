@@ -116,6 +116,7 @@ class [[nodiscard]] Status {
     kCorruption,       // stored data is damaged; the message names the file and offset
     kBusy,             // someone else holds what we need: the data directory's lock
     kNotSupported,     // valid, but not something this build can do (a newer log version)
+    kCancelled,        // stopped when the caller asked: Options::keep_loading said no
   };
 
   // The default Status is success; `return Status();` says "it worked".
@@ -133,6 +134,9 @@ class [[nodiscard]] Status {
   static Status busy(std::string message) { return Status(Code::kBusy, std::move(message)); }
   static Status not_supported(std::string message) {
     return Status(Code::kNotSupported, std::move(message));
+  }
+  static Status cancelled(std::string message) {
+    return Status(Code::kCancelled, std::move(message));
   }
 
   bool ok() const { return code_ == Code::kOk; }
@@ -153,6 +157,7 @@ class [[nodiscard]] Status {
       case Code::kCorruption: return "Corruption";
       case Code::kBusy: return "Busy";
       case Code::kNotSupported: return "Not supported";
+      case Code::kCancelled: return "Cancelled";
     }
     return "Unknown";
   }
@@ -205,6 +210,14 @@ class FileSystem {
   // Opens `path` for reading and appending. With `create`, a missing file is created
   // empty; without it, a missing file is an IO error.
   virtual Status open(const std::string& path, bool create, std::unique_ptr<File>* file) = 0;
+
+  // Opens `path`, which must exist, for reading only: what a tool that checks a read-only
+  // copy or backup needs. append() and truncate() on the file fail. The default calls
+  // open(path, false, file), read and write, so that a file system written before this
+  // member existed still works; the POSIX one asks the system for read access alone.
+  virtual Status open_read_only(const std::string& path, std::unique_ptr<File>* file) {
+    return open(path, false, file);
+  }
 
   // Whether `path` names an existing file or directory.
   virtual bool exists(const std::string& path) = 0;
@@ -309,6 +322,15 @@ class PosixFileSystem final : public FileSystem {
     int flags = O_RDWR | O_APPEND | O_CLOEXEC | (create ? O_CREAT : 0);
     int fd;
     do fd = ::open(path.c_str(), flags, 0644);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0) return os_error("open", path, errno);
+    file->reset(new PosixFile(fd, path));
+    return Status();
+  }
+
+  Status open_read_only(const std::string& path, std::unique_ptr<File>* file) override {
+    int fd;
+    do fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     while (fd < 0 && errno == EINTR);
     if (fd < 0) return os_error("open", path, errno);
     file->reset(new PosixFile(fd, path));
@@ -1071,6 +1093,12 @@ struct Options {
   // and (from chapter 5) from the store's compactor thread, never with a lock held; it
   // must be thread-safe and must not close or destroy the store.
   std::function<void(const std::string& message)> info_log;
+
+  // Asked every few thousand records while the log is replayed; when it returns false,
+  // open() stops at once with Cancelled and nothing changed on disk. A server uses it so
+  // that SIGTERM during a long replay stops it promptly. Empty: the replay runs to the end.
+  // Called from the thread that opens the store; it must not touch the store.
+  std::function<bool()> keep_loading;
 };
 
 namespace detail {
@@ -1432,6 +1460,11 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
       map_.erase(std::string(record.key));
     }
     ++recovery_.records;
+    if (recovery_.records % 4096 == 0 && options.keep_loading && !options.keep_loading()) {
+      return Status::cancelled("loading " + path + " was stopped after " +
+                               std::to_string(recovery_.records) + " records, as asked " +
+                               "(Options::keep_loading); the log was not changed: open it again");
+    }
   }
   if (result == LogReader::Result::kIOError) return reader.status();
 

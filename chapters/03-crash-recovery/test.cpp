@@ -217,6 +217,35 @@ TEST_CASE("the recovery of a torn tail is reported through info_log") {
   CHECK(notes[0].find(log_path(dir)) != std::string::npos);
 }
 
+// A server stopped (SIGTERM) while it replays a long log must stop promptly, not after
+// the replay, and must leave the log as it was.
+TEST_CASE("keep_loading stops a replay at once, Cancelled, with the log unchanged") {
+  kltest::TempDir dir;
+  {
+    auto store = open_store(options_for(dir));
+    for (int i = 0; i < 20000; ++i) REQUIRE(store->set("key" + std::to_string(i), "v").ok());
+  }
+  const std::string before = kltest::read_file(log_path(dir));
+  kl::Options options = options_for(dir);
+  int asked = 0;
+  options.keep_loading = [&asked] { return ++asked < 2; };
+  std::unique_ptr<kl::Store> store;
+  kl::Status s = kl::Store::open(options, &store);
+  CHECK(s.code() == Code::kCancelled);
+  CHECK(s.message() == "loading " + log_path(dir) + " was stopped after 8192 records, as " +
+                           "asked (Options::keep_loading); the log was not changed: open it "
+                           "again");
+  CHECK(asked == 2);
+  CHECK(store == nullptr);
+  CHECK(kltest::read_file(log_path(dir)) == before);
+
+  asked = 0;
+  options.keep_loading = [&asked] { return ++asked > 0; };
+  store = open_store(options);  // the lock was let go
+  CHECK(store->size() == 20000);
+  CHECK(asked == 20000 / 4096);
+}
+
 TEST_CASE("a second opener of a locked directory is told the holder's pid") {
   kltest::TempDir dir;
   auto first = open_store(options_for(dir));

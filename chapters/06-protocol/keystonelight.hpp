@@ -153,6 +153,7 @@ class [[nodiscard]] Status {
     kCorruption,       // stored data is damaged; the message names the file and offset
     kBusy,             // someone else holds what we need: the data directory's lock
     kNotSupported,     // valid, but not something this build can do (a newer log version)
+    kCancelled,        // stopped when the caller asked: Options::keep_loading said no
   };
 
   // The default Status is success; `return Status();` says "it worked".
@@ -170,6 +171,9 @@ class [[nodiscard]] Status {
   static Status busy(std::string message) { return Status(Code::kBusy, std::move(message)); }
   static Status not_supported(std::string message) {
     return Status(Code::kNotSupported, std::move(message));
+  }
+  static Status cancelled(std::string message) {
+    return Status(Code::kCancelled, std::move(message));
   }
 
   bool ok() const { return code_ == Code::kOk; }
@@ -190,6 +194,7 @@ class [[nodiscard]] Status {
       case Code::kCorruption: return "Corruption";
       case Code::kBusy: return "Busy";
       case Code::kNotSupported: return "Not supported";
+      case Code::kCancelled: return "Cancelled";
     }
     return "Unknown";
   }
@@ -242,6 +247,14 @@ class FileSystem {
   // Opens `path` for reading and appending. With `create`, a missing file is created
   // empty; without it, a missing file is an IO error.
   virtual Status open(const std::string& path, bool create, std::unique_ptr<File>* file) = 0;
+
+  // Opens `path`, which must exist, for reading only: what a tool that checks a read-only
+  // copy or backup needs. append() and truncate() on the file fail. The default calls
+  // open(path, false, file), read and write, so that a file system written before this
+  // member existed still works; the POSIX one asks the system for read access alone.
+  virtual Status open_read_only(const std::string& path, std::unique_ptr<File>* file) {
+    return open(path, false, file);
+  }
 
   // Whether `path` names an existing file or directory.
   virtual bool exists(const std::string& path) = 0;
@@ -346,6 +359,15 @@ class PosixFileSystem final : public FileSystem {
     int flags = O_RDWR | O_APPEND | O_CLOEXEC | (create ? O_CREAT : 0);
     int fd;
     do fd = ::open(path.c_str(), flags, 0644);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0) return os_error("open", path, errno);
+    file->reset(new PosixFile(fd, path));
+    return Status();
+  }
+
+  Status open_read_only(const std::string& path, std::unique_ptr<File>* file) override {
+    int fd;
+    do fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     while (fd < 0 && errno == EINTR);
     if (fd < 0) return os_error("open", path, errno);
     file->reset(new PosixFile(fd, path));
@@ -631,11 +653,13 @@ class Store {
   Status set(std::string_view key, std::string_view value, SetIf condition, bool* stored,
              std::optional<std::string>* previous = nullptr);
 
-  // For the protocol's MSET, KEYS and FLUSHDB (chapter 6). set_all stores every pair
-  // under one writer lock, so no reader sees half of them (a crash can still stop it
-  // halfway: each pair is its own record). keys() copies every key. clear() removes
-  // everything by swapping in an empty log, the way a compaction swaps logs.
+  // For the protocol's MSET, DEL, KEYS and FLUSHDB (chapter 6). set_all stores every
+  // pair, and del_all removes every key (counting in *removed those that existed), under
+  // one writer lock, so no reader sees half of them (a crash can still stop them halfway:
+  // each key is its own record). keys() copies every key. clear() removes everything by
+  // swapping in an empty log, the way a compaction swaps logs.
   Status set_all(const std::vector<std::pair<std::string_view, std::string_view>>& pairs);
+  Status del_all(const std::vector<std::string_view>& keys, std::size_t* removed);
   // The values of `keys`, read under one reader lock: MGET never sees half an MSET.
   std::vector<std::optional<std::string>> get_all(const std::vector<std::string_view>& keys) const;
   std::vector<std::string> keys() const;
@@ -1280,6 +1304,12 @@ struct Options {
   // must be thread-safe and must not close or destroy the store.
   std::function<void(const std::string& message)> info_log;
 
+  // Asked every few thousand records while the log is replayed; when it returns false,
+  // open() stops at once with Cancelled and nothing changed on disk. A server uses it so
+  // that SIGTERM during a long replay stops it promptly. Empty: the replay runs to the end.
+  // Called from the thread that opens the store; it must not touch the store.
+  std::function<bool()> keep_loading;
+
   // Automatic compaction (chapter 4): after a write, when the log is at least
   // compact_min_bytes long and more than compact_ratio times the size of the live data,
   // the store compacts. A ratio of 0 turns it off; compact() still works.
@@ -1837,6 +1867,11 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
       map_.erase(std::string(record.key));
     }
     ++recovery_.records;
+    if (recovery_.records % 4096 == 0 && options.keep_loading && !options.keep_loading()) {
+      return Status::cancelled("loading " + path + " was stopped after " +
+                               std::to_string(recovery_.records) + " records, as asked " +
+                               "(Options::keep_loading); the log was not changed: open it again");
+    }
   }
   if (result == LogReader::Result::kIOError) return reader.status();
 
@@ -2490,13 +2525,10 @@ class Dispatcher {
   }
   void set(const Args& a, Session*, std::string* out);
   void del(const Args& a, Session*, std::string* out) {
-    std::int64_t removed = 0;
-    for (std::size_t i = 1; i < a.size(); ++i) {
-      bool existed = false;
-      if (Status s = store_->del(a[i], &existed); !s.ok()) return reply_status(out, s);
-      removed += existed ? 1 : 0;
-    }
-    resp::integer(out, removed);
+    std::size_t removed = 0;
+    Status s = store_->del_all(std::vector<std::string_view>(a.begin() + 1, a.end()), &removed);
+    if (!s.ok()) return reply_status(out, s);
+    resp::integer(out, static_cast<std::int64_t>(removed));
   }
   void exists(const Args& a, Session*, std::string* out) {
     std::int64_t found = 0;
@@ -2869,6 +2901,22 @@ inline Status Store::set_all(const std::vector<std::pair<std::string_view, std::
   for (const auto& [key, value] : pairs) {
     if (Status s = put(key, value); !s.ok()) return s;
   }
+  return finish_write(lock);
+}
+
+inline Status Store::del_all(const std::vector<std::string_view>& keys, std::size_t* removed) {
+  WriteLock lock(this);
+  *removed = 0;
+  for (std::string_view key : keys) {
+    auto it = map_.find(std::string(key));
+    if (it == map_.end()) continue;
+    if (Status s = log_delete(key); !s.ok()) return s;
+    count_live(-1, key, it->second);
+    if (keeps_undo()) remember(key, std::move(it->second));
+    map_.erase(it);
+    ++*removed;
+  }
+  maybe_compact();
   return finish_write(lock);
 }
 

@@ -180,6 +180,7 @@ class [[nodiscard]] Status {
     kCorruption,       // stored data is damaged; the message names the file and offset
     kBusy,             // someone else holds what we need: the data directory's lock
     kNotSupported,     // valid, but not something this build can do (a newer log version)
+    kCancelled,        // stopped when the caller asked: Options::keep_loading said no
   };
 
   // The default Status is success; `return Status();` says "it worked".
@@ -197,6 +198,9 @@ class [[nodiscard]] Status {
   static Status busy(std::string message) { return Status(Code::kBusy, std::move(message)); }
   static Status not_supported(std::string message) {
     return Status(Code::kNotSupported, std::move(message));
+  }
+  static Status cancelled(std::string message) {
+    return Status(Code::kCancelled, std::move(message));
   }
 
   bool ok() const { return code_ == Code::kOk; }
@@ -217,6 +221,7 @@ class [[nodiscard]] Status {
       case Code::kCorruption: return "Corruption";
       case Code::kBusy: return "Busy";
       case Code::kNotSupported: return "Not supported";
+      case Code::kCancelled: return "Cancelled";
     }
     return "Unknown";
   }
@@ -269,6 +274,14 @@ class FileSystem {
   // Opens `path` for reading and appending. With `create`, a missing file is created
   // empty; without it, a missing file is an IO error.
   virtual Status open(const std::string& path, bool create, std::unique_ptr<File>* file) = 0;
+
+  // Opens `path`, which must exist, for reading only: what a tool that checks a read-only
+  // copy or backup needs. append() and truncate() on the file fail. The default calls
+  // open(path, false, file), read and write, so that a file system written before this
+  // member existed still works; the POSIX one asks the system for read access alone.
+  virtual Status open_read_only(const std::string& path, std::unique_ptr<File>* file) {
+    return open(path, false, file);
+  }
 
   // Whether `path` names an existing file or directory.
   virtual bool exists(const std::string& path) = 0;
@@ -373,6 +386,15 @@ class PosixFileSystem final : public FileSystem {
     int flags = O_RDWR | O_APPEND | O_CLOEXEC | (create ? O_CREAT : 0);
     int fd;
     do fd = ::open(path.c_str(), flags, 0644);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0) return os_error("open", path, errno);
+    file->reset(new PosixFile(fd, path));
+    return Status();
+  }
+
+  Status open_read_only(const std::string& path, std::unique_ptr<File>* file) override {
+    int fd;
+    do fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     while (fd < 0 && errno == EINTR);
     if (fd < 0) return os_error("open", path, errno);
     file->reset(new PosixFile(fd, path));
@@ -564,14 +586,34 @@ class Socket {
   int fd_ = -1;
 };
 
+// A new socket, and a connection taken from a listener, close-on-exec and non-blocking from
+// the call that makes them: a program that embeds the server and forks and execs from another
+// thread would otherwise hand the child the descriptor between socket(2) and fcntl(2). Where
+// the system cannot do it in one call (macOS), prepare_socket sets the flags just after.
+inline int new_socket(const addrinfo* a) {
+#if defined(SOCK_CLOEXEC)
+  return ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
+#else
+  return ::socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+#endif
+}
+inline int accept_socket(int listener) {
+#if defined(SOCK_CLOEXEC)
+  return ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+#else
+  return ::accept(listener, nullptr, nullptr);
+#endif
+}
+
 // "127.0.0.1:6380", or "[::1]:6380" for IPv6, as people write addresses in messages.
 inline std::string endpoint(const std::string& host, int port) {
   const bool v6 = host.find(':') != std::string::npos;
   return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
 }
 
-// Makes `fd` non-blocking and close-on-exec, and (where the system has no MSG_NOSIGNAL)
-// asks it not to raise SIGPIPE when the peer has gone.
+// Makes `fd` non-blocking and close-on-exec (where new_socket and accept_socket could not),
+// and (where the system has no MSG_NOSIGNAL) asks it not to raise SIGPIPE when the peer has
+// gone.
 inline Status prepare_socket(int fd, const std::string& where) {
   const int flags = ::fcntl(fd, F_GETFL, 0);
   if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 ||
@@ -619,7 +661,7 @@ inline Status listen_tcp(const std::string& host, int port, Socket* listener, in
   const std::string where = endpoint(host, port);
   Status last = Status::io_error("no address to listen on for " + where);
   for (addrinfo* a = addresses.get(); a != nullptr; a = a->ai_next) {
-    Socket socket(::socket(a->ai_family, a->ai_socktype, a->ai_protocol));
+    Socket socket(new_socket(a));
     if (!socket.valid()) {
       last = os_error("create socket for", where, errno);
       continue;
@@ -659,7 +701,7 @@ inline Status listen_tcp(const std::string& host, int port, Socket* listener, in
 // one that was has gone already; IOError when the process is out of descriptors or memory.
 inline Status accept_connection(int listener, Socket* socket) {
   while (true) {
-    Socket accepted(::accept(listener, nullptr, nullptr));
+    Socket accepted(accept_socket(listener));
     if (accepted.valid()) {
       if (Status s = prepare_socket(accepted.fd(), "accepted connection"); !s.ok()) continue;
       *socket = std::move(accepted);
@@ -751,7 +793,7 @@ inline Status connect_tcp(const std::string& host, int port, int timeout_ms, Soc
   const std::string where = endpoint(host, port);
   Status last = Status::io_error("no address to connect to for " + where);
   for (addrinfo* a = addresses.get(); a != nullptr; a = a->ai_next) {
-    Socket candidate(::socket(a->ai_family, a->ai_socktype, a->ai_protocol));
+    Socket candidate(new_socket(a));
     if (!candidate.valid()) {
       last = os_error("create socket for", where, errno);
       continue;
@@ -801,10 +843,16 @@ class Wakeup {
 
   Status open() {
     int fds[2];
+#if defined(SOCK_CLOEXEC)
+    // Close-on-exec from the start, as for sockets (new_socket); the systems that have
+    // SOCK_CLOEXEC have pipe2 too, and the others (macOS) neither.
+    if (::pipe2(fds, O_CLOEXEC) != 0) return os_error("create", "a pipe", errno);
+#else
     if (::pipe(fds) != 0) return os_error("create", "a pipe", errno);
+    for (int fd : fds) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+#endif
     read_ = fds[0];
     write_ = fds[1];
-    for (int fd : fds) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
     ::fcntl(write_, F_SETFL, O_NONBLOCK);  // a full pipe is readable already: never wait
     return Status();
   }
@@ -959,11 +1007,13 @@ class Store {
   Status set(std::string_view key, std::string_view value, SetIf condition, bool* stored,
              std::optional<std::string>* previous = nullptr);
 
-  // For the protocol's MSET, KEYS and FLUSHDB (chapter 6). set_all stores every pair
-  // under one writer lock, so no reader sees half of them (a crash can still stop it
-  // halfway: each pair is its own record). keys() copies every key. clear() removes
-  // everything by swapping in an empty log, the way a compaction swaps logs.
+  // For the protocol's MSET, DEL, KEYS and FLUSHDB (chapter 6). set_all stores every
+  // pair, and del_all removes every key (counting in *removed those that existed), under
+  // one writer lock, so no reader sees half of them (a crash can still stop them halfway:
+  // each key is its own record). keys() copies every key. clear() removes everything by
+  // swapping in an empty log, the way a compaction swaps logs.
   Status set_all(const std::vector<std::pair<std::string_view, std::string_view>>& pairs);
+  Status del_all(const std::vector<std::string_view>& keys, std::size_t* removed);
   // The values of `keys`, read under one reader lock: MGET never sees half an MSET.
   std::vector<std::optional<std::string>> get_all(const std::vector<std::string_view>& keys) const;
   std::vector<std::string> keys() const;
@@ -1608,6 +1658,12 @@ struct Options {
   // must be thread-safe and must not close or destroy the store.
   std::function<void(const std::string& message)> info_log;
 
+  // Asked every few thousand records while the log is replayed; when it returns false,
+  // open() stops at once with Cancelled and nothing changed on disk. A server uses it so
+  // that SIGTERM during a long replay stops it promptly. Empty: the replay runs to the end.
+  // Called from the thread that opens the store; it must not touch the store.
+  std::function<bool()> keep_loading;
+
   // Automatic compaction (chapter 4): after a write, when the log is at least
   // compact_min_bytes long and more than compact_ratio times the size of the live data,
   // the store compacts. A ratio of 0 turns it off; compact() still works.
@@ -2165,6 +2221,11 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
       map_.erase(std::string(record.key));
     }
     ++recovery_.records;
+    if (recovery_.records % 4096 == 0 && options.keep_loading && !options.keep_loading()) {
+      return Status::cancelled("loading " + path + " was stopped after " +
+                               std::to_string(recovery_.records) + " records, as asked " +
+                               "(Options::keep_loading); the log was not changed: open it again");
+    }
   }
   if (result == LogReader::Result::kIOError) return reader.status();
 
@@ -2831,13 +2892,10 @@ class Dispatcher {
   }
   void set(const Args& a, Session*, std::string* out);
   void del(const Args& a, Session*, std::string* out) {
-    std::int64_t removed = 0;
-    for (std::size_t i = 1; i < a.size(); ++i) {
-      bool existed = false;
-      if (Status s = store_->del(a[i], &existed); !s.ok()) return reply_status(out, s);
-      removed += existed ? 1 : 0;
-    }
-    resp::integer(out, removed);
+    std::size_t removed = 0;
+    Status s = store_->del_all(std::vector<std::string_view>(a.begin() + 1, a.end()), &removed);
+    if (!s.ok()) return reply_status(out, s);
+    resp::integer(out, static_cast<std::int64_t>(removed));
   }
   void exists(const Args& a, Session*, std::string* out) {
     std::int64_t found = 0;
@@ -3212,6 +3270,22 @@ inline Status Store::set_all(const std::vector<std::pair<std::string_view, std::
   for (const auto& [key, value] : pairs) {
     if (Status s = put(key, value); !s.ok()) return s;
   }
+  return finish_write(lock);
+}
+
+inline Status Store::del_all(const std::vector<std::string_view>& keys, std::size_t* removed) {
+  WriteLock lock(this);
+  *removed = 0;
+  for (std::string_view key : keys) {
+    auto it = map_.find(std::string(key));
+    if (it == map_.end()) continue;
+    if (Status s = log_delete(key); !s.ok()) return s;
+    count_live(-1, key, it->second);
+    if (keeps_undo()) remember(key, std::move(it->second));
+    map_.erase(it);
+    ++*removed;
+  }
+  maybe_compact();
   return finish_write(lock);
 }
 
@@ -3698,11 +3772,21 @@ class Client {
     return send_queued();
   }
 
-  // Reads the next reply (after sending what is queued).
+  // Reads the next reply (after sending what is queued). When the sending fails but a
+  // whole reply has come, that reply is returned: a server may answer a request it will
+  // not read to the end (one over its limits, a stranger's before AUTH) and close, and
+  // its error says why, where the failed send's "Connection reset" would not.
   Status read(Reply* reply) {
     deadline_ = std::chrono::steady_clock::now() + timeout_;
-    if (Status s = send_queued(); !s.ok()) return s;
+    const Status sent = send_queued();
+    if (!sent.ok()) {
+      // The reply, if any, came before the reset: it is in the kernel's buffer now. Parse
+      // only what is there; the connection is broken, so nothing more is worth a wait.
+      receive_rest();
+      deadline_ = std::chrono::steady_clock::now();
+    }
     Status s = read_reply(reply, 0);
+    if (!sent.ok() && !s.ok()) s = sent;
     if (pos_ == in_.size() || pos_ > 64 * 1024) {  // not after every reply of a pipeline
       in_.erase(0, pos_);
       pos_ = 0;
@@ -3761,6 +3845,13 @@ class Client {
     if (closed) return Status::io_error("connection closed by " + server_);
     in_.append(buffer, got);
     return Status();
+  }
+
+  // Appends to in_ everything received so far, until none is left or the stream ends.
+  void receive_rest() {
+    std::size_t before = 0;
+    do before = in_.size();
+    while (receive().ok() && in_.size() > before);
   }
 
   // Makes sure in_ holds n bytes after pos_, waiting for the server as needed.

@@ -330,6 +330,28 @@ TEST_CASE("with a password, nothing but AUTH works until it is given, and strang
   CHECK(server.store_->get("a")->size() == big.size());
 }
 
+// The server answers a request it will not read to the end, and closes; the client is
+// still sending, and its send fails with "Connection reset". The server's reply says
+// why, and must reach the caller.
+TEST_CASE("a request refused while it is still being sent gets the server's error, not a reset") {
+  const std::string huge(32 << 20, 'x');  // far more than the sockets' buffers hold
+  for (const bool stranger : {true, false}) {
+    CAPTURE(stranger);
+    kl::ServerConfig config;
+    if (stranger) config.requirepass = "s3cret";  // before AUTH, 16 KiB at most
+    else config.limits.max_bulk_bytes = 1024;
+    TestServer server(config);
+    auto client = server.connect();
+    kl::Reply reply;
+    kl::Status s = client->command({stranger ? "AUTH" : "SET", stranger ? huge : "k", huge}, &reply);
+    INFO(s.to_string());
+    REQUIRE(s.ok());
+    CHECK(reply.type == Type::kError);
+    CHECK(reply.text.find("Protocol error: invalid bulk length") != std::string::npos);
+    CHECK_FALSE(client->command({"PING"}, &reply).ok());  // and the connection is gone
+  }
+}
+
 TEST_CASE("a client that never reads its replies is closed, and does not stall the others") {
   kl::ServerConfig config;
   config.max_output_bytes = 64 * 1024;

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -167,6 +168,59 @@ TEST_CASE("a released PID file leaves alone a file that replaced it") {
   kltest::write_file(path, "4242\n");      // ...and another instance's file in its place
   pid_file.reset();
   CHECK(kltest::read_file(path) == "4242\n");
+}
+
+// --pidfile aimed at the store's log once truncated it, wrote a pid in it and deleted it
+// at exit. A PID file is written and removed, so only a file that is one may be taken.
+TEST_CASE("a path that holds anything but a pid is refused and left as it is") {
+  kltest::TempDir dir;
+  const std::string pid = std::to_string(::getpid());
+  for (const std::string& content : {std::string("KEYSTONE\x01\0\0\0data", 16),
+                                     std::string("notes, not a pid\n"), std::string("123\nabc"),
+                                     std::string("12 34\n"), std::string("\n"),
+                                     std::string(40, '7')}) {
+    CAPTURE(content);
+    const std::string path = dir.file("data");
+    kltest::write_file(path, content);
+    std::unique_ptr<kl::PidFile> pid_file;
+    kl::Status s = kl::PidFile::acquire(path, &pid_file);
+    CHECK(s.code() == kl::Status::Code::kInvalidArgument);
+    CHECK(s.message().find(path + " holds ") == 0);
+    CHECK(s.message().find("nothing was changed") != std::string::npos);
+    CHECK(pid_file == nullptr);
+    CHECK(kltest::read_file(path) == content);
+  }
+
+  std::unique_ptr<kl::PidFile> pid_file;
+  kl::Status s = kl::PidFile::acquire(dir.path(), &pid_file);
+  CHECK(s.code() == kl::Status::Code::kInvalidArgument);
+  CHECK(s.message() == dir.path() + " is a directory, so it cannot be a PID file; nothing "
+                       "was changed: give the path of a new file, or of a PID file (one that "
+                       "holds a process id alone)");
+  CHECK(std::filesystem::is_directory(dir.path()));
+
+  const std::string fifo = dir.file("fifo");
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  s = kl::PidFile::acquire(fifo, &pid_file);
+  CHECK(s.code() == kl::Status::Code::kInvalidArgument);
+  CHECK(s.message().find(fifo + " is not a regular file") == 0);
+  CHECK(std::filesystem::is_fifo(fifo));
+}
+
+TEST_CASE("an empty file, a pid, and a pid without its newline are PID files, taken over") {
+  kltest::TempDir dir;
+  const std::string path = dir.file("server.pid");
+  for (const std::string& content : {std::string(), std::string("4242\n"), std::string("4242")}) {
+    CAPTURE(content);
+    kltest::write_file(path, content);
+    std::unique_ptr<kl::PidFile> pid_file;
+    std::string stale = "unset";
+    REQUIRE(kl::PidFile::acquire(path, &pid_file, &stale).ok());
+    CHECK(stale == (content.empty() ? "" : "4242"));
+    CHECK(kltest::read_file(path) == std::to_string(::getpid()) + "\n");
+    pid_file.reset();
+    CHECK_FALSE(std::filesystem::exists(path));
+  }
 }
 
 TEST_CASE("SignalWaiter::interrupt ends a thread waiting for signals") {

@@ -244,6 +244,47 @@ expect "--help prints the usage and the exit codes" 0 "usage:" "Exit codes:" "  
 run --version
 expect "--version prints the version" 0 "keystonelight-check $(sed -n 's/^#define KEYSTONELIGHT_VERSION_STR "\(.*\)"$/\1/p' keystonelight.hpp)"
 
+# --- A read-only copy: a check and an export read it; --fix needs write access. ---------
+# Root may write whatever the permissions say, so as root the program runs as nobody
+# (setpriv or runuser); without either, this part is skipped with a note.
+copy ro
+chmod -R a-w "$work/ro"
+as_reader=
+if [ "$(id -u)" -ne 0 ]; then
+  as_reader=direct
+elif command -v setpriv > /dev/null 2>&1 &&
+     setpriv --reuid=65534 --regid=65534 --clear-groups true 2>/dev/null; then
+  as_reader=setpriv
+elif command -v runuser > /dev/null 2>&1 && runuser -u nobody -- true 2>/dev/null; then
+  as_reader=runuser
+fi
+if [ -z "$as_reader" ]; then
+  echo "note: running as root without setpriv or runuser, so the read-only copy was not tried"
+else
+  chmod 755 "$work"  # nobody must reach the copy and the program
+  cp "$check" "$work/check-ro"
+  chmod 755 "$work/check-ro"
+  # run_reader ARGS...: like run, as a user who may only read the copy.
+  run_reader() {
+    case $as_reader in
+      direct) out=$("$work/check-ro" "$@" 2>&1); code=$? ;;
+      setpriv) out=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$work/check-ro" "$@" 2>&1); code=$? ;;
+      runuser) out=$(runuser -u nobody -- "$work/check-ro" "$@" 2>&1); code=$? ;;
+    esac
+  }
+  before=$(cksum < "$work/ro/$log")
+  run_reader "$work/ro"
+  expect "a read-only copy checks clean ($as_reader)" 0 "records:        6 (puts 5, deletes 1)" \
+    "problem:        none"
+  run_reader --export "$work/ro"
+  expect "a read-only copy exports" 0 "gamma"
+  run_reader --fix "$work/ro"
+  expect "--fix on a read-only copy is refused, naming the file" 3 "$work/ro/LOCK" \
+    "Permission denied"
+  holds "the read-only copy is unchanged" [ "$(cksum < "$work/ro/$log")" = "$before" ]
+fi
+chmod -R u+w "$work/ro"
+
 # --- --fix refused while a store holds the lock ----------------------------------------
 copy locked
 "$helper" hold "$work/locked" 20 "$work/ready" &

@@ -59,7 +59,7 @@ start() {
   pid=$!
   pids="$pids $pid"
   port=
-  if until_true 100 grep -q 'ready for connections' "$work/$name.log"; then
+  if until_true 100 grep -qs 'ready for connections' "$work/$name.log"; then
     port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/$name.log")
   fi
 }
@@ -185,8 +185,45 @@ if ! ${CXX:-g++} -std=c++17 -O1 -I. -pthread "$work/client.cpp" -o "$work/client
 fi
 client=$work/client
 
+# A log of many records, written straight in the log's format (far faster than through a
+# server), for a replay that lasts long enough to be interrupted.
+cat > "$work/biglog.cpp" <<'EOF'
+// biglog DIR N: writes DIR/keystonelight.log holding N puts of distinct keys.
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "keystonelight.hpp"
+
+namespace kl = keystonelight;
+
+int main(int argc, char** argv) {
+  if (argc != 3) return 2;
+  const std::string path = kl::detail::path_in(argv[1], kl::kLogFileName);
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  if (f == nullptr) return 1;
+  std::string out = kl::detail::encode_file_header();
+  const long n = std::atol(argv[2]);
+  for (long i = 0; i < n; ++i) {
+    kl::detail::encode_record(kl::RecordType::kPut, "key" + std::to_string(i), "value-of-sixteen",
+                              0, &out);
+    if (out.size() > (1 << 20) || i + 1 == n) {
+      if (std::fwrite(out.data(), 1, out.size(), f) != out.size()) return 1;
+      out.clear();
+    }
+  }
+  return std::fclose(f) == 0 ? 0 : 1;
+}
+EOF
+if ! ${CXX:-g++} -std=c++17 -O1 -I. -pthread "$work/biglog.cpp" -o "$work/biglog"; then
+  echo "error: the log generator does not compile against keystonelight.hpp"
+  echo "server: 0 passed, 1 failed"
+  exit 1
+fi
+
 # --- Wrong flags: exit 2, the flag named, the usage shown. ------------------------------
-for case in "--prot 7000|unknown flag '--prot'" "--port 70000|--port: '70000' is not a port" \
+for case in "--prot 7000|unknown flag '--prot'" "--bogus|unknown flag '--bogus'" \
+            "--port 0 --bogus|unknown flag '--bogus'" "--port 70000|--port: '70000' is not a port" \
             "--fsync sometimes|--fsync: 'sometimes' is not a policy" \
             "--max-clients 0|--max-clients: '0'" "--compact-ratio 0.5|--compact-ratio: '0.5'" \
             "--log-level loud|--log-level: 'loud'" "--dir|--dir: a value is needed" \
@@ -230,7 +267,7 @@ finish "$first"
 start third --dir "$data"
 holds "after kill -9 a new instance starts" [ -n "$port" ]
 has "... and reports the stale PID file" "$work/third.log" \
-    "was left by pid $first, which is no longer running: taken over"
+    "PID file $data/keystonelight.pid held pid $first, but no process holds its lock, so no server is using it: taken over"
 has "... and finds the data written before the kill" "$work/third.log" "1 keys loaded"
 out=$("$client" "$port" GET greeting)
 holds "... which it serves" [ "$out" = "hello" ]
@@ -253,7 +290,7 @@ holds "every acknowledged write is there after the compaction" [ $? -eq 0 ]
 # --- SIGTERM with clients connected and writing. ----------------------------------------
 "$client" hold "$port" 20 30 > "$work/held" &
 holder=$!
-until_true 50 grep -q holding "$work/held"
+until_true 50 grep -qs holding "$work/held"
 "$client" load "$port" 30 "$work/term.acked" &
 loader=$!
 sleep 1
@@ -287,6 +324,80 @@ holds "a port in use makes the server exit 1" [ "$code" -eq 1 ]
 has "... naming the address and the flag" "$work/busy.log" "127.0.0.1:$port"
 kill -TERM "$pid"
 finish "$pid"
+
+# --- A stale PID file naming a live process that is not a server: taken over, truly told.
+printf '%s\n' "$$" > "$work/live.pid"  # this shell: alive, and holding no lock
+start live --dir "$work/other" --pidfile "$work/live.pid"
+holds "a PID file naming a live process, unlocked, is taken over" [ -n "$port" ]
+has "... saying no process holds its lock" "$work/live.log" \
+    "held pid $$, but no process holds its lock, so no server is using it: taken over"
+if grep -q "no longer running" "$work/live.log"; then
+  out=$(cat "$work/live.log"); not_ok "... without claiming pid $$ is no longer running"
+else
+  ok
+fi
+kill -TERM "$pid"
+finish "$pid"
+
+# --- --pidfile aimed at something that is not a PID file: refused, nothing touched. ----
+# The data directory, its log, its lock, and a file of someone else's: exit 1, each named,
+# and each byte left as it was (the log used to be truncated, then deleted at exit).
+printf 'notes, not a pid\n' > "$work/notes"
+before=$(cat "$data/keystonelight.log" "$data/LOCK" "$work/notes" | cksum)
+for case in "$data/keystonelight.log|is the store's log" "$data/LOCK|is the data directory's lock file" \
+            "$data|is the data directory" "$work/notes|holds something other than a process id"; do
+  target=${case%%|*} want=${case#*|}
+  "$server" --port 0 --dir "$data" --pidfile "$target" > "$work/wrong-pidfile.log" 2>&1 &
+  pids="$pids $!"
+  finish $!
+  holds "--pidfile $target exits 1 (exit $code)" [ "$code" -eq 1 ]
+  has "... saying what it is" "$work/wrong-pidfile.log" "$want"
+  has "... and that nothing was changed" "$work/wrong-pidfile.log" "nothing was changed"
+done
+holds "... and the log, the lock and the notes are byte for byte as they were" \
+    [ "$(cat "$data/keystonelight.log" "$data/LOCK" "$work/notes" | cksum)" = "$before" ]
+start after-wrong-pidfile --dir "$data"
+holds "... and the store opens afterwards" [ -n "$port" ]
+has "... with its keys" "$work/after-wrong-pidfile.log" "keys loaded from"
+kill -TERM "$pid"
+finish "$pid"
+
+# --- SIGTERM during a long replay: stops at once, exit 0, the log untouched. ------------
+# Two million records take about two seconds to replay here. The signal goes as soon as
+# the PID file exists (it is taken just before the store opens), so it lands in the replay.
+mkdir "$work/big"
+if "$work/biglog" "$work/big" 2000000; then
+  before=$(cksum < "$work/big/keystonelight.log")
+  "$server" --port 0 --dir "$work/big" > "$work/big.log" 2>&1 &
+  pid=$!
+  pids="$pids $pid"
+  until_true 100 test -s "$work/big/keystonelight.pid"
+  kill -TERM "$pid"
+  if until_true 15 sh -c "! kill -0 $pid 2>/dev/null"; then
+    wait "$pid"; code=$?
+    holds "SIGTERM during the replay stops the server within 1.5 s, exit 0 (exit $code)" \
+        [ "$code" -eq 0 ]
+  else
+    finish "$pid"
+    out=$(cat "$work/big.log"); not_ok "SIGTERM during the replay stops the server within 1.5 s (exit $code)"
+  fi
+  has "... stopping the replay" "$work/big.log" "stopped while loading the log"
+  if grep -q "ready for connections" "$work/big.log"; then
+    out=$(cat "$work/big.log"); not_ok "... before listening"
+  else
+    ok
+  fi
+  holds "... removes the PID file" [ ! -e "$work/big/keystonelight.pid" ]
+  holds "... and leaves the log byte for byte as it was" \
+      [ "$(cksum < "$work/big/keystonelight.log")" = "$before" ]
+  start big-again --dir "$work/big"
+  has "... and all of it loads afterwards" "$work/big-again.log" "2000000 keys loaded"
+  [ -n "$port" ] && "$client" "$port" SHUTDOWN > /dev/null 2>&1
+  finish "$pid"
+else
+  out=''; not_ok "the generator writes a log of two million records"
+fi
+rm -rf "$work/big"
 
 # --- make run in a fresh copy: the defaults, 127.0.0.1:6380 and ./data. -----------------
 fresh=$work/fresh
