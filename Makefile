@@ -227,18 +227,22 @@ build/fuzz/%_fuzz: tests/fuzz/%_fuzz.cpp $(HEADER) $(wildcard tests/fuzz/*.hpp) 
 	@mkdir -p $(@D)
 	$(CLANG) $(FUZZ_FLAGS) $(FUZZ_DEFINES_$*) -I. $< -o $@
 
-# One target's run, as shell text ending in ";": it counts in $$passed and $$failed.
+# One target's run, as shell text ending in ";": it counts in $$passed and $$failed. On
+# failure it shows the report from the property or sanitizer message on, and the replay
+# command for each input the run saved.
 define fuzz_one
 mkdir -p $(call fuzz_corpus,$(1)); echo "fuzz: $(1) for $(FUZZ_SECONDS) s"; \
+touch build/fuzz/$(1).log.start; \
 if build/fuzz/$(1)_fuzz -max_total_time=$(FUZZ_SECONDS) -timeout=$(FUZZ_TIMEOUT) \
     -max_len=$(FUZZ_MAX_LEN_$(1)) -print_final_stats=1 -artifact_prefix=build/fuzz/$(1)- \
     $(call fuzz_corpus,$(1)) $(FUZZ_SEEDS_$(1)) > build/fuzz/$(1).log 2>&1; then \
-  grep -E '^#[0-9]+ +DONE|^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' \
+  grep -E '^#[0-9]+[[:space:]]+DONE|^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' \
       build/fuzz/$(1).log; passed=$$((passed + 1)); \
 else \
-  tail -n 40 build/fuzz/$(1).log; failed=$$((failed + 1)); \
-  echo "fuzz: $(1) failed; its input is build/fuzz/$(1)-crash-* (or -timeout-*, -oom-*, -leak-*)."; \
-  echo "Replay it with: make build/fuzz/$(1)_fuzz && build/fuzz/$(1)_fuzz build/fuzz/$(1)-crash-..."; \
+  sed -n '/^property broken\|ERROR: \|^==[0-9]*==ERROR\|^ALARM\|out-of-memory/,$$p' build/fuzz/$(1).log | head -n 30; \
+  failed=$$((failed + 1)); echo "fuzz: $(1) failed (whole log: build/fuzz/$(1).log). Replay with:"; \
+  find build/fuzz -maxdepth 1 -name '$(1)-*' -newer build/fuzz/$(1).log.start | \
+    sed 's|^|  make build/fuzz/$(1)_fuzz \&\& build/fuzz/$(1)_fuzz |'; \
 fi;
 endef
 

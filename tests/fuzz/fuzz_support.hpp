@@ -11,9 +11,23 @@
 
 namespace klfuzz {
 
+// The directory lock_dir() made, empty until then.
+inline std::string& made_lock_dir() {
+  static std::string dir;
+  return dir;
+}
+
+// Removes lock_dir() and its LOCK, if it was made: at exit, and before a broken property
+// aborts (a sanitizer's report still leaves it behind, in $TMPDIR).
+inline void remove_lock_dir() {
+  if (made_lock_dir().empty()) return;
+  ::unlink((made_lock_dir() + "/LOCK").c_str());
+  ::rmdir(made_lock_dir().c_str());
+}
+
 // Store::open takes DIR/LOCK with flock(2) on the real file system (it does not go
 // through FileSystem), so every target opens its stores in one real, empty directory,
-// made once per process and removed at exit. Everything else lives in a MemoryFileSystem.
+// made once per process. Everything else lives in a MemoryFileSystem.
 inline const std::string& lock_dir() {
   static const std::string dir = [] {
     const char* tmp = std::getenv("TMPDIR");
@@ -22,12 +36,8 @@ inline const std::string& lock_dir() {
       std::perror("mkdtemp");
       std::abort();
     }
-    static std::string removed;
-    removed = pattern;
-    std::atexit([] {
-      ::unlink((removed + "/LOCK").c_str());
-      ::rmdir(removed.c_str());
-    });
+    made_lock_dir() = pattern;
+    std::atexit(remove_lock_dir);
     return pattern;
   }();
   return dir;
@@ -41,6 +51,7 @@ inline const std::string& lock_dir() {
                    __LINE__, #condition);                                  \
       std::fprintf(stderr, __VA_ARGS__);                                   \
       std::fprintf(stderr, "\n");                                          \
+      klfuzz::remove_lock_dir();                                           \
       std::abort();                                                        \
     }                                                                      \
   } while (0)

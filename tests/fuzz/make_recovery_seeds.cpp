@@ -71,11 +71,20 @@ int main(int argc, char** argv) {
   const std::string nested = header + record(RecordType::kPut, "a", "1") +
                              record(RecordType::kPut, "outer", inner + inner);
   write(dir, "torn-value-holding-records", nested.substr(0, nested.size() - 3));
-  // The same, whole, with a long value after the records it holds: the recovery target
-  // tears its last record where the input picks, and for this one the cut falls after
-  // the inner record (see docs/reliability.md, "Fuzzing").
-  write(dir, "bug-torn-value-holding-a-record-is-refused",
-        header + record(RecordType::kPut, "outer", inner + std::string(200, 'x')));
+  // A whole log whose last value holds a record: the recovery target tears the last
+  // record at a place picked from the input's CRC (check_crash_tear), so the padding is
+  // the shortest that makes the cut fall after the inner record. Recovery then finds the
+  // inner record after the torn one and refuses to open (see docs/reliability.md).
+  const std::string held = record(RecordType::kPut, "k", "");
+  for (std::size_t pad = 0;; ++pad) {
+    const std::string outer = record(RecordType::kPut, "outer", held + std::string(pad, 'x'));
+    const std::string log = header + outer;
+    const std::size_t cut = 1 + kl::detail::crc32c(log) % (outer.size() - 1);
+    if (cut >= kl::kRecordHeaderBytes + 5 + held.size()) {
+      write(dir, "bug-torn-value-holding-a-record-is-refused", log);
+      break;
+    }
+  }
 
   // Recovery's search after a bad record, at its worst: a torn value made of record
   // headers whose header CRC holds, each claiming a body that reaches to the end of the
