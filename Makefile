@@ -214,6 +214,12 @@ FUZZ_MAX_LEN_log_reader := 65536
 FUZZ_MAX_LEN_dispatcher := 8192
 FUZZ_DEFINES_dispatcher := -DKEYSTONELIGHT_MAX_KEY_BYTES=64 -DKEYSTONELIGHT_MAX_VALUE_BYTES=512
 FUZZ_TIMEOUT ?= 10
+# Inputs that once took far too long (tests/fuzz/slow/slow-*): before it fuzzes, a target
+# named here replays them, and fails if one takes more than FUZZ_SLOW_MS. They are kept
+# out of the seeds: a 64 KiB seed would make every mutation 64 KiB long, and the run crawl.
+FUZZ_SLOW_TARGETS := recovery log_reader
+FUZZ_SLOW_MS ?= 500
+FUZZ_SLOW_INPUTS := $(wildcard tests/fuzz/slow/slow-*)
 # Where a run keeps what it found: build/fuzz/corpus-NAME, but the parser's keeps the
 # folder chapter 6's README names.
 fuzz_corpus = $(if $(filter parser,$(1)),build/fuzz/corpus,build/fuzz/corpus-$(1))
@@ -232,17 +238,20 @@ build/fuzz/%_fuzz: tests/fuzz/%_fuzz.cpp $(HEADER) $(wildcard tests/fuzz/*.hpp) 
 # command for each input the run saved.
 define fuzz_one
 mkdir -p $(call fuzz_corpus,$(1)); echo "fuzz: $(1) for $(FUZZ_SECONDS) s"; \
-touch build/fuzz/$(1).log.start; \
+touch build/fuzz/$(1).log.start; : > build/fuzz/$(1).log; \
+slow=0; $(if $(and $(filter $(1),$(FUZZ_SLOW_TARGETS)),$(FUZZ_SLOW_INPUTS)),sh tests/fuzz/replay-slow.sh \
+    build/fuzz/$(1)_fuzz $(FUZZ_SLOW_MS) $(FUZZ_SLOW_INPUTS) >> build/fuzz/$(1).log 2>&1 || slow=1;) \
 if build/fuzz/$(1)_fuzz -max_total_time=$(FUZZ_SECONDS) -timeout=$(FUZZ_TIMEOUT) \
     -max_len=$(FUZZ_MAX_LEN_$(1)) -print_final_stats=1 -artifact_prefix=build/fuzz/$(1)- \
-    $(call fuzz_corpus,$(1)) $(FUZZ_SEEDS_$(1)) > build/fuzz/$(1).log 2>&1; then \
+    $(call fuzz_corpus,$(1)) $(FUZZ_SEEDS_$(1)) >> build/fuzz/$(1).log 2>&1 && [ $$slow -eq 0 ]; then \
   grep -E '^#[0-9]+[[:space:]]+DONE|^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' \
       build/fuzz/$(1).log; passed=$$((passed + 1)); \
 else \
+  grep '^slow input .* \(took\|failed\)' build/fuzz/$(1).log; \
   sed -n '/^property broken\|ERROR: \|^==[0-9]*==ERROR\|^ALARM\|out-of-memory/,$$p' build/fuzz/$(1).log | head -n 30; \
-  failed=$$((failed + 1)); echo "fuzz: $(1) failed (whole log: build/fuzz/$(1).log). Replay with:"; \
+  failed=$$((failed + 1)); echo "fuzz: $(1) failed (whole log: build/fuzz/$(1).log)"; \
   find build/fuzz -maxdepth 1 -name '$(1)-*' -newer build/fuzz/$(1).log.start | \
-    sed 's|^|  make build/fuzz/$(1)_fuzz \&\& build/fuzz/$(1)_fuzz |'; \
+    sed 's|^|  replay: make build/fuzz/$(1)_fuzz \&\& build/fuzz/$(1)_fuzz |'; \
 fi;
 endef
 

@@ -1,9 +1,10 @@
 // Writes the seed logs of tests/fuzz/corpus-recovery (the recovery and log reader
 // targets' seeds): a few valid logs and a few damaged the ways a crash or a disk damages
-// them. Run it again after a change to the record format:
+// them; and the slow input of tests/fuzz/slow, which make fuzz replays against a time
+// limit instead. Run it again after a change to the record format:
 //
 //   g++ -std=c++17 -I. tests/fuzz/make_recovery_seeds.cpp -o build/make_recovery_seeds
-//   build/make_recovery_seeds tests/fuzz/corpus-recovery
+//   build/make_recovery_seeds tests/fuzz/corpus-recovery tests/fuzz/slow
 #include <fstream>
 #include <iostream>
 #include <string>
@@ -28,11 +29,12 @@ void write(const std::string& dir, const std::string& name, const std::string& b
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::cerr << "usage: make_recovery_seeds DIR\n";
+  if (argc != 3) {
+    std::cerr << "usage: make_recovery_seeds SEED_DIR SLOW_DIR\n";
     return 2;
   }
   const std::string dir = argv[1];
+  const std::string slow_dir = argv[2];
   const std::string header = kl::detail::encode_file_header();
 
   const std::string three = header + record(RecordType::kPut, "a", "1") +
@@ -106,6 +108,6 @@ int main(int argc, char** argv) {
   std::string outer;
   kl::detail::encode_record(RecordType::kPut, "slow", value + "tail", 0, &outer);
   slow += outer;
-  write(dir, "slow-torn-value-of-record-headers", slow.substr(0, kSlowBytes));
+  write(slow_dir, "slow-torn-value-of-record-headers", slow.substr(0, kSlowBytes));
   return 0;
 }
