@@ -247,7 +247,7 @@ if build/fuzz/$(1)_fuzz -max_total_time=$(FUZZ_SECONDS) -timeout=$(FUZZ_TIMEOUT)
   grep -E '^#[0-9]+[[:space:]]+DONE|^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' \
       build/fuzz/$(1).log; passed=$$((passed + 1)); \
 else \
-  grep '^slow input .* \(took\|failed\)' build/fuzz/$(1).log; \
+  grep -E '^#[0-9]+[[:space:]]+DONE|^slow input .* (took|failed)' build/fuzz/$(1).log; \
   sed -n '/^property broken\|ERROR: \|^==[0-9]*==ERROR\|^ALARM\|out-of-memory/,$$p' build/fuzz/$(1).log | head -n 30; \
   failed=$$((failed + 1)); echo "fuzz: $(1) failed (whole log: build/fuzz/$(1).log)"; \
   find build/fuzz -maxdepth 1 -name '$(1)-*' -newer build/fuzz/$(1).log.start | \
