@@ -9,7 +9,8 @@
 #   make tsan            every test, against the final header, under ThreadSanitizer
 #   make check-clang     compile every test and program with clang too (warnings as errors)
 #   make bench           keystonelight-server beside redis-server: throughput, fsync, memory, start
-#   make fuzz            fuzz the protocol parser for FUZZ_SECONDS (60) with libFuzzer
+#   make fuzz            run every libFuzzer target (parser, recovery, log reader,
+#                        dispatcher) for FUZZ_SECONDS (60) each
 #   make torture         kill -9 the server TORTURE_TRIALS (210) times under writers; check the data
 #   make soak            SECONDS (60) of mixed load; the server's memory, threads, fds must not grow
 #   make install         copy keystonelight.hpp to $(DESTDIR)$(PREFIX)/include
@@ -200,29 +201,72 @@ check-clang: doctest
 	  $(CLANG) -std=c++17 $(WARNINGS) -pthread -I. -include $(HEADER) -fsyntax-only $$f || exit 1; \
 	done; echo "check-clang: every test and program compiles cleanly with $(CLANG)"
 
-# Fuzzing the request parser with libFuzzer (clang), under ASan and UBSan, for
-# FUZZ_SECONDS. The corpus in tests/fuzz/corpus seeds it; what the run finds is kept in
-# build/fuzz/corpus for the next run. A crash leaves its input in build/fuzz/.
+# Fuzzing with libFuzzer (clang), under ASan and UBSan: each target in FUZZ_TARGETS runs
+# for FUZZ_SECONDS (60), one after the other. tests/fuzz/NAME_fuzz.cpp is a target; its
+# seeds are in FUZZ_SEEDS_NAME, and what a run finds is kept in build/fuzz/corpus-NAME for
+# the next run (see fuzz_corpus). A failing input is saved as build/fuzz/NAME-crash-* (or -timeout-*, -oom-*)
+# and the message says how to replay it. Each run ends with "fuzz: N passed, F failed".
 FUZZ_SECONDS ?= 60
-FUZZ_FLAGS := -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -pthread
+FUZZ_TARGETS := parser recovery log_reader dispatcher
+FUZZ_FLAGS := -std=c++17 -g -O1 $(WARNINGS) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -pthread
+# Per target: its seeds, its largest input, and its build flags. The dispatcher's target
+# lowers the record limits so that small inputs reach them. -timeout catches a run that
+# goes quadratic: 10 s for one input of at most 64 KiB is far past any linear cost.
+FUZZ_SEEDS_parser := tests/fuzz/corpus
+FUZZ_SEEDS_recovery := tests/fuzz/corpus-recovery
+FUZZ_SEEDS_log_reader := tests/fuzz/corpus-recovery
+FUZZ_SEEDS_dispatcher := tests/fuzz/corpus-dispatcher
+FUZZ_MAX_LEN_parser := 4096
+FUZZ_MAX_LEN_recovery := 65536
+FUZZ_MAX_LEN_log_reader := 65536
+FUZZ_MAX_LEN_dispatcher := 8192
+FUZZ_DEFINES_dispatcher := -DKEYSTONELIGHT_MAX_KEY_BYTES=64 -DKEYSTONELIGHT_MAX_VALUE_BYTES=512
+FUZZ_TIMEOUT ?= 10
+# Inputs that once took far too long (tests/fuzz/slow/slow-*): before it fuzzes, a target
+# named here replays them, and fails if one takes more than FUZZ_SLOW_MS. They are kept
+# out of the seeds: a 64 KiB seed would make every mutation 64 KiB long, and the run crawl.
+FUZZ_SLOW_TARGETS := recovery log_reader
+FUZZ_SLOW_MS ?= 500
+FUZZ_SLOW_INPUTS := $(wildcard tests/fuzz/slow/slow-*)
+# Where a run keeps what it found: build/fuzz/corpus-NAME, but the parser's keeps the
+# folder chapter 6's README names.
+fuzz_corpus = $(if $(filter parser,$(1)),build/fuzz/corpus,build/fuzz/corpus-$(1))
 fuzz-tools:
 	@sh tools/ensure-package.sh clang sh -c 'command -v $(CLANG)'
 	@sh tools/ensure-package.sh libclang-rt-14-dev \
 	    sh -c 'echo "extern \"C\" int LLVMFuzzerTestOneInput(const char*, unsigned long) { return 0; }" \
 	           | $(CLANG) -x c++ -fsanitize=fuzzer - -o /dev/null'
 
-build/fuzz/parser_fuzz: tests/fuzz/parser_fuzz.cpp $(HEADER) | fuzz-tools
-	@mkdir -p $(@D)/corpus
-	$(CLANG) $(FUZZ_FLAGS) -I. $< -o $@
+build/fuzz/%_fuzz: tests/fuzz/%_fuzz.cpp $(HEADER) $(wildcard tests/fuzz/*.hpp) | fuzz-tools
+	@mkdir -p $(@D)
+	$(CLANG) $(FUZZ_FLAGS) $(FUZZ_DEFINES_$*) -I. $< -o $@
 
-fuzz: build/fuzz/parser_fuzz
-	@cd build/fuzz && if ./parser_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
-	    -print_final_stats=1 corpus ../../tests/fuzz/corpus > fuzz.log 2>&1; then \
-	  tail -n 6 fuzz.log; echo "fuzz: 1 passed, 0 failed"; \
-	else \
-	  tail -n 40 fuzz.log; echo "the failing input is in build/fuzz/crash-*; replay it with"; \
-	  echo "build/fuzz/parser_fuzz build/fuzz/crash-..."; echo "fuzz: 0 passed, 1 failed"; exit 1; \
-	fi
+# One target's run, as shell text ending in ";": it counts in $$passed and $$failed. On
+# failure it shows the report from the property or sanitizer message on, and the replay
+# command for each input the run saved.
+define fuzz_one
+mkdir -p $(call fuzz_corpus,$(1)); echo "fuzz: $(1) for $(FUZZ_SECONDS) s"; \
+touch build/fuzz/$(1).log.start; : > build/fuzz/$(1).log; \
+slow=0; $(if $(and $(filter $(1),$(FUZZ_SLOW_TARGETS)),$(FUZZ_SLOW_INPUTS)),sh tests/fuzz/replay-slow.sh \
+    build/fuzz/$(1)_fuzz $(FUZZ_SLOW_MS) $(FUZZ_SLOW_INPUTS) >> build/fuzz/$(1).log 2>&1 || slow=1;) \
+if build/fuzz/$(1)_fuzz -max_total_time=$(FUZZ_SECONDS) -timeout=$(FUZZ_TIMEOUT) \
+    -max_len=$(FUZZ_MAX_LEN_$(1)) -print_final_stats=1 -artifact_prefix=build/fuzz/$(1)- \
+    $(call fuzz_corpus,$(1)) $(FUZZ_SEEDS_$(1)) >> build/fuzz/$(1).log 2>&1 && [ $$slow -eq 0 ]; then \
+  grep -E '^#[0-9]+[[:space:]]+DONE|^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' \
+      build/fuzz/$(1).log; passed=$$((passed + 1)); \
+else \
+  grep -E '^#[0-9]+[[:space:]]+DONE|^slow input .* (took|failed)' build/fuzz/$(1).log; \
+  sed -n '/^property broken\|ERROR: \|^==[0-9]*==ERROR\|^ALARM\|out-of-memory/,$$p' build/fuzz/$(1).log | head -n 30; \
+  failed=$$((failed + 1)); echo "fuzz: $(1) failed (whole log: build/fuzz/$(1).log)"; \
+  find build/fuzz -maxdepth 1 -name '$(1)-*' -newer build/fuzz/$(1).log.start | \
+    sed 's|^|  replay: make build/fuzz/$(1)_fuzz \&\& build/fuzz/$(1)_fuzz |'; \
+fi;
+endef
+
+fuzz: $(foreach t,$(FUZZ_TARGETS),build/fuzz/$(t)_fuzz)
+	@passed=0; failed=0; \
+	$(foreach t,$(FUZZ_TARGETS),$(call fuzz_one,$(t))) \
+	echo "fuzz: $$passed passed, $$failed failed"; [ $$failed -eq 0 ]
 
 # ---------------------------------------------------------------------------------------
 # Torture and soak (tests/torture/torture.cpp), the server program attacked from outside.
