@@ -2059,6 +2059,11 @@ inline Status diagnose(LogReader& reader, LogReader::Result result, Diagnosis* d
 
 namespace detail {
 
+// "1 record", "2 records": counts in messages.
+inline std::string count_of(std::uint64_t n, const char* noun) {
+  return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
+}
+
 // Copies bytes [from, to) of `file` into a new file at `path`, synced.
 inline Status copy_range(FileSystem* fs, File* file, std::uint64_t from, std::uint64_t to,
                          const std::string& path) {
@@ -2109,7 +2114,7 @@ inline Status refuse_damaged_log(const std::string& path, const std::string& dir
       path + ": " + LogReader::describe(result) + " at byte offset " + std::to_string(end) +
       ", " + after + ": the log is damaged before its end, which neither a crashed process "
       "nor a power cut explains. Nothing was changed. Run `keystonelight-check --fix " + dir +
-      "` to keep the " + std::to_string(records) + " records before the damage, or restore a "
+      "` to keep the " + count_of(records, "record") + " before the damage, or restore a "
       "backup");
 }
 
@@ -2122,15 +2127,15 @@ inline std::string describe_dropped_tail(const std::string& path, std::uint64_t 
                         std::to_string(end) + ")";
   if (diagnosis.damage == Damage::kLostPages) {
     return message + ", in a page that reads as zeros, with the " +
-           std::to_string(report.records_dropped) + " whole records after it from offset " +
+           count_of(report.records_dropped, "whole record") + " after it from offset " +
            std::to_string(*diagnosis.next_valid) + ": a power cut lost pages not yet fsynced " +
            "(with fsync always, none of these writes had been acknowledged). The dropped " +
            "bytes are kept in " + report.dropped_file + "; if the power did not fail, the " +
            "disk damaged the log: keep that file and check the disk. The log now ends after " +
-           std::to_string(report.records) + " whole records";
+           count_of(report.records, "whole record");
   }
   return message + ": a write interrupted by a crash; the log now ends after " +
-         std::to_string(report.records) + " whole records";
+         count_of(report.records, "whole record");
 }
 
 }  // namespace detail
