@@ -60,6 +60,9 @@ constexpr const char* kUsage =
     "  --max-clients N        clients served at once (default 10000)\n"
     "  --timeout SECONDS      close clients idle this long; 0 never (default 0)\n"
     "  --requirepass PASS     clients must AUTH with PASS first (default: no password)\n"
+    "  --max-clients-output-bytes N\n"
+    "                         all clients' unread replies together; past it the client\n"
+    "                         holding the most is closed (default 1073741824)\n"
     "  --compact-min-bytes N  no automatic compaction below this log size (default 67108864)\n"
     "  --compact-ratio X      compact when the log is X times the live data; 0 turns\n"
     "                         automatic compaction off (default 2.0)\n"
@@ -163,6 +166,11 @@ std::optional<std::string> apply(const std::string& flag, const std::string& val
   } else if (flag == "--requirepass") {
     if (value.empty()) return std::string("the password may not be empty; leave the flag out for none");
     server.requirepass = value;
+  } else if (flag == "--max-clients-output-bytes") {
+    if (!parse_count(value, SIZE_MAX, &n) || n == 0) {
+      return "'" + value + "' is not a number of bytes (1 or more)";
+    }
+    server.max_clients_output_bytes = static_cast<std::size_t>(n);
   } else if (flag == "--compact-min-bytes") {
     if (!parse_count(value, UINT64_MAX, &n)) return "'" + value + "' is not a number of bytes";
     settings->store.compact_min_bytes = n;

@@ -665,6 +665,22 @@ class Store {
   std::vector<std::string> keys() const;
   Status clear();
 
+  // Bounded forms, for a reply built from many keys or values: the walk stops before a
+  // copy that would take the bytes copied past `max_bytes`, and between two keys once
+  // *stop (when not null) is true. What was read by then comes back, with *complete
+  // (when not null) false; the caller tells the two causes apart by looking at *stop.
+  struct ReadBound {
+    std::size_t max_bytes = std::numeric_limits<std::size_t>::max();
+    const std::atomic<bool>* stop = nullptr;
+  };
+  std::vector<std::optional<std::string>> get_all(const std::vector<std::string_view>& keys,
+                                                  const ReadBound& bound, bool* complete) const;
+  // The keys that match the glob `pattern` (as KEYS reads it), matched under the reader
+  // lock so that only those are copied; writers wait for the walk, as they wait for
+  // Redis's KEYS, until it ends or *stop is set.
+  std::vector<std::string> keys(std::string_view pattern, const ReadBound& bound,
+                                bool* complete) const;
+
   // Whether `key` has a value.
   bool exists(std::string_view key) const;
 
@@ -2379,6 +2395,10 @@ inline void bulk(std::string* out, std::string_view data) {
 }
 inline void null_bulk(std::string* out) { out->append("$-1\r\n"); }
 inline void array(std::string* out, std::size_t count) { line(out, '*', std::to_string(count)); }
+// What array(count) and bulk() of `n` bytes append: for a reply that must know its size
+// before it is built.
+inline std::size_t array_bytes(std::size_t count) { return 1 + std::to_string(count).size() + 2; }
+inline std::size_t bulk_bytes(std::size_t n) { return array_bytes(n) + n + 2; }
 inline void null_array(std::string* out) { out->append("*-1\r\n"); }
 
 }  // namespace resp
@@ -2495,6 +2515,11 @@ class Dispatcher {
   ServerCounters& counters() { return counters_; }
   const ServerConfig& config() const { return config_; }
 
+  // Tells commands that walk many keys (KEYS, MGET, EXISTS) to give up between two keys
+  // with an error reply, now and from now on: the server calls it when it stops, so that
+  // no long command holds up its exit. Safe from any thread.
+  void interrupt() { stopping_ = true; }
+
  private:
   using Args = std::vector<std::string>;
   using Handler = void (Dispatcher::*)(const Args&, Session*, std::string*);
@@ -2517,6 +2542,29 @@ class Dispatcher {
     return false;
   }
 
+  // Every reply built from many keys or values (MGET, KEYS, and those to come) is bounded
+  // while it is built, so that no request makes the server hold more than the client may
+  // be sent (chapter 7's max_output_bytes), nor a copy of it first: the store's walk takes
+  // bound(), which also carries the stop flag, and reply_all() writes the array, or an
+  // error when the walk was cut short or the reply with its framing would pass the bound.
+  Store::ReadBound bound() const {
+    Store::ReadBound b;
+    b.stop = &stopping_;
+    return b;
+  }
+  template <typename Values>
+  void reply_all(const char* command, const Values& values, bool complete,
+                 const Store::ReadBound& bound, std::string* out) const;
+  static const std::string* value_of(const std::string& v) { return &v; }
+  static const std::string* value_of(const std::optional<std::string>& v) { return v ? &*v : nullptr; }
+  // After interrupt(): true, with the error reply written.
+  bool stopped(const char* command, std::string* out) const {
+    if (!stopping_.load(std::memory_order_relaxed)) return false;
+    resp::error(out, std::string("ERR '") + command + "' was stopped: the server is shutting "
+                     "down; send it again once the server is back");
+    return true;
+  }
+
   void ping(const Args& a, Session*, std::string* out) {
     if (a.size() > 2) return resp::error(out, "ERR wrong number of arguments for 'ping' command");
     if (a.size() == 1) resp::simple(out, "PONG");
@@ -2537,17 +2585,20 @@ class Dispatcher {
   }
   void exists(const Args& a, Session*, std::string* out) {
     std::int64_t found = 0;
-    for (std::size_t i = 1; i < a.size(); ++i) found += store_->exists(a[i]) ? 1 : 0;
+    for (std::size_t i = 1; i < a.size(); ++i) {
+      if (stopped("exists", out)) return;
+      found += store_->exists(a[i]) ? 1 : 0;
+    }
     resp::integer(out, found);
   }
   void mget(const Args& a, Session*, std::string* out) {
-    std::vector<std::optional<std::string>> values =
-        store_->get_all(std::vector<std::string_view>(a.begin() + 1, a.end()));
-    resp::array(out, values.size());
-    for (const auto& value : values) {
-      if (value) resp::bulk(out, *value);
-      else resp::null_bulk(out);
-    }
+    Store::ReadBound b = bound();
+    // A reply of one value is GET's: the value limit bounds it, not the client's.
+    if (a.size() == 2) b.max_bytes = std::numeric_limits<std::size_t>::max();
+    bool complete = false;
+    const std::vector<std::optional<std::string>> values =
+        store_->get_all(std::vector<std::string_view>(a.begin() + 1, a.end()), b, &complete);
+    reply_all("mget", values, complete, b, out);
   }
   void mset(const Args& a, Session*, std::string* out) {
     if (a.size() % 2 == 0) {
@@ -2591,12 +2642,10 @@ class Dispatcher {
     resp::integer(out, static_cast<std::int64_t>(store_->size()));
   }
   void keys(const Args& a, Session*, std::string* out) {
-    std::vector<std::string> matching;
-    for (std::string& key : store_->keys()) {
-      if (detail::glob_match(a[1], key)) matching.push_back(std::move(key));
-    }
-    resp::array(out, matching.size());
-    for (const std::string& key : matching) resp::bulk(out, key);
+    const Store::ReadBound b = bound();
+    bool complete = false;
+    const std::vector<std::string> matching = store_->keys(a[1], b, &complete);
+    reply_all("keys", matching, complete, b, out);
   }
   void flushdb(const Args& a, Session*, std::string* out) {
     if (a.size() > 2 || (a.size() == 2 && detail::lower(a[1]) != "sync" &&
@@ -2636,7 +2685,30 @@ class Dispatcher {
   Store* store_;
   const ServerConfig config_;
   ServerCounters counters_;
+  std::atomic<bool> stopping_{false};  // interrupt() was called
 };
+
+template <typename Values>
+inline void Dispatcher::reply_all(const char* command, const Values& values, bool complete,
+                                  const Store::ReadBound& bound, std::string* out) const {
+  if (!complete && stopped(command, out)) return;
+  std::size_t bytes = resp::array_bytes(values.size());
+  for (const auto& v : values) {
+    const std::string* value = value_of(v);
+    bytes += value ? resp::bulk_bytes(value->size()) : 5;  // "$-1\r\n"
+  }
+  if (!complete || bytes > bound.max_bytes) {
+    return resp::error(out, std::string("ERR the reply to '") + command + "' would exceed the "
+                            "client output limit of " + std::to_string(bound.max_bytes) +
+                            " bytes (max_output_bytes): ask for fewer keys at a time");
+  }
+  out->reserve(out->size() + bytes);
+  resp::array(out, values.size());
+  for (const auto& v : values) {
+    if (const std::string* value = value_of(v)) resp::bulk(out, *value);
+    else resp::null_bulk(out);
+  }
+}
 
 inline const std::vector<Dispatcher::Command>& Dispatcher::commands() {
   static const std::vector<Command> table = {
@@ -2927,15 +2999,7 @@ inline Status Store::del_all(const std::vector<std::string_view>& keys, std::siz
 
 inline std::vector<std::optional<std::string>> Store::get_all(
     const std::vector<std::string_view>& keys) const {
-  return read([&] {
-    std::vector<std::optional<std::string>> values;
-    values.reserve(keys.size());
-    for (std::string_view key : keys) {
-      auto it = map_.find(std::string(key));
-      values.push_back(it == map_.end() ? std::nullopt : std::optional<std::string>(it->second));
-    }
-    return values;
-  });
+  return get_all(keys, ReadBound(), nullptr);
 }
 
 inline std::vector<std::string> Store::keys() const {
@@ -2945,6 +3009,59 @@ inline std::vector<std::string> Store::keys() const {
     for (const auto& entry : map_) keys.push_back(entry.first);
     return keys;
   });
+}
+
+inline std::vector<std::optional<std::string>> Store::get_all(
+    const std::vector<std::string_view>& keys, const ReadBound& bound, bool* complete) const {
+  bool whole = true;
+  std::vector<std::optional<std::string>> values = read([&] {
+    std::vector<std::optional<std::string>> found;
+    found.reserve(keys.size());
+    std::size_t copied = 0;
+    whole = true;
+    for (std::string_view key : keys) {
+      if (bound.stop != nullptr && bound.stop->load(std::memory_order_relaxed)) {
+        whole = false;
+        break;
+      }
+      auto it = map_.find(std::string(key));
+      if (it != map_.end() && it->second.size() > bound.max_bytes - copied) {
+        whole = false;  // the copy itself is what must not happen
+        break;
+      }
+      if (it != map_.end()) copied += it->second.size();
+      found.push_back(it == map_.end() ? std::nullopt : std::optional<std::string>(it->second));
+    }
+    return found;
+  });
+  if (complete != nullptr) *complete = whole;
+  return values;
+}
+
+inline std::vector<std::string> Store::keys(std::string_view pattern, const ReadBound& bound,
+                                            bool* complete) const {
+  bool whole = true;
+  std::vector<std::string> keys = read([&] {
+    std::vector<std::string> found;
+    std::size_t copied = 0;
+    whole = true;
+    for (const auto& entry : map_) {
+      if (bound.stop != nullptr && bound.stop->load(std::memory_order_relaxed)) {
+        whole = false;
+        break;
+      }
+      if (!detail::glob_match(pattern, entry.first)) continue;
+      if (entry.first.size() > bound.max_bytes - copied) {
+        whole = false;
+        break;
+      }
+      copied += entry.first.size();
+      found.push_back(entry.first);
+    }
+    return found;
+  });
+  if (complete != nullptr) *complete = whole;
+  return keys;
 }
 
 inline Status Store::clear() {

@@ -3,6 +3,7 @@
 // chapter and the final header.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -318,6 +319,51 @@ TEST_CASE("DBSIZE, KEYS with glob patterns, FLUSHDB and FLUSHALL") {
   CHECK(f.run({"SET", "k", "v"}) == "+OK\r\n");
   CHECK(f.run({"FLUSHALL", "ASYNC"}) == "+OK\r\n");
   CHECK(f.run({"DBSIZE", "x"}) == "-ERR wrong number of arguments for 'dbsize' command\r\n");
+}
+
+TEST_CASE("once the dispatcher is interrupted, KEYS, MGET and EXISTS give up with an error") {
+  Fixture f;
+  CHECK(f.run({"MSET", "a", "1", "b", "2"}) == "+OK\r\n");
+  f.dispatcher.interrupt();  // what the server does when it stops
+  CHECK(f.run({"KEYS", "*"}) == "-ERR 'keys' was stopped: the server is shutting down; send it "
+                                "again once the server is back\r\n");
+  CHECK(f.run({"MGET", "a", "b"}).rfind("-ERR 'mget' was stopped", 0) == 0);
+  CHECK(f.run({"EXISTS", "a", "b"}).rfind("-ERR 'exists' was stopped", 0) == 0);
+  CHECK(f.run({"GET", "a"}) == "$1\r\n1\r\n");  // one key: nothing long to cut short
+}
+
+TEST_CASE("bounded reads of many keys stop before the copy that would pass the bound") {
+  kl::Store store;
+  REQUIRE(store.set("a", "12345").ok());
+  REQUIRE(store.set("b", "67890").ok());
+  kl::Store::ReadBound bound;
+  bound.max_bytes = 8;
+  bool complete = true;
+  auto values = store.get_all({"a", "missing", "b"}, bound, &complete);
+  CHECK_FALSE(complete);
+  REQUIRE(values.size() == 2);  // "b" would take the copy to 10 bytes: not copied
+  CHECK(*values[0] == "12345");
+  CHECK_FALSE(values[1]);
+  bound.max_bytes = 10;
+  values = store.get_all({"a", "missing", "b"}, bound, &complete);
+  CHECK(complete);
+  CHECK(values.size() == 3);
+
+  CHECK(store.keys("?", bound, &complete).size() == 2);
+  CHECK(complete);
+  bound.max_bytes = 1;
+  CHECK(store.keys("*", bound, &complete).size() == 1);
+  CHECK_FALSE(complete);
+  CHECK(store.keys("a", bound, &complete).size() == 1);  // only matches count
+  CHECK(complete);
+
+  std::atomic<bool> stop{true};
+  bound.max_bytes = 1000;
+  bound.stop = &stop;
+  CHECK(store.keys("*", bound, &complete).empty());
+  CHECK_FALSE(complete);
+  CHECK(store.get_all({"a"}, bound, &complete).empty());
+  CHECK_FALSE(complete);
 }
 
 TEST_CASE("glob matching follows Redis's rules") {

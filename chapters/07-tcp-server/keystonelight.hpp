@@ -34,7 +34,9 @@
        KEYSTONELIGHT_MAX_INLINE_BYTES     65536      longest inline request line
        KEYSTONELIGHT_MAX_BULK_BYTES       536870912  longest argument of a request
        KEYSTONELIGHT_MAX_ARGS             1048576    most arguments in one request
-       KEYSTONELIGHT_MAX_OUTPUT_BYTES     67108864   unread replies before a client must read
+       KEYSTONELIGHT_MAX_OUTPUT_BYTES     67108864   unread replies before a client must read;
+                                                     also the largest reply of many keys
+       KEYSTONELIGHT_MAX_CLIENTS_OUTPUT_BYTES  1073741824  all clients' unread replies together
        KEYSTONELIGHT_SEND_TIMEOUT_SECONDS 60         close a client that reads nothing this long
        KEYSTONELIGHT_STOP_GRACE_MS        1000       time stop() gives unsent replies
 
@@ -104,6 +106,11 @@
 // get the grace period, then their connections close anyway.
 #ifndef KEYSTONELIGHT_MAX_OUTPUT_BYTES
 #define KEYSTONELIGHT_MAX_OUTPUT_BYTES (64 * 1024 * 1024)
+#endif
+// All clients' unsent replies together (Redis 7's maxmemory-clients): past this, the
+// client holding the most is closed. Above the largest value, so one GET always fits.
+#ifndef KEYSTONELIGHT_MAX_CLIENTS_OUTPUT_BYTES
+#define KEYSTONELIGHT_MAX_CLIENTS_OUTPUT_BYTES (1024 * 1024 * 1024)
 #endif
 #ifndef KEYSTONELIGHT_SEND_TIMEOUT_SECONDS
 #define KEYSTONELIGHT_SEND_TIMEOUT_SECONDS 60
@@ -1018,6 +1025,22 @@ class Store {
   std::vector<std::optional<std::string>> get_all(const std::vector<std::string_view>& keys) const;
   std::vector<std::string> keys() const;
   Status clear();
+
+  // Bounded forms, for a reply built from many keys or values: the walk stops before a
+  // copy that would take the bytes copied past `max_bytes`, and between two keys once
+  // *stop (when not null) is true. What was read by then comes back, with *complete
+  // (when not null) false; the caller tells the two causes apart by looking at *stop.
+  struct ReadBound {
+    std::size_t max_bytes = std::numeric_limits<std::size_t>::max();
+    const std::atomic<bool>* stop = nullptr;
+  };
+  std::vector<std::optional<std::string>> get_all(const std::vector<std::string_view>& keys,
+                                                  const ReadBound& bound, bool* complete) const;
+  // The keys that match the glob `pattern` (as KEYS reads it), matched under the reader
+  // lock so that only those are copied; writers wait for the walk, as they wait for
+  // Redis's KEYS, until it ends or *stop is set.
+  std::vector<std::string> keys(std::string_view pattern, const ReadBound& bound,
+                                bool* complete) const;
 
   // Whether `key` has a value.
   bool exists(std::string_view key) const;
@@ -2736,6 +2759,10 @@ inline void bulk(std::string* out, std::string_view data) {
 }
 inline void null_bulk(std::string* out) { out->append("$-1\r\n"); }
 inline void array(std::string* out, std::size_t count) { line(out, '*', std::to_string(count)); }
+// What array(count) and bulk() of `n` bytes append: for a reply that must know its size
+// before it is built.
+inline std::size_t array_bytes(std::size_t count) { return 1 + std::to_string(count).size() + 2; }
+inline std::size_t bulk_bytes(std::size_t n) { return array_bytes(n) + n + 2; }
 inline void null_array(std::string* out) { out->append("*-1\r\n"); }
 
 }  // namespace resp
@@ -2824,6 +2851,9 @@ struct ServerCounters {
   std::atomic<std::uint64_t> rejected_connections{0};
   std::atomic<std::uint64_t> total_net_input_bytes{0};
   std::atomic<std::uint64_t> total_net_output_bytes{0};
+  std::atomic<std::uint64_t> clients_output_bytes{0};     // every client's unsent replies, now
+  std::atomic<std::uint64_t> client_max_output_bytes{0};  // the most one client has held
+  std::atomic<std::uint64_t> evicted_clients{0};          // closed for max_clients_output_bytes
   const std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 };
 
@@ -2840,6 +2870,7 @@ struct ServerConfig {
   // For the server only (chapter 7); see the macros of the same names.
   ProtocolLimits limits;
   std::size_t max_output_bytes = KEYSTONELIGHT_MAX_OUTPUT_BYTES;
+  std::size_t max_clients_output_bytes = KEYSTONELIGHT_MAX_CLIENTS_OUTPUT_BYTES;
   int send_timeout_seconds = KEYSTONELIGHT_SEND_TIMEOUT_SECONDS;  // 0 = wait for ever
   // Receives the server's notes (a client closed for not reading, max clients lowered).
   // Empty means standard error. Called from the server's threads: it must be thread-safe.
@@ -2861,6 +2892,11 @@ class Dispatcher {
 
   ServerCounters& counters() { return counters_; }
   const ServerConfig& config() const { return config_; }
+
+  // Tells commands that walk many keys (KEYS, MGET, EXISTS) to give up between two keys
+  // with an error reply, now and from now on: the server calls it when it stops, so that
+  // no long command holds up its exit. Safe from any thread.
+  void interrupt() { stopping_ = true; }
 
  private:
   using Args = std::vector<std::string>;
@@ -2884,6 +2920,30 @@ class Dispatcher {
     return false;
   }
 
+  // Every reply built from many keys or values (MGET, KEYS, and those to come) is bounded
+  // while it is built, so that no request makes the server hold more than the client may
+  // be sent (chapter 7's max_output_bytes), nor a copy of it first: the store's walk takes
+  // bound(), which also carries the stop flag, and reply_all() writes the array, or an
+  // error when the walk was cut short or the reply with its framing would pass the bound.
+  Store::ReadBound bound() const {
+    Store::ReadBound b;
+    b.stop = &stopping_;
+    b.max_bytes = config_.max_output_bytes;
+    return b;
+  }
+  template <typename Values>
+  void reply_all(const char* command, const Values& values, bool complete,
+                 const Store::ReadBound& bound, std::string* out) const;
+  static const std::string* value_of(const std::string& v) { return &v; }
+  static const std::string* value_of(const std::optional<std::string>& v) { return v ? &*v : nullptr; }
+  // After interrupt(): true, with the error reply written.
+  bool stopped(const char* command, std::string* out) const {
+    if (!stopping_.load(std::memory_order_relaxed)) return false;
+    resp::error(out, std::string("ERR '") + command + "' was stopped: the server is shutting "
+                     "down; send it again once the server is back");
+    return true;
+  }
+
   void ping(const Args& a, Session*, std::string* out) {
     if (a.size() > 2) return resp::error(out, "ERR wrong number of arguments for 'ping' command");
     if (a.size() == 1) resp::simple(out, "PONG");
@@ -2904,17 +2964,20 @@ class Dispatcher {
   }
   void exists(const Args& a, Session*, std::string* out) {
     std::int64_t found = 0;
-    for (std::size_t i = 1; i < a.size(); ++i) found += store_->exists(a[i]) ? 1 : 0;
+    for (std::size_t i = 1; i < a.size(); ++i) {
+      if (stopped("exists", out)) return;
+      found += store_->exists(a[i]) ? 1 : 0;
+    }
     resp::integer(out, found);
   }
   void mget(const Args& a, Session*, std::string* out) {
-    std::vector<std::optional<std::string>> values =
-        store_->get_all(std::vector<std::string_view>(a.begin() + 1, a.end()));
-    resp::array(out, values.size());
-    for (const auto& value : values) {
-      if (value) resp::bulk(out, *value);
-      else resp::null_bulk(out);
-    }
+    Store::ReadBound b = bound();
+    // A reply of one value is GET's: the value limit bounds it, not the client's.
+    if (a.size() == 2) b.max_bytes = std::numeric_limits<std::size_t>::max();
+    bool complete = false;
+    const std::vector<std::optional<std::string>> values =
+        store_->get_all(std::vector<std::string_view>(a.begin() + 1, a.end()), b, &complete);
+    reply_all("mget", values, complete, b, out);
   }
   void mset(const Args& a, Session*, std::string* out) {
     if (a.size() % 2 == 0) {
@@ -2958,12 +3021,10 @@ class Dispatcher {
     resp::integer(out, static_cast<std::int64_t>(store_->size()));
   }
   void keys(const Args& a, Session*, std::string* out) {
-    std::vector<std::string> matching;
-    for (std::string& key : store_->keys()) {
-      if (detail::glob_match(a[1], key)) matching.push_back(std::move(key));
-    }
-    resp::array(out, matching.size());
-    for (const std::string& key : matching) resp::bulk(out, key);
+    const Store::ReadBound b = bound();
+    bool complete = false;
+    const std::vector<std::string> matching = store_->keys(a[1], b, &complete);
+    reply_all("keys", matching, complete, b, out);
   }
   void flushdb(const Args& a, Session*, std::string* out) {
     if (a.size() > 2 || (a.size() == 2 && detail::lower(a[1]) != "sync" &&
@@ -3003,7 +3064,30 @@ class Dispatcher {
   Store* store_;
   const ServerConfig config_;
   ServerCounters counters_;
+  std::atomic<bool> stopping_{false};  // interrupt() was called
 };
+
+template <typename Values>
+inline void Dispatcher::reply_all(const char* command, const Values& values, bool complete,
+                                  const Store::ReadBound& bound, std::string* out) const {
+  if (!complete && stopped(command, out)) return;
+  std::size_t bytes = resp::array_bytes(values.size());
+  for (const auto& v : values) {
+    const std::string* value = value_of(v);
+    bytes += value ? resp::bulk_bytes(value->size()) : 5;  // "$-1\r\n"
+  }
+  if (!complete || bytes > bound.max_bytes) {
+    return resp::error(out, std::string("ERR the reply to '") + command + "' would exceed the "
+                            "client output limit of " + std::to_string(bound.max_bytes) +
+                            " bytes (max_output_bytes): ask for fewer keys at a time");
+  }
+  out->reserve(out->size() + bytes);
+  resp::array(out, values.size());
+  for (const auto& v : values) {
+    if (const std::string* value = value_of(v)) resp::bulk(out, *value);
+    else resp::null_bulk(out);
+  }
+}
 
 inline const std::vector<Dispatcher::Command>& Dispatcher::commands() {
   static const std::vector<Command> table = {
@@ -3141,6 +3225,8 @@ inline void Dispatcher::info(const Args& a, Session*, std::string* out) {
     text += "# Clients\r\n";
     field("connected_clients", std::to_string(counters_.connected_clients.load()));
     field("maxclients", std::to_string(config_.max_clients));
+    field("clients_output_bytes", std::to_string(counters_.clients_output_bytes.load()));
+    field("client_max_output_bytes", std::to_string(counters_.client_max_output_bytes.load()));
     text += "\r\n";
   }
   if (wanted("persistence")) {
@@ -3164,6 +3250,7 @@ inline void Dispatcher::info(const Args& a, Session*, std::string* out) {
     field("rejected_connections", std::to_string(counters_.rejected_connections.load()));
     field("total_net_input_bytes", std::to_string(counters_.total_net_input_bytes.load()));
     field("total_net_output_bytes", std::to_string(counters_.total_net_output_bytes.load()));
+    field("evicted_clients", std::to_string(counters_.evicted_clients.load()));
     text += "\r\n";
   }
   if (wanted("keyspace")) {
@@ -3296,15 +3383,7 @@ inline Status Store::del_all(const std::vector<std::string_view>& keys, std::siz
 
 inline std::vector<std::optional<std::string>> Store::get_all(
     const std::vector<std::string_view>& keys) const {
-  return read([&] {
-    std::vector<std::optional<std::string>> values;
-    values.reserve(keys.size());
-    for (std::string_view key : keys) {
-      auto it = map_.find(std::string(key));
-      values.push_back(it == map_.end() ? std::nullopt : std::optional<std::string>(it->second));
-    }
-    return values;
-  });
+  return get_all(keys, ReadBound(), nullptr);
 }
 
 inline std::vector<std::string> Store::keys() const {
@@ -3314,6 +3393,59 @@ inline std::vector<std::string> Store::keys() const {
     for (const auto& entry : map_) keys.push_back(entry.first);
     return keys;
   });
+}
+
+inline std::vector<std::optional<std::string>> Store::get_all(
+    const std::vector<std::string_view>& keys, const ReadBound& bound, bool* complete) const {
+  bool whole = true;
+  std::vector<std::optional<std::string>> values = read([&] {
+    std::vector<std::optional<std::string>> found;
+    found.reserve(keys.size());
+    std::size_t copied = 0;
+    whole = true;
+    for (std::string_view key : keys) {
+      if (bound.stop != nullptr && bound.stop->load(std::memory_order_relaxed)) {
+        whole = false;
+        break;
+      }
+      auto it = map_.find(std::string(key));
+      if (it != map_.end() && it->second.size() > bound.max_bytes - copied) {
+        whole = false;  // the copy itself is what must not happen
+        break;
+      }
+      if (it != map_.end()) copied += it->second.size();
+      found.push_back(it == map_.end() ? std::nullopt : std::optional<std::string>(it->second));
+    }
+    return found;
+  });
+  if (complete != nullptr) *complete = whole;
+  return values;
+}
+
+inline std::vector<std::string> Store::keys(std::string_view pattern, const ReadBound& bound,
+                                            bool* complete) const {
+  bool whole = true;
+  std::vector<std::string> keys = read([&] {
+    std::vector<std::string> found;
+    std::size_t copied = 0;
+    whole = true;
+    for (const auto& entry : map_) {
+      if (bound.stop != nullptr && bound.stop->load(std::memory_order_relaxed)) {
+        whole = false;
+        break;
+      }
+      if (!detail::glob_match(pattern, entry.first)) continue;
+      if (entry.first.size() > bound.max_bytes - copied) {
+        whole = false;
+        break;
+      }
+      copied += entry.first.size();
+      found.push_back(entry.first);
+    }
+    return found;
+  });
+  if (complete != nullptr) *complete = whole;
+  return keys;
 }
 
 inline Status Store::clear() {
@@ -3400,6 +3532,10 @@ class Server {
     detail::Socket socket;
     std::string peer;  // "127.0.0.1:52110", for the log
     std::thread thread;
+    // Its unsent replies, as it last said (account_output), and whether the server-wide
+    // budget chose it to close: its own thread sees that within kEvictionCheckMs.
+    std::atomic<std::size_t> output_bytes{0};
+    std::atomic<bool> evicted{false};
   };
   using Clock = std::chrono::steady_clock;
 
@@ -3407,7 +3543,12 @@ class Server {
   void admit(detail::Socket socket);
   void serve(Connection* connection);
   void join_finished();
+  void account_output(Connection* connection, std::size_t bytes);
+  void evict_biggest();
   void note(const std::string& message) const { detail::note(config_.info_log, message); }
+
+  // How often a connection with replies waiting looks for an eviction while it waits.
+  static constexpr int kEvictionCheckMs = 100;
 
   Store* const store_;
   ServerConfig config_;  // max_clients and port as start() settled them
@@ -3483,6 +3624,7 @@ inline Status Server::stop() {
   if (!started_ || stopped_) return Status();
   stopped_ = true;
   stopping_ = true;  // seen between two requests of a batch
+  dispatcher_->interrupt();  // seen between two keys of a long command
   stop_.notify();    // seen by every poll
   accept_thread_.join();  // no new connection after this
   std::unordered_map<std::uint64_t, std::unique_ptr<Connection>> all;
@@ -3574,17 +3716,64 @@ inline void Server::join_finished() {
   for (auto& c : done) c->thread.join();  // each has ended, or is about to: quick
 }
 
+// Called by a connection's own thread whenever its unsent replies change. The sum over
+// connections is kept by exchanging each one's figure, so an eviction that zeroes a
+// figure from another thread cannot make it count twice. An evicted connection counts
+// as nothing: its bytes are as good as freed, and must not cost another client its place.
+inline void Server::account_output(Connection* c, std::size_t bytes) {
+  ServerCounters& counters = dispatcher_->counters();
+  if (c->evicted.load()) bytes = 0;
+  const std::size_t before = c->output_bytes.exchange(bytes);
+  if (bytes == before) return;
+  counters.clients_output_bytes += bytes;  // add first: the sum never dips below zero
+  counters.clients_output_bytes -= before;
+  std::uint64_t peak = counters.client_max_output_bytes.load();
+  while (bytes > peak && !counters.client_max_output_bytes.compare_exchange_weak(peak, bytes)) {
+  }
+  if (bytes > before && counters.clients_output_bytes.load() > config_.max_clients_output_bytes) {
+    evict_biggest();
+  }
+}
+
+// Past the server-wide budget, the connection holding the most replies is closed (Redis
+// 7's maxmemory-clients): one client reading slowly costs itself, not the others. Its
+// bytes leave the sum at once, so that the others are not evicted too while its thread
+// wakes up to close it.
+inline void Server::evict_biggest() {
+  std::lock_guard<std::mutex> lock(mu_);  // one eviction at a time
+  ServerCounters& counters = dispatcher_->counters();
+  if (counters.clients_output_bytes.load() <= config_.max_clients_output_bytes) return;
+  Connection* biggest = nullptr;
+  for (auto& entry : connections_) {
+    Connection* c = entry.second.get();
+    if (!c->evicted.load() && (!biggest || c->output_bytes.load() > biggest->output_bytes.load())) {
+      biggest = c;
+    }
+  }
+  if (biggest == nullptr || biggest->output_bytes.load() == 0) return;
+  biggest->evicted = true;  // first: from now on its own thread counts it as 0 too
+  counters.clients_output_bytes -= biggest->output_bytes.exchange(0);
+  ++counters.evicted_clients;
+}
+
 inline void Server::serve(Connection* c) {
   ServerCounters& counters = dispatcher_->counters();
   const int fd = c->socket.fd();
-  // Before AUTH a client may send only small requests, as Redis allows it, so that
-  // someone without the password cannot make the server buffer megabytes.
+  // Before AUTH a client may send only small requests, as Redis allows it, and leave only
+  // a few KiB of replies unread (Redis has no such cap): the replies it can earn are short
+  // errors, but longer than the requests that earn them, so someone without the password
+  // could otherwise make the server buffer megabytes of them.
   ProtocolLimits guest = config_.limits;
   guest.max_bulk_bytes = std::min<std::size_t>(guest.max_bulk_bytes, 16 * 1024);
   guest.max_args = std::min<std::size_t>(guest.max_args, 10);
+  constexpr std::size_t kGuestOutputBytes = 4 * 1024;
   Session session;
   session.authenticated = config_.requirepass.empty();
   RequestParser parser(session.authenticated ? config_.limits : guest);
+  const auto output_limit = [&] {
+    return session.authenticated ? config_.max_output_bytes
+                                 : std::min(config_.max_output_bytes, kGuestOutputBytes);
+  };
 
   std::string in;   // bytes received and not parsed yet
   std::string out;  // replies; the first `sent` bytes have gone out
@@ -3598,15 +3787,21 @@ inline void Server::serve(Connection* c) {
   Clock::time_point stop_deadline;
   std::string ending;  // why the server ends the connection, when a person should know
   char buffer[16 * 1024];
+  const auto evict = [&] {
+    ending = "closed: its " + std::to_string(out.size() - sent) + " bytes of unread replies "
+             "were the most when all clients' together passed max_clients_output_bytes (" +
+             std::to_string(config_.max_clients_output_bytes) + "); raise that limit, or "
+             "make the clients read their replies";
+  };
 
   while (true) {
     const auto unsent = [&] { return out.size() - sent; };
     // Run every complete request, in order, until the replies waiting for the client pass
-    // max_output_bytes: then it must read before we run more (backpressure).
+    // its output limit: then it must read before we run more (backpressure).
     std::size_t parsed = 0;
     bool held_back = false;  // requests may wait in `in` until the client reads
     while (!closing && !stopping) {
-      if (unsent() > config_.max_output_bytes) {
+      if (unsent() > output_limit()) {
         held_back = true;
         break;
       }
@@ -3626,13 +3821,31 @@ inline void Server::serve(Connection* c) {
         break;
       }
       const bool was_authenticated = session.authenticated;
-      dispatcher_->execute(args, &session, &out);
+      const std::size_t replied = out.size();
+      try {
+        dispatcher_->execute(args, &session, &out);
+      } catch (const std::bad_alloc&) {
+        // No memory for this reply: its client loses the connection, not all the others
+        // their server. What was written of the reply is dropped, not sent half.
+        out.resize(replied);
+        resp::error(&out, "ERR the server is out of memory: the connection is closed");
+        ending = "closed: no memory for the reply to its '" + args[0].substr(0, 32) + "'";
+        closing = true;
+        break;
+      }
       if (session.authenticated && !was_authenticated) parser.set_limits(config_.limits);
       if (session.shutdown) request_shutdown();
       if (session.close) closing = true;
+      account_output(c, unsent());  // after each request: a batch may be megabytes
+      if (c->evicted.load()) break;
     }
     in.erase(0, parsed);
-    if (peer_done && !stopping && unsent() <= config_.max_output_bytes) closing = true;
+    if (peer_done && !stopping && unsent() <= output_limit()) closing = true;
+    account_output(c, unsent());
+    if (c->evicted.load()) {  // chosen while it ran requests: what it holds is never sent
+      evict();
+      break;
+    }
 
     // Send what the socket takes now: all of it, usually, in one system call.
     if (unsent() > 0) {
@@ -3648,13 +3861,22 @@ inline void Server::serve(Connection* c) {
       if (sent == out.size()) {
         out.clear();
         sent = 0;
+        // A buffer that grew for a big reply gives the memory back once it has gone.
+        if (out.capacity() > sizeof(buffer)) std::string().swap(out);
       } else if (sent > out.size() / 2) {
         out.erase(0, sent);  // keep the buffer from growing with what has gone
         sent = 0;
       }
+      account_output(c, unsent());
+    }
+    if (!session.authenticated && unsent() > kGuestOutputBytes) {
+      ending = "closed: it left " + std::to_string(unsent()) + " bytes of replies unread "
+               "before AUTH, past the " + std::to_string(kGuestOutputBytes) + " allowed; a client "
+               "must AUTH first, or read its replies";
+      break;
     }
     if ((closing || stopping) && unsent() == 0) break;
-    if (held_back && unsent() <= config_.max_output_bytes) continue;  // the client kept up
+    if (held_back && unsent() <= output_limit()) continue;  // the client kept up
 
     // Wait for the next thing to do, or for the deadline that applies.
     const Clock::time_point now = Clock::now();
@@ -3679,16 +3901,24 @@ inline void Server::serve(Connection* c) {
       expire();
       break;
     }
-    const bool reading = !closing && !stopping && !peer_done &&
-                         unsent() <= config_.max_output_bytes;
+    const bool reading = !closing && !stopping && !peer_done && unsent() <= output_limit();
     const short events = static_cast<short>((reading ? POLLIN : 0) | (unsent() > 0 ? POLLOUT : 0));
-    int timeout_ms = -1;
-    if (deadline) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - now);
-      timeout_ms = static_cast<int>(std::min<std::int64_t>(left.count() + 1, 60 * 60 * 1000));
-    }
     bool woken = false;
-    const short ready = detail::wait_ready(fd, events, stopping ? -1 : stop_.fd(), timeout_ms, &woken);
+    short ready = 0;
+    while (true) {  // in slices while replies wait, to see an eviction (nothing else wakes it)
+      int timeout_ms = -1;
+      if (deadline) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - Clock::now());
+        timeout_ms = static_cast<int>(std::clamp<std::int64_t>(left.count() + 1, 0, 60 * 60 * 1000));
+      }
+      if (unsent() > 0 && (timeout_ms < 0 || timeout_ms > kEvictionCheckMs)) timeout_ms = kEvictionCheckMs;
+      ready = detail::wait_ready(fd, events, stopping ? -1 : stop_.fd(), timeout_ms, &woken);
+      if (ready != 0 || woken || c->evicted.load() || (deadline && Clock::now() >= *deadline)) break;
+    }
+    if (c->evicted.load()) {
+      evict();
+      break;
+    }
     if (woken) {
       stopping = true;
       stop_deadline = Clock::now() + std::chrono::milliseconds(KEYSTONELIGHT_STOP_GRACE_MS);
@@ -3716,6 +3946,7 @@ inline void Server::serve(Connection* c) {
   }
 
   c->socket.reset();  // the client sees the close now, not when the thread is joined
+  account_output(c, 0);  // its replies are freed when `out` goes, a moment from now
   if (!ending.empty()) note("client " + c->peer + " " + ending);
   --counters.connected_clients;
   std::lock_guard<std::mutex> lock(mu_);

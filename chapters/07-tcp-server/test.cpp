@@ -379,6 +379,110 @@ TEST_CASE("a client that never reads its replies is closed, and does not stall t
   CHECK(run(*polite, {"GET", "n"}).text == "50");
 }
 
+TEST_CASE("before AUTH, a client that leaves its replies unread is closed past a few KiB") {
+  kl::ServerConfig config;
+  config.requirepass = "s3cret";
+  TestServer server(config);
+  // "GET\n" earns a 51-byte arity error (answered before the AUTH check, as Redis does):
+  // without the cap, a stranger that never reads makes the server hold 13 times what it sends.
+  kl::detail::Socket stranger;
+  REQUIRE(kl::detail::connect_tcp("127.0.0.1", server.server->port(), 5000, &stranger).ok());
+  std::string requests;
+  for (int i = 0; i < 512 * 1024; ++i) requests += "GET\n";  // 2 MiB: 26 MiB of errors
+  std::size_t sent = 0;
+  const auto until = std::chrono::steady_clock::now() + 20s;
+  while (sent < requests.size() && std::chrono::steady_clock::now() < until &&
+         !server.noted("before AUTH")) {
+    std::size_t n = 0;
+    if (!kl::detail::send_some(stranger.fd(), std::string_view(requests).substr(sent), &n).ok()) {
+      break;  // closed by the server: what the test waits for
+    }
+    sent += n;
+    if (n == 0) std::this_thread::sleep_for(1ms);
+  }
+  CHECK(eventually([&] { return server.noted("before AUTH"); }));
+  CHECK(eventually([&] { return server.clients() == 0; }));
+  auto owner = server.connect();
+  REQUIRE(run(*owner, {"AUTH", "s3cret"}).text == "OK");
+  // The most any client held: the stranger's capped batch, or the owner's own replies.
+  const std::string peak = info_field(*owner, "client_max_output_bytes");
+  REQUIRE_FALSE(peak.empty());
+  CHECK(std::stoull(peak) <= 8 * 1024);
+  CHECK(info_field(*owner, "clients_output_bytes") == "0");
+}
+
+TEST_CASE("a reply of many values past the client's output limit is an error, and one value is not bounded") {
+  kl::ServerConfig config;
+  config.max_output_bytes = 1024 * 1024;
+  TestServer server(config);
+  REQUIRE(server.store_->set("big", std::string(300 * 1024, 'v')).ok());
+  REQUIRE(server.store_->set("huge", std::string(3 * 1024 * 1024, 'h')).ok());
+  for (int i = 0; i < 20; ++i) {
+    REQUIRE(server.store_->set("k" + std::to_string(i) + std::string(60 * 1024, 'k'), "v").ok());
+  }
+  auto client = server.connect();
+  kl::Reply reply = run(*client, {"MGET", "big", "big", "big", "big"});  // 1.2 MiB
+  CHECK(reply.type == Type::kError);
+  CHECK(reply.text.find("ERR the reply to 'mget' would exceed the client output limit") == 0);
+  CHECK(run(*client, {"MGET", "big", "big", "nothing"}).elements.size() == 3);  // 600 KiB: fits
+  CHECK(run(*client, {"MGET", "huge"}).elements.at(0).text.size() == 3 * 1024 * 1024);
+  CHECK(run(*client, {"GET", "huge"}).text.size() == 3 * 1024 * 1024);
+  reply = run(*client, {"KEYS", "k*"});  // 20 keys of 60 KiB
+  CHECK(reply.type == Type::kError);
+  CHECK(reply.text.find("'keys' would exceed the client output limit") != std::string::npos);
+  CHECK(run(*client, {"KEYS", "k1[0-4]*"}).elements.size() == 5);
+  CHECK(run(*client, {"PING"}).text == "PONG");  // the connection goes on
+}
+
+TEST_CASE("past max_clients_output_bytes, the client holding the most replies is closed, not the others") {
+  kl::ServerConfig config;
+  config.max_clients_output_bytes = 8 * 1024 * 1024;
+  TestServer server(config);
+  REQUIRE(server.store_->set("big", std::string(1024 * 1024, 'v')).ok());
+  auto polite = server.connect();
+  CHECK(run(*polite, {"GET", "big"}).text.size() == 1024 * 1024);  // one reply fits
+
+  // Within its own output limit (64 MiB) the greedy client may buffer; together with the
+  // others it may not pass the server-wide budget.
+  kl::detail::Socket greedy;
+  REQUIRE(kl::detail::connect_tcp("127.0.0.1", server.server->port(), 5000, &greedy).ok());
+  std::string requests;
+  for (int i = 0; i < 200; ++i) requests += "GET big\r\n";  // 200 MiB of replies
+  std::size_t n = 0;
+  REQUIRE(kl::detail::send_some(greedy.fd(), requests, &n).ok());
+  REQUIRE(n == requests.size());
+
+  CHECK(eventually([&] { return server.noted("max_clients_output_bytes"); }));
+  CHECK(eventually([&] { return server.clients() == 1; }));
+  CHECK(info_field(*polite, "evicted_clients") == "1");
+  CHECK(std::stoull(info_field(*polite, "client_max_output_bytes")) <= 10 * 1024 * 1024);
+  CHECK(run(*polite, {"GET", "big"}).text.size() == 1024 * 1024);
+}
+
+TEST_CASE("stop() interrupts a long KEYS between keys, and its client is told why") {
+  TestServer server;
+  // Each key costs the glob about 50 ms here (more under a sanitizer): 600 of them would
+  // hold stop() half a minute, where the check between keys lets it go at once.
+  for (int i = 0; i < 600; ++i) {
+    REQUIRE(server.store_->set(std::to_string(i) + std::string(16 * 1024 - 8, 'a'), "v").ok());
+  }
+  const std::string pattern = "*" + std::string(8 * 1024, 'a') + "b";
+  auto client = server.connect();
+  const std::uint64_t before = server.server->counters()->total_commands.load();
+  kl::Reply reply;
+  kl::Status status;
+  std::thread keys([&] { status = client->command({"KEYS", pattern}, &reply); });
+  CHECK(eventually([&] { return server.server->counters()->total_commands.load() > before; }));
+  std::this_thread::sleep_for(50ms);  // inside the walk, most likely; either way it must end
+  const auto stopping = std::chrono::steady_clock::now();
+  CHECK(server.server->stop().ok());
+  CHECK(std::chrono::steady_clock::now() - stopping < 15s);  // generous: a key is ~50 ms
+  keys.join();
+  REQUIRE(status.ok());
+  CHECK(reply.type == Type::kError);
+  CHECK(reply.text.find("shutting down") != std::string::npos);
+}
+
 TEST_CASE("a client that hangs up halfway through a command changes nothing") {
   TestServer server;
   {

@@ -226,6 +226,7 @@ for case in "--prot 7000|unknown flag '--prot'" "--bogus|unknown flag '--bogus'"
             "--port 0 --bogus|unknown flag '--bogus'" "--port 70000|--port: '70000' is not a port" \
             "--fsync sometimes|--fsync: 'sometimes' is not a policy" \
             "--max-clients 0|--max-clients: '0'" "--compact-ratio 0.5|--compact-ratio: '0.5'" \
+            "--max-clients-output-bytes 0|--max-clients-output-bytes: '0'" \
             "--log-level loud|--log-level: 'loud'" "--dir|--dir: a value is needed" \
             "port=1|'port=1' is not a flag"; do
   args=${case%%|*} want=${case#*|}
