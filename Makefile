@@ -163,8 +163,14 @@ SCRIPT_RUNS := $(foreach t,$(wildcard tests/programs/*.sh),"$(notdir $(t:.sh=))"
 EXAMPLE_RUNS := $(foreach c,$(CHAPTERS),$(if $(wildcard chapters/$(c)/example.in),\
     "example $(c)" "sh tools/check-example.sh $(BUILD)/chapters/$(c)/example chapters/$(c)/example.in chapters/$(c)/example.out"))
 
+# The torture of `make torture`, small (6 kill trials, 2 per fsync policy, about 5 s); it
+# runs with --one-key-writes until DEL and MSET of several keys are atomic across a crash
+# (docs/reliability.md); `make torture` checks them.
+TORTURE := $(BUILD)/tests/torture
+TORTURE_SMALL := "$(TORTURE) $(BUILD)/bin/keystonelight-server --trials 6 --ms 100,400 --ballast 20000 --one-key-writes"
+
 # Runs what is built; `test`, `sanitize` and `tsan` differ in the flags and what they add.
-check: $(TEST_BINARIES) all
+check: $(TEST_BINARIES) all $(TORTURE)
 	@sh tools/run-tests.sh tests $(TEST_RUNS) $(EXAMPLE_RUNS) $(SCRIPT_RUNS) $(EXTRA_RUNS)
 
 # redis-cli and redis-benchmark, for the interoperability tests: installed when possible;
@@ -173,21 +179,18 @@ redis-tools:
 	@sh tools/ensure-package.sh redis-tools sh -c 'command -v redis-benchmark' || \
 	    echo "note: the tests that drive redis-cli and redis-benchmark will be skipped"
 
-# The torture of `make torture`, small (6 kill trials, 2 per fsync policy, about 5 s); it
-# runs with --one-key-writes until DEL and MSET of several keys are atomic across a crash
-# (docs/reliability.md); `make torture` checks them.
-TORTURE := $(BUILD)/tests/torture
-TORTURE_SMALL := "$(TORTURE) $(BUILD)/bin/keystonelight-server --trials 6 --ms 100,400 --ballast 20000 --one-key-writes"
 
 test: doctest redis-tools chapters $(SPLITTER) $(TORTURE)
 	@$(MAKE) --no-print-directory check EXTRA_RUNS='"split-chapters" "sh tests/split-chapters/run.sh $(SPLITTER)" "install" "sh tests/install.sh" "check-chapters" "sh tests/check-chapters.sh" "README" "sh tools/check-readme.sh $(CXX)" "torture" $(TORTURE_SMALL)'
 
 sanitize: doctest redis-tools chapters
 	@$(MAKE) --no-print-directory check BUILD=build/asan FINAL_ONLY=1 \
-	    SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
+	    SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
+	    EXTRA_RUNS='"torture" $$(TORTURE_SMALL)'
 
 tsan: doctest redis-tools chapters
-	@$(MAKE) --no-print-directory check BUILD=build/tsan FINAL_ONLY=1 SANITIZE="-fsanitize=thread"
+	@$(MAKE) --no-print-directory check BUILD=build/tsan FINAL_ONLY=1 SANITIZE="-fsanitize=thread" \
+	    EXTRA_RUNS='"torture" $$(TORTURE_SMALL)'
 
 # A second compiler reads the code differently: clang's -Wconversion also flags sign
 # conversions that GCC lets pass. Every test and program is checked against the final

@@ -270,16 +270,19 @@ std::vector<std::string> command_of(const Op& op) {
 struct Figures {
   long trials = 0, passed = 0, acked = 0, sent = 0, keys_checked = 0, ballast_checked = 0;
   long losses = 0, wrong = 0, inconsistent = 0, split = 0, bad_replies = 0;
+  long sanitizer_reports = 0;  // a server built with a sanitizer reported a fault
   long compaction_kills = 0, startup_kills = 0, compactions = 0, restarts = 0;
   void add(const Figures& o) {
     trials += o.trials; passed += o.passed; acked += o.acked; sent += o.sent;
     keys_checked += o.keys_checked; ballast_checked += o.ballast_checked; losses += o.losses;
     wrong += o.wrong; inconsistent += o.inconsistent; split += o.split;
-    bad_replies += o.bad_replies;
+    bad_replies += o.bad_replies; sanitizer_reports += o.sanitizer_reports;
     compaction_kills += o.compaction_kills; startup_kills += o.startup_kills;
     compactions += o.compactions; restarts += o.restarts;
   }
-  long failures() const { return losses + wrong + inconsistent + split + bad_replies; }
+  long failures() const {
+    return losses + wrong + inconsistent + split + bad_replies + sanitizer_reports;
+  }
 };
 
 // A writer owns 16 plain keys (SET, MSET, DEL), 4 counters (INCR) and 4 strings it
@@ -567,6 +570,17 @@ class Torture {
         return false;
       }
       ++trial.trials;
+      // Under `make sanitize` and `make tsan` the server is instrumented: a report in its
+      // log (a race, a bad access, undefined behaviour) fails the trial like a loss.
+      const std::string log = read_file(server_.log()).substr(scanned_);
+      scanned_ += log.size();
+      for (const char* mark : {"Sanitizer", "runtime error:"}) {
+        if (log.find(mark) != std::string::npos) {
+          ++trial.sanitizer_reports;
+          report += "  the server's log holds a sanitizer report:\n" + log + "\n";
+          break;
+        }
+      }
       if (trial.failures() == 0) {
         ++trial.passed;
       } else {
@@ -776,6 +790,7 @@ class Torture {
   long startup_kills_ = 0;
   std::string last_kill_;
   bool kept_ = false;
+  std::size_t scanned_ = 0;  // bytes of the server's log already searched for sanitizer reports
 };
 
 void print_figures(const char* label, const Figures& f) {
