@@ -13,7 +13,8 @@
 #                        dispatcher) for FUZZ_SECONDS (60) each
 #   make torture         kill -9 the server TORTURE_TRIALS (210) times under writers; check the data
 #   make soak            SECONDS (60) of mixed load; the server's memory, threads, fds must not grow
-#   make install         copy keystonelight.hpp to $(DESTDIR)$(PREFIX)/include
+#   make install         install build/include/keystonelight.hpp (the header without the
+#                        chapter markers) as $(DESTDIR)$(PREFIX)/include/keystonelight.hpp
 #   make uninstall       remove it again
 #   make clean           remove build/
 
@@ -48,7 +49,10 @@ RUN_ARGS    ?=
 
 PROGRAMS := $(patsubst examples/%.cpp,$(BUILD)/bin/%,$(wildcard examples/*.cpp))
 
-all: $(PROGRAMS) $(foreach c,$(CHAPTERS),$(BUILD)/chapters/$(c)/example)
+# The header users copy or install: the final stage, every chapter marker dropped.
+INSTALLED := $(BUILD)/include/keystonelight.hpp
+
+all: $(PROGRAMS) $(foreach c,$(CHAPTERS),$(BUILD)/chapters/$(c)/example) $(INSTALLED)
 
 # Programs for users: examples/NAME.cpp becomes $(BUILD)/bin/NAME.
 $(BUILD)/bin/%: examples/%.cpp $(HEADER)
@@ -68,6 +72,13 @@ $(SPLITTER): tools/split-chapters.cpp
 
 chapters: $(SNAPSHOTS) $(DIFFS)
 
+# Moves $(1).tmp over $(1) only when their contents differ. A fresh clone gives files
+# arbitrary times, so a snapshot may look older than keystonelight.hpp: its rule then runs,
+# and must leave an unchanged file alone (make re-reads its time, so nothing that depends
+# on it is rebuilt). The price is that such a rule runs, quietly, on every make.
+replace_if_changed = if cmp -s $(1).tmp $(1); then rm -f $(1).tmp; \
+    else mv $(1).tmp $(1) && echo "wrote $(1)"; fi
+
 # The folder names must be numbered 01, 02, ... with no gap, or chapter N would not be
 # the folder its markers name.
 define chapter_rules
@@ -75,12 +86,12 @@ ifneq ($(call number,$(1)),$(2))
 $$(error chapters/$(1) is chapter $(2) in order but numbered $(call number,$(1)): renumber the folders)
 endif
 chapters/$(1)/keystonelight.hpp: $(HEADER) $(SPLITTER)
-	$(SPLITTER) $(HEADER) $(2) $(LAST) > $$@.tmp && mv $$@.tmp $$@
+	@$(SPLITTER) $(HEADER) $(2) $(LAST) > $$@.tmp && $$(call replace_if_changed,$$@)
 
 # CHANGES.diff applies with `patch -p1` inside the previous chapter's folder.
 chapters/$(1)/CHANGES.diff: chapters/$(1)/keystonelight.hpp $(3)
-	diff -u --label a/keystonelight.hpp --label b/keystonelight.hpp \
-	    $(or $(3),/dev/null) $$< > $$@.tmp; [ $$$$? -le 1 ] && mv $$@.tmp $$@
+	@diff -u --label a/keystonelight.hpp --label b/keystonelight.hpp \
+	    $(or $(3),/dev/null) $$< > $$@.tmp; [ $$$$? -le 1 ] && $$(call replace_if_changed,$$@)
 
 $(BUILD)/chapters/$(1)/example: chapters/$(1)/example.cpp chapters/$(1)/keystonelight.hpp
 	@mkdir -p $$(@D)
@@ -307,12 +318,20 @@ bench:
 # Installing the header
 # ---------------------------------------------------------------------------------------
 
-install:
-	install -d $(DESTDIR)$(PREFIX)/include
-	install -m 644 $(HEADER) $(DESTDIR)$(PREFIX)/include/$(HEADER)
+# keystonelight.hpp at the top is the annotated source; what is installed is the final
+# stage without a marker line (the "chapters A-B" blocks, compiled out, dropped whole),
+# under a banner that says where its source is.
+$(INSTALLED): $(HEADER) $(SPLITTER)
+	@mkdir -p $(@D)
+	$(SPLITTER) $(HEADER) $(LAST) $(LAST) --installed > $@.tmp && mv $@.tmp $@
 
+install: $(INSTALLED)
+	install -d $(DESTDIR)$(PREFIX)/include
+	install -m 644 $(INSTALLED) $(DESTDIR)$(PREFIX)/include/keystonelight.hpp
+
+# Only the file install put; the include folder may hold other projects' headers.
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/include/$(HEADER)
+	rm -f $(DESTDIR)$(PREFIX)/include/keystonelight.hpp
 
 clean:
 	rm -rf build

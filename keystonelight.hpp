@@ -544,20 +544,25 @@ inline Status write_pid(int fd, const std::string& path) {
   return Status();
 }
 
+}  // namespace detail
+
 // An exclusive lock on a data directory, DIR/LOCK, held from acquire() until destruction.
+// Store::open takes it; a program that changes a store's files with no Store open
+// (keystonelight-check --fix) takes it too, so that no store appends meanwhile. Busy,
+// naming the holder's pid, while another process holds it.
 class DirLock {
  public:
   static Status acquire(const std::string& path, std::unique_ptr<DirLock>* lock) {
     int fd = -1;
     std::string holder;
-    if (Status s = lock_file(path, &fd, &holder); !s.ok()) {
+    if (Status s = detail::lock_file(path, &fd, &holder); !s.ok()) {
       if (s.code() != Status::Code::kBusy) return s;
       return Status::busy(path + " is locked by " +
                           (holder.empty() ? std::string("another process") : "pid " + holder) +
                           ": one Store per data directory; stop that process or use another "
                           "directory");
     }
-    if (Status s = write_pid(fd, path); !s.ok()) {
+    if (Status s = detail::write_pid(fd, path); !s.ok()) {
       ::close(fd);
       return s;
     }
@@ -574,6 +579,8 @@ class DirLock {
 
   int fd_;
 };
+
+namespace detail {
 //< chapter 3
 //> chapter 5
 
@@ -948,6 +955,8 @@ inline std::uint64_t raise_open_files_limit(std::uint64_t wanted) {
   return as_count(limit.rlim_cur);
 }
 //< chapter 7
+
+}  // namespace detail
 //> chapter 8
 
 // Process management (chapter 8): a PID file, and signals as values.
@@ -984,7 +993,7 @@ class PidFile {
     for (int attempt = 0; attempt < 10; ++attempt) {
       int fd = -1;
       std::string pid;
-      if (Status s = lock_file(path, &fd, &pid); !s.ok()) {
+      if (Status s = detail::lock_file(path, &fd, &pid); !s.ok()) {
         if (s.code() != Status::Code::kBusy) return s;
         return Status::busy("already running as pid " + (pid.empty() ? "unknown" : pid) +
                             " (PID file " + path + ")");
@@ -993,13 +1002,13 @@ class PidFile {
       if (::fstat(fd, &locked) != 0) {
         const int err = errno;
         ::close(fd);
-        return os_error("stat", path, err);
+        return detail::os_error("stat", path, err);
       }
       if (::stat(path.c_str(), &named) != 0) {
         const int err = errno;
         ::close(fd);
         if (err == ENOENT) continue;  // removed under us: try the file made since
-        return os_error("stat", path, err);
+        return detail::os_error("stat", path, err);
       }
       if (named.st_ino != locked.st_ino || named.st_dev != locked.st_dev) {
         ::close(fd);  // replaced under us: try the file that has the name now
@@ -1010,7 +1019,7 @@ class PidFile {
         ::close(fd);
         return not_a_pid_file(path, what);
       }
-      if (Status s = write_pid(fd, path); !s.ok()) {
+      if (Status s = detail::write_pid(fd, path); !s.ok()) {
         ::close(fd);
         return s;
       }
@@ -1123,8 +1132,6 @@ class SignalWaiter {
   sigset_t set_;
 };
 //< chapter 8
-
-}  // namespace detail
 //> chapter 2
 
 inline FileSystem* default_file_system() {
@@ -2548,8 +2555,8 @@ inline Status Store::open(const Options& options, std::unique_ptr<Store>* store)
     // could take the whole directory, acknowledged writes and all.
     if (Status s = fs->sync_dir(detail::parent_dir(options.dir)); !s.ok()) return s;
   }
-  std::unique_ptr<detail::DirLock> lock;
-  Status s = detail::DirLock::acquire(detail::path_in(options.dir, kLockFileName), &lock);
+  std::unique_ptr<DirLock> lock;
+  Status s = DirLock::acquire(detail::path_in(options.dir, kLockFileName), &lock);
   if (!s.ok()) return s;
   std::unique_ptr<LogWriter> log;
   if (s = opened->recover(options, fs, &log); !s.ok()) return s;
@@ -4581,9 +4588,6 @@ class Client {
 // this file; the program that puts everything together is
 // examples/keystonelight-server.cpp, which is also chapter 8's example.
 // =======================================================================================
-
-using detail::PidFile;
-using detail::SignalWaiter;
 //< chapter 8
 
 }  // namespace keystonelight

@@ -569,9 +569,14 @@ int export_log(const std::string& dir, File* file) {
   return kExitClean;
 }
 
+// "DIR/name", or "name" alone when DIR is empty.
+std::string path_in(const std::string& dir, const std::string& name) {
+  return dir.empty() || dir.back() == '/' ? dir + name : dir + "/" + name;
+}
+
 int run(const Arguments& args) {
   keystonelight::FileSystem* fs = keystonelight::default_file_system();
-  const std::string path = keystonelight::detail::path_in(args.dir, keystonelight::kLogFileName);
+  const std::string path = path_in(args.dir, keystonelight::kLogFileName);
   if (!fs->exists(args.dir)) {
     return fail(Status::io_error(args.dir + ": no such directory"),
                 "give the data directory of a store (the one holding keystonelight.log)");
@@ -585,11 +590,10 @@ int run(const Arguments& args) {
 
   // With --fix, the lock comes first and is held to the end: nobody may append between
   // our reading the log and our cutting it.
-  std::unique_ptr<keystonelight::detail::DirLock> lock;
+  std::unique_ptr<keystonelight::DirLock> lock;
   if (args.fix) {
-    const std::string lock_path =
-        keystonelight::detail::path_in(args.dir, keystonelight::kLockFileName);
-    if (Status s = keystonelight::detail::DirLock::acquire(lock_path, &lock); !s.ok()) {
+    const std::string lock_path = path_in(args.dir, keystonelight::kLockFileName);
+    if (Status s = keystonelight::DirLock::acquire(lock_path, &lock); !s.ok()) {
       return fail(s, "nothing was changed; stop the store, then run --fix again");
     }
   }

@@ -20,6 +20,7 @@
 // Exit status: 0 after a graceful shutdown (and for --help, --version); 1 when the server
 // cannot start or cannot stop cleanly (the log says why); 2 for a wrong flag or value.
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -43,6 +44,25 @@ namespace {
 namespace kl = keystonelight;
 
 enum ExitCode : int { kExitOk = 0, kExitFailed = 1, kExitUsage = 2 };
+
+// "DIR/name", or "name" alone when DIR is empty.
+std::string path_in(const std::string& dir, const std::string& name) {
+  return dir.empty() || dir.back() == '/' ? dir + name : dir + "/" + name;
+}
+
+// The directory that holds `path`: "a/b" -> "a", "b" -> ".", "/b" -> "/".
+std::string parent_dir(std::string path) {
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  const std::size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+// "127.0.0.1:6380", or "[::1]:6380" for IPv6, as people write addresses.
+std::string endpoint(const std::string& host, int port) {
+  const bool v6 = host.find(':') != std::string::npos;
+  return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+}
 
 constexpr const char* kUsage =
     "usage: keystonelight-server [FLAG VALUE | FLAG=VALUE]...\n"
@@ -230,7 +250,7 @@ std::optional<std::string> parse_flags(int argc, char** argv, Settings* settings
   }
   settings->server.dir = settings->store.dir;
   if (settings->pidfile.empty()) {
-    settings->pidfile = kl::detail::path_in(settings->store.dir, "keystonelight.pid");
+    settings->pidfile = path_in(settings->store.dir, "keystonelight.pid");
   }
   return std::nullopt;
 }
@@ -261,7 +281,7 @@ std::optional<std::string> store_file_in_the_way(const std::string& pidfile,
   const std::size_t slash = pidfile.rfind('/');
   const std::string name = slash == std::string::npos ? pidfile : pidfile.substr(slash + 1);
   struct stat parent;
-  const bool in_dir = ::stat(kl::detail::parent_dir(pidfile).c_str(), &parent) == 0 &&
+  const bool in_dir = ::stat(parent_dir(pidfile).c_str(), &parent) == 0 &&
                       same(parent, dir_stat);
   const std::pair<const char*, const char*> kStoreFiles[] = {
       {kl::kLogFileName, "the store's log"},
@@ -269,7 +289,7 @@ std::optional<std::string> store_file_in_the_way(const std::string& pidfile,
       {kl::kCompactFileName, "the file a compaction writes"}};
   for (const auto& [file, what] : kStoreFiles) {
     struct stat store_file;
-    const std::string path = kl::detail::path_in(dir, file);
+    const std::string path = path_in(dir, file);
     if ((in_dir && name == file) ||
         (exists && ::stat(path.c_str(), &store_file) == 0 && same(named, store_file))) {
       return "is " + std::string(what) + ", " + path;
@@ -361,7 +381,7 @@ class SignalThread {
 
 int serve(const Settings& settings, kl::SignalWaiter* signals, Log* log) {
   log->info("keystonelight-server " KEYSTONELIGHT_VERSION_STR " starting, pid " +
-            std::to_string(kl::detail::process_id()));
+            std::to_string(::getpid()));
 
   // The PID file lives in the data directory by default, so that comes first.
   if (kl::Status s = kl::default_file_system()->create_dir(settings.store.dir); !s.ok()) {
@@ -372,7 +392,7 @@ int serve(const Settings& settings, kl::SignalWaiter* signals, Log* log) {
     log->error("--pidfile " + settings.pidfile + " " + *wrong + ", which a PID file would "
                "overwrite and then remove; nothing was changed: give the PID file a path of "
                "its own (the default is " +
-               kl::detail::path_in(settings.store.dir, "keystonelight.pid") + ")");
+               path_in(settings.store.dir, "keystonelight.pid") + ")");
     return kExitFailed;
   }
   std::unique_ptr<kl::PidFile> pid_file;
@@ -424,7 +444,7 @@ int serve(const Settings& settings, kl::SignalWaiter* signals, Log* log) {
                  (s.code() == kl::Status::Code::kBusy ? " (--port)" : ""));
       return kExitFailed;
     }
-    log->info("listening on " + kl::detail::endpoint(config.bind, server->port()) +
+    log->info("listening on " + endpoint(config.bind, server->port()) +
               (config.requirepass.empty() ? "" : ", AUTH required") + "; ready for connections");
     if (signal_thread.set_server(server.get())) server->wait_for_shutdown();
   }

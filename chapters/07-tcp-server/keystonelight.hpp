@@ -492,20 +492,25 @@ inline Status write_pid(int fd, const std::string& path) {
   return Status();
 }
 
+}  // namespace detail
+
 // An exclusive lock on a data directory, DIR/LOCK, held from acquire() until destruction.
+// Store::open takes it; a program that changes a store's files with no Store open
+// (keystonelight-check --fix) takes it too, so that no store appends meanwhile. Busy,
+// naming the holder's pid, while another process holds it.
 class DirLock {
  public:
   static Status acquire(const std::string& path, std::unique_ptr<DirLock>* lock) {
     int fd = -1;
     std::string holder;
-    if (Status s = lock_file(path, &fd, &holder); !s.ok()) {
+    if (Status s = detail::lock_file(path, &fd, &holder); !s.ok()) {
       if (s.code() != Status::Code::kBusy) return s;
       return Status::busy(path + " is locked by " +
                           (holder.empty() ? std::string("another process") : "pid " + holder) +
                           ": one Store per data directory; stop that process or use another "
                           "directory");
     }
-    if (Status s = write_pid(fd, path); !s.ok()) {
+    if (Status s = detail::write_pid(fd, path); !s.ok()) {
       ::close(fd);
       return s;
     }
@@ -522,6 +527,8 @@ class DirLock {
 
   int fd_;
 };
+
+namespace detail {
 
 // A reader-writer lock that lets a waiting writer in before new readers. It has the
 // interface of std::shared_mutex and works with std::shared_lock and std::unique_lock,
@@ -2185,8 +2192,8 @@ inline Status Store::open(const Options& options, std::unique_ptr<Store>* store)
     // could take the whole directory, acknowledged writes and all.
     if (Status s = fs->sync_dir(detail::parent_dir(options.dir)); !s.ok()) return s;
   }
-  std::unique_ptr<detail::DirLock> lock;
-  Status s = detail::DirLock::acquire(detail::path_in(options.dir, kLockFileName), &lock);
+  std::unique_ptr<DirLock> lock;
+  Status s = DirLock::acquire(detail::path_in(options.dir, kLockFileName), &lock);
   if (!s.ok()) return s;
   std::unique_ptr<LogWriter> log;
   if (s = opened->recover(options, fs, &log); !s.ok()) return s;

@@ -497,20 +497,25 @@ inline Status write_pid(int fd, const std::string& path) {
   return Status();
 }
 
+}  // namespace detail
+
 // An exclusive lock on a data directory, DIR/LOCK, held from acquire() until destruction.
+// Store::open takes it; a program that changes a store's files with no Store open
+// (keystonelight-check --fix) takes it too, so that no store appends meanwhile. Busy,
+// naming the holder's pid, while another process holds it.
 class DirLock {
  public:
   static Status acquire(const std::string& path, std::unique_ptr<DirLock>* lock) {
     int fd = -1;
     std::string holder;
-    if (Status s = lock_file(path, &fd, &holder); !s.ok()) {
+    if (Status s = detail::lock_file(path, &fd, &holder); !s.ok()) {
       if (s.code() != Status::Code::kBusy) return s;
       return Status::busy(path + " is locked by " +
                           (holder.empty() ? std::string("another process") : "pid " + holder) +
                           ": one Store per data directory; stop that process or use another "
                           "directory");
     }
-    if (Status s = write_pid(fd, path); !s.ok()) {
+    if (Status s = detail::write_pid(fd, path); !s.ok()) {
       ::close(fd);
       return s;
     }
@@ -527,6 +532,8 @@ class DirLock {
 
   int fd_;
 };
+
+namespace detail {
 
 // A reader-writer lock that lets a waiting writer in before new readers. It has the
 // interface of std::shared_mutex and works with std::shared_lock and std::unique_lock,
@@ -897,6 +904,8 @@ inline std::uint64_t raise_open_files_limit(std::uint64_t wanted) {
   return as_count(limit.rlim_cur);
 }
 
+}  // namespace detail
+
 // Process management (chapter 8): a PID file, and signals as values.
 //
 // A PID file names the process that serves a data directory and keeps a second one out.
@@ -931,7 +940,7 @@ class PidFile {
     for (int attempt = 0; attempt < 10; ++attempt) {
       int fd = -1;
       std::string pid;
-      if (Status s = lock_file(path, &fd, &pid); !s.ok()) {
+      if (Status s = detail::lock_file(path, &fd, &pid); !s.ok()) {
         if (s.code() != Status::Code::kBusy) return s;
         return Status::busy("already running as pid " + (pid.empty() ? "unknown" : pid) +
                             " (PID file " + path + ")");
@@ -940,13 +949,13 @@ class PidFile {
       if (::fstat(fd, &locked) != 0) {
         const int err = errno;
         ::close(fd);
-        return os_error("stat", path, err);
+        return detail::os_error("stat", path, err);
       }
       if (::stat(path.c_str(), &named) != 0) {
         const int err = errno;
         ::close(fd);
         if (err == ENOENT) continue;  // removed under us: try the file made since
-        return os_error("stat", path, err);
+        return detail::os_error("stat", path, err);
       }
       if (named.st_ino != locked.st_ino || named.st_dev != locked.st_dev) {
         ::close(fd);  // replaced under us: try the file that has the name now
@@ -957,7 +966,7 @@ class PidFile {
         ::close(fd);
         return not_a_pid_file(path, what);
       }
-      if (Status s = write_pid(fd, path); !s.ok()) {
+      if (Status s = detail::write_pid(fd, path); !s.ok()) {
         ::close(fd);
         return s;
       }
@@ -1069,8 +1078,6 @@ class SignalWaiter {
  private:
   sigset_t set_;
 };
-
-}  // namespace detail
 
 inline FileSystem* default_file_system() {
   static detail::PosixFileSystem posix;
@@ -2363,8 +2370,8 @@ inline Status Store::open(const Options& options, std::unique_ptr<Store>* store)
     // could take the whole directory, acknowledged writes and all.
     if (Status s = fs->sync_dir(detail::parent_dir(options.dir)); !s.ok()) return s;
   }
-  std::unique_ptr<detail::DirLock> lock;
-  Status s = detail::DirLock::acquire(detail::path_in(options.dir, kLockFileName), &lock);
+  std::unique_ptr<DirLock> lock;
+  Status s = DirLock::acquire(detail::path_in(options.dir, kLockFileName), &lock);
   if (!s.ok()) return s;
   std::unique_ptr<LogWriter> log;
   if (s = opened->recover(options, fs, &log); !s.ok()) return s;
@@ -4351,9 +4358,6 @@ class Client {
 // this file; the program that puts everything together is
 // examples/keystonelight-server.cpp, which is also chapter 8's example.
 // =======================================================================================
-
-using detail::PidFile;
-using detail::SignalWaiter;
 
 }  // namespace keystonelight
 

@@ -9,7 +9,8 @@
 # so the expected offsets come from the engine, not from numbers copied into this file.
 build=${1:-build}
 check=$build/bin/keystonelight-check
-passed=0 failed=0
+suite=check-tool
+. "$(dirname "$0")/../support/script.sh"
 holder=
 
 work=$(mktemp -d) || exit 1
@@ -23,37 +24,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ok() { passed=$((passed + 1)); }
-not_ok() { failed=$((failed + 1)); echo "FAILED: $1"; [ -n "$out" ] && printf '%s\n' "$out" | sed 's/^/    | /'; }
-
-# expect NAME STATUS PATTERN...: the last run exited with STATUS and its output (stdout
-# and stderr) holds every PATTERN, each a fixed string.
-expect() {
-  name=$1 want=$2
-  shift 2
-  if [ "$code" -ne "$want" ]; then not_ok "$name (exit $code, expected $want)"; return; fi
-  for pattern in "$@"; do
-    if ! printf '%s\n' "$out" | grep -qF -- "$pattern"; then
-      not_ok "$name (no '$pattern' in the output)"
-      return
-    fi
-  done
-  ok
-}
-
-# holds NAME TEST...: counts whether the test command, such as [ ... ], succeeds.
-holds() { name=$1; shift; if "$@"; then ok; else out=''; not_ok "$name"; fi; }
-
 # run ARGS...: runs the program, keeping its output in $out and its exit status in $code.
 run() { out=$("$check" "$@" 2>&1); code=$?; }
 
-# Sleeps a tenth of a second where sleep takes fractions, a second elsewhere.
-nap() { sleep 0.1 2>/dev/null || sleep 1; }
-
 if [ ! -x "$check" ]; then
-  echo "error: $check is missing; build it first (make $check)"
-  echo "check-tool: 0 passed, 1 failed"
-  exit 1
+  give_up "error: $check is missing; build it first (make $check)"
 fi
 
 cat > "$work/helper.cpp" <<'EOF'
@@ -123,17 +98,13 @@ int main(int argc, char** argv) {
 }
 EOF
 if ! ${CXX:-g++} -std=c++17 -I. -pthread "$work/helper.cpp" -o "$work/helper"; then
-  echo "error: the helper does not compile against keystonelight.hpp"
-  echo "check-tool: 0 passed, 1 failed"
-  exit 1
+  give_up "error: the helper does not compile against keystonelight.hpp"
 fi
 helper=$work/helper
 
 # The reference log, and a fresh copy of it for each case that damages one.
 if ! "$helper" make "$work/clean" > "$work/offsets" 2>"$work/helper.err"; then
-  cat "$work/helper.err"
-  echo "check-tool: 0 passed, 1 failed"
-  exit 1
+  give_up "$(cat "$work/helper.err")"
 fi
 read -r o1 o2 o3 o4 o5 o6 end < "$work/offsets"
 log=keystonelight.log
@@ -304,5 +275,4 @@ kill "$holder" 2>/dev/null
 wait "$holder" 2>/dev/null
 holder=
 
-echo "check-tool: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+summary

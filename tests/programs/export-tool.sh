@@ -13,7 +13,9 @@
 # back strictly, and talks RESP to the redis-server to compare values byte for byte.
 build=${1:-build}
 check=$build/bin/keystonelight-check
-passed=0 failed=0
+suite=export-tool
+. "$(dirname "$0")/../support/script.sh"
+expect_where='on stderr'
 holder='' redis_pid=''
 
 work=$(mktemp -d) || exit 1
@@ -31,27 +33,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ok() { passed=$((passed + 1)); }
-not_ok() { failed=$((failed + 1)); echo "FAILED: $1"; [ -n "$out" ] && printf '%s\n' "$out" | sed 's/^/    | /'; }
-
-# expect NAME STATUS PATTERN...: the last run exited with STATUS and its standard error
-# holds every PATTERN, each a fixed string.
-expect() {
-  name=$1 want=$2
-  shift 2
-  if [ "$code" -ne "$want" ]; then not_ok "$name (exit $code, expected $want)"; return; fi
-  for pattern in "$@"; do
-    if ! printf '%s\n' "$out" | grep -qF -- "$pattern"; then
-      not_ok "$name (no '$pattern' on stderr)"
-      return
-    fi
-  done
-  ok
-}
-
-# holds NAME TEST...: counts whether the test command, such as [ ... ], succeeds.
-holds() { name=$1; shift; if "$@"; then ok; else out=''; not_ok "$name"; fi; }
-
 # run NAME ARGS...: runs the program with its standard output in $work/NAME.out (the
 # export is binary: no shell variable can hold a NUL), its standard error in $out, and
 # its exit status in $code.
@@ -61,18 +42,13 @@ run() {
   out=$(cat "$work/$name.err")
 }
 
-# Sleeps a tenth of a second where sleep takes fractions, a second elsewhere.
-nap() { sleep 0.1 2>/dev/null || sleep 1; }
-
 # bounded SECONDS COMMAND...: runs COMMAND, killed after SECONDS where timeout(1) exists.
 bounded() {
   if command -v timeout >/dev/null 2>&1; then timeout "$@"; else shift; "$@"; fi
 }
 
 if [ ! -x "$check" ]; then
-  echo "error: $check is missing; build it first (make $check)"
-  echo "export-tool: 0 passed, 1 failed"
-  exit 1
+  give_up "error: $check is missing; build it first (make $check)"
 fi
 
 cat > "$work/helper.cpp" <<'EOF'
@@ -414,16 +390,12 @@ int main(int argc, char** argv) {
 }
 EOF
 if ! ${CXX:-g++} -std=c++17 -I. -pthread "$work/helper.cpp" -o "$work/helper"; then
-  echo "error: the helper does not compile against keystonelight.hpp"
-  echo "export-tool: 0 passed, 1 failed"
-  exit 1
+  give_up "error: the helper does not compile against keystonelight.hpp"
 fi
 helper=$work/helper
 
 if ! "$helper" make "$work/mixed" > "$work/offsets" 2>"$work/helper.err"; then
-  cat "$work/helper.err"
-  echo "export-tool: 0 passed, 1 failed"
-  exit 1
+  give_up "$(cat "$work/helper.err")"
 fi
 # Where records 3, 4 and 14 (the last) of the scenario start, and the log's size.
 read -r _ _ o3 o4 _ _ _ _ _ _ _ _ _ o14 end < "$work/offsets"
@@ -678,5 +650,4 @@ else
   fi
 fi
 
-echo "export-tool: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+summary

@@ -10,7 +10,9 @@
 # show the default 6380), and every wait is bounded.
 build=${1:-build}
 server=$build/bin/keystonelight-server
-passed=0 failed=0
+suite=server
+. "$(dirname "$0")/../support/script.sh"
+show_lines=15
 pids=
 
 work=$(mktemp -d) || exit 1
@@ -23,21 +25,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-ok() { passed=$((passed + 1)); }
-not_ok() {
-  failed=$((failed + 1))
-  echo "FAILED: $1"
-  [ -n "${out:-}" ] && printf '%s\n' "$out" | tail -n 15 | sed 's/^/    | /'
-}
-# holds NAME TEST...: counts whether the test command, such as [ ... ], succeeds.
-holds() { name=$1; shift; if "$@"; then ok; else out=''; not_ok "$name"; fi; }
-# has NAME FILE PATTERN: whether FILE holds the fixed string PATTERN.
-has() {
-  if grep -qF -- "$3" "$2"; then ok; else out=$(cat "$2"); not_ok "$1 (no '$3')"; fi
-}
-
-nap() { sleep 0.1 2>/dev/null || sleep 1; }
 
 # until_true TENTHS COMMAND...: runs COMMAND every tenth of a second until it succeeds,
 # at most TENTHS times; whether it did.
@@ -74,9 +61,7 @@ finish() {
 }
 
 if [ ! -x "$server" ]; then
-  echo "error: $server is missing; build it first (make $server)"
-  echo "server: 0 passed, 1 failed"
-  exit 1
+  give_up "error: $server is missing; build it first (make $server)"
 fi
 
 # A client, compiled against the header: the tests must not depend on redis-cli.
@@ -179,9 +164,7 @@ int main(int argc, char** argv) {
 }
 EOF
 if ! ${CXX:-g++} -std=c++17 -O1 -I. -pthread "$work/client.cpp" -o "$work/client"; then
-  echo "error: the test client does not compile against keystonelight.hpp"
-  echo "server: 0 passed, 1 failed"
-  exit 1
+  give_up "error: the test client does not compile against keystonelight.hpp"
 fi
 client=$work/client
 
@@ -216,9 +199,7 @@ int main(int argc, char** argv) {
 }
 EOF
 if ! ${CXX:-g++} -std=c++17 -O1 -I. -pthread "$work/biglog.cpp" -o "$work/biglog"; then
-  echo "error: the log generator does not compile against keystonelight.hpp"
-  echo "server: 0 passed, 1 failed"
-  exit 1
+  give_up "error: the log generator does not compile against keystonelight.hpp"
 fi
 
 # --- Wrong flags: exit 2, the flag named, the usage shown. ------------------------------
@@ -424,5 +405,4 @@ else
   fi
 fi
 
-echo "server: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+summary

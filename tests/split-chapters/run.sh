@@ -84,6 +84,17 @@ refuse "inner block after outer ends" "bad.hpp:2: chapter 3 inside chapters 1-2 
 //< chapter 3
 #endif //< chapters 1-2'
 
+# --installed: the final stage under the installed header's banner, no marker left.
+if "$splitter" "$here/input.hpp" 3 3 --installed > "$work/out" &&
+   [ "$(sed 1,2d "$work/out")" = "$(sed 1,2d "$here/expected-3.hpp")" ] &&
+   head -n 2 "$work/out" | grep -q 'make install' && ! grep -q '//[<>]' "$work/out"; then
+  pass
+else
+  fail "--installed is not the final stage under the installed banner"
+fi
+if "$splitter" "$here/input.hpp" 2 3 --installed > /dev/null 2>&1; then fail "--installed below LAST accepted"
+else [ $? -eq 2 ] && pass || fail "--installed below LAST: exit code is not 2"; fi
+
 # Bad arguments: usage and exit 2.
 if "$splitter" "$here/input.hpp" 4 3 > /dev/null 2>&1; then fail "chapter beyond LAST accepted"
 else [ $? -eq 2 ] && pass || fail "chapter beyond LAST: exit code is not 2"; fi
