@@ -1209,6 +1209,10 @@ class Store {
   // What the last open found in the log: records replayed, bytes dropped, time taken.
   // All zero for a store in memory.
   const RecoveryReport& recovery() const;
+
+  // The options the store was opened with (file_system filled in); default Options, with
+  // an empty dir, for a store in memory. Fixed for the store's lifetime.
+  const Options& options() const;
 //< chapter 3
 //> chapter 4
 
@@ -1987,6 +1991,16 @@ enum class FsyncPolicy {
   kNever,        // leave it to the operating system (typically within 30 s)
 };
 
+// Redis's name for a policy (its appendfsync setting): "always", "everysec" or "no".
+inline const char* fsync_name(FsyncPolicy policy) {
+  switch (policy) {
+    case FsyncPolicy::kAlways: return "always";
+    case FsyncPolicy::kEverySecond: return "everysec";
+    case FsyncPolicy::kNever: return "no";
+  }
+  return "unknown";
+}
+
 inline constexpr const char* kLogFileName = "keystonelight.log";
 inline constexpr const char* kLockFileName = "LOCK";
 //> chapter 4
@@ -2215,6 +2229,8 @@ class Disk {
     std::lock_guard<std::mutex> lock(mu_);
     return log_ ? log_->size() : 0;
   }
+
+  const Options& options() const { return options_; }
 //> chapter 4
 
   // Chapter 4's compaction; see Store::compact. `map` is the store's whole contents.
@@ -2254,8 +2270,6 @@ class Disk {
     stats.log_bytes = log_ ? log_->size() : 0;
     return stats;
   }
-
-  const Options& options() const { return options_; }
 //< chapter 4
 
  private:
@@ -2681,6 +2695,11 @@ inline Status Store::close() {
 inline Status Store::sync() { return disk_ ? disk_->sync() : Status(); }
 
 inline const RecoveryReport& Store::recovery() const { return recovery_; }
+
+inline const Options& Store::options() const {
+  static const Options in_memory;
+  return disk_ ? disk_->options() : in_memory;
+}
 
 inline Status Store::log_put(std::string_view key, std::string_view value) {
   if (Status s = check_record_limits(key, value); !s.ok()) return s;
@@ -3262,8 +3281,6 @@ struct ServerCounters {
 struct ServerConfig {
   std::string bind = "127.0.0.1";
   int port = 6380;
-  std::string dir;                  // the data directory; empty for a store in memory
-  std::string fsync = "everysec";   // always, everysec or no
   std::size_t max_clients = 10000;
   int timeout_seconds = 0;          // close idle clients after this long; 0 = never
   std::string requirepass;          // AUTH needed when not empty
@@ -3304,10 +3321,21 @@ class Dispatcher {
  private:
   using Args = std::vector<std::string>;
   using Handler = void (Dispatcher::*)(const Args&, Session*, std::string*);
+  // Every fact about a command lives in its row of the table (as in Redis's command
+  // table); execute(), AUTH gating and COMMAND read them from there.
+  enum Flag : unsigned {
+    kWrite = 1,     // changes the store
+    kReadOnly = 2,  // reads keys, changes nothing
+    kAdmin = 4,     // about the server, not the data
+    kNoAuth = 8,    // allowed before AUTH
+  };
   struct Command {
     const char* name;
-    int arity;   // as in Redis: N means exactly N words, -N at least N (the name included)
-    bool write;  // changes the store
+    int arity;       // as in Redis: N means exactly N words, -N at least N (the name included)
+    unsigned flags;  // Flag bits
+    int first_key;   // the first argument that is a key (0: none), as COMMAND reports it
+    int last_key;    // the last one; -1: the last argument
+    int key_step;    // from one key to the next: 2 for MSET's key value pairs
     Handler handler;
   };
   static const std::vector<Command>& commands();
@@ -3495,35 +3523,36 @@ inline void Dispatcher::reply_all(const char* command, const Values& values, boo
 }
 
 inline const std::vector<Dispatcher::Command>& Dispatcher::commands() {
+  // name           arity  flags                first last step
   static const std::vector<Command> table = {
-      {"ping", -1, false, &Dispatcher::ping},
-      {"echo", 2, false, &Dispatcher::echo},
-      {"get", 2, false, &Dispatcher::get},
-      {"set", -3, true, &Dispatcher::set},
-      {"del", -2, true, &Dispatcher::del},
-      {"exists", -2, false, &Dispatcher::exists},
-      {"mget", -2, false, &Dispatcher::mget},
-      {"mset", -3, true, &Dispatcher::mset},
-      {"incr", 2, true, &Dispatcher::incr},
-      {"decr", 2, true, &Dispatcher::decr},
-      {"incrby", 3, true, &Dispatcher::incrby},
-      {"decrby", 3, true, &Dispatcher::decrby},
-      {"append", 3, true, &Dispatcher::append},
-      {"strlen", 2, false, &Dispatcher::strlen},
-      {"dbsize", 1, false, &Dispatcher::dbsize},
-      {"keys", 2, false, &Dispatcher::keys},
-      {"flushdb", -1, true, &Dispatcher::flushdb},
-      {"flushall", -1, true, &Dispatcher::flushdb},
-      {"compact", 1, false, &Dispatcher::compact},
-      {"bgrewriteaof", 1, false, &Dispatcher::compact},
-      {"info", -1, false, &Dispatcher::info},
-      {"config", -2, false, &Dispatcher::config},
-      {"command", -1, false, &Dispatcher::command},
-      {"client", -2, false, &Dispatcher::client},
-      {"select", 2, false, &Dispatcher::select},
-      {"quit", -1, false, &Dispatcher::quit},
-      {"shutdown", -1, false, &Dispatcher::shutdown},
-      {"auth", -2, false, &Dispatcher::auth},
+      {"ping",           -1, 0,                   0, 0, 0, &Dispatcher::ping},
+      {"echo",            2, 0,                   0, 0, 0, &Dispatcher::echo},
+      {"get",             2, kReadOnly,           1, 1, 1, &Dispatcher::get},
+      {"set",            -3, kWrite,              1, 1, 1, &Dispatcher::set},
+      {"del",            -2, kWrite,              1, -1, 1, &Dispatcher::del},
+      {"exists",         -2, kReadOnly,           1, -1, 1, &Dispatcher::exists},
+      {"mget",           -2, kReadOnly,           1, -1, 1, &Dispatcher::mget},
+      {"mset",           -3, kWrite,              1, -1, 2, &Dispatcher::mset},
+      {"incr",            2, kWrite,              1, 1, 1, &Dispatcher::incr},
+      {"decr",            2, kWrite,              1, 1, 1, &Dispatcher::decr},
+      {"incrby",          3, kWrite,              1, 1, 1, &Dispatcher::incrby},
+      {"decrby",          3, kWrite,              1, 1, 1, &Dispatcher::decrby},
+      {"append",          3, kWrite,              1, 1, 1, &Dispatcher::append},
+      {"strlen",          2, kReadOnly,           1, 1, 1, &Dispatcher::strlen},
+      {"dbsize",          1, kReadOnly,           0, 0, 0, &Dispatcher::dbsize},
+      {"keys",            2, kReadOnly,           0, 0, 0, &Dispatcher::keys},
+      {"flushdb",        -1, kWrite,              0, 0, 0, &Dispatcher::flushdb},
+      {"flushall",       -1, kWrite,              0, 0, 0, &Dispatcher::flushdb},
+      {"compact",         1, kAdmin,              0, 0, 0, &Dispatcher::compact},
+      {"bgrewriteaof",    1, kAdmin,              0, 0, 0, &Dispatcher::compact},
+      {"info",           -1, 0,                   0, 0, 0, &Dispatcher::info},
+      {"config",         -2, kAdmin,              0, 0, 0, &Dispatcher::config},
+      {"command",        -1, 0,                   0, 0, 0, &Dispatcher::command},
+      {"client",         -2, 0,                   0, 0, 0, &Dispatcher::client},
+      {"select",          2, 0,                   0, 0, 0, &Dispatcher::select},
+      {"quit",           -1, kNoAuth,             0, 0, 0, &Dispatcher::quit},
+      {"shutdown",       -1, kAdmin,              0, 0, 0, &Dispatcher::shutdown},
+      {"auth",           -2, kNoAuth,             0, 0, 0, &Dispatcher::auth},
   };
   return table;
 }
@@ -3540,7 +3569,6 @@ inline const Dispatcher::Command* Dispatcher::find(const std::string& lowercase_
 
 inline void Dispatcher::execute(const Args& args, Session* session, std::string* out) {
   if (args.empty()) return resp::error(out, "ERR empty command");  // the parser never makes one
-  ++counters_.total_commands;
   const std::string name = detail::lower(args[0]);
   const Command* command = find(name);
   if (command == nullptr) {
@@ -3558,10 +3586,10 @@ inline void Dispatcher::execute(const Args& args, Session* session, std::string*
     return resp::error(out, std::string("ERR wrong number of arguments for '") + command->name +
                                 "' command");
   }
-  if (!config_.requirepass.empty() && !session->authenticated && name != "auth" &&
-      name != "quit") {
+  if (!config_.requirepass.empty() && !session->authenticated && !(command->flags & kNoAuth)) {
     return resp::error(out, "NOAUTH Authentication required.");
   }
+  ++counters_.total_commands;  // as Redis counts: commands run, not commands refused
   (this->*(command->handler))(args, session, out);
 }
 
@@ -3638,9 +3666,10 @@ inline void Dispatcher::info(const Args& a, Session*, std::string* out) {
   }
   if (wanted("persistence")) {
     text += "# Persistence\r\n";
-    field("aof_enabled", config_.dir.empty() ? "0" : "1");
-    field("dir", config_.dir);
-    field("appendfsync", config_.fsync);
+    const Options& options = store_->options();
+    field("aof_enabled", options.dir.empty() ? "0" : "1");
+    field("dir", options.dir);
+    field("appendfsync", fsync_name(options.fsync));
     field("log_bytes", std::to_string(stats.log_bytes));
     field("live_bytes", std::to_string(stats.live_bytes));
     field("compactions", std::to_string(stats.compactions));
@@ -3678,9 +3707,9 @@ inline void Dispatcher::config(const Args& a, Session*, std::string* out) {
   const std::pair<const char*, std::string> settings[] = {
       {"bind", config_.bind},
       {"port", std::to_string(config_.port)},
-      {"dir", config_.dir},
-      {"appendonly", config_.dir.empty() ? "no" : "yes"},
-      {"appendfsync", config_.fsync},
+      {"dir", store_->options().dir},
+      {"appendonly", store_->options().dir.empty() ? "no" : "yes"},
+      {"appendfsync", fsync_name(store_->options().fsync)},
       {"maxclients", std::to_string(config_.max_clients)},
       {"timeout", std::to_string(config_.timeout_seconds)},
       {"save", ""},  // no snapshots: the log is the only persistence
@@ -3708,19 +3737,21 @@ inline void Dispatcher::command(const Args& a, Session*, std::string* out) {
   if (sub == "docs") return resp::array(out, 0);  // redis-cli asks; it needs no docs to work
   if (!sub.empty()) return resp::error(out, "ERR unknown subcommand '" + a[1] + "'");
   resp::array(out, commands().size());
+  static constexpr std::pair<Flag, const char*> kFlagNames[] = {
+      {kWrite, "write"}, {kReadOnly, "readonly"}, {kAdmin, "admin"}, {kNoAuth, "no_auth"}};
   for (const Command& c : commands()) {
     resp::array(out, 6);
     resp::bulk(out, c.name);
     resp::integer(out, c.arity);
-    resp::array(out, 1);
-    resp::simple(out, c.write ? "write" : "readonly");
-    const bool keyed = std::string_view(c.name) != "ping" && std::string_view(c.name) != "echo" &&
-                       c.arity != 1 && c.arity != -1 && std::string_view(c.name) != "config" &&
-                       std::string_view(c.name) != "client" && std::string_view(c.name) != "select" &&
-                       std::string_view(c.name) != "auth" && std::string_view(c.name) != "keys";
-    resp::integer(out, keyed ? 1 : 0);                                  // first key
-    resp::integer(out, !keyed ? 0 : c.arity < 0 ? -1 : 1);              // last key
-    resp::integer(out, !keyed ? 0 : std::string_view(c.name) == "mset" ? 2 : 1);  // step
+    std::size_t flags = 0;
+    for (const auto& [flag, name] : kFlagNames) flags += (c.flags & flag) ? 1 : 0;
+    resp::array(out, flags);
+    for (const auto& [flag, name] : kFlagNames) {
+      if (c.flags & flag) resp::simple(out, name);
+    }
+    resp::integer(out, c.first_key);
+    resp::integer(out, c.last_key);
+    resp::integer(out, c.key_step);
   }
 }
 

@@ -172,7 +172,6 @@ std::optional<std::string> apply(const std::string& flag, const std::string& val
     else if (value == "everysec") settings->store.fsync = kl::FsyncPolicy::kEverySecond;
     else if (value == "no") settings->store.fsync = kl::FsyncPolicy::kNever;
     else return "'" + value + "' is not a policy: give always, everysec or no";
-    server.fsync = value;
   } else if (flag == "--max-clients") {
     if (!parse_count(value, 1000000, &n) || n == 0) {
       return "'" + value + "' is not a number of clients (1 to 1000000)";
@@ -248,7 +247,6 @@ std::optional<std::string> parse_flags(int argc, char** argv, Settings* settings
       return *wrong == "unknown flag" ? "unknown flag '" + flag + "'" : flag + ": " + *wrong;
     }
   }
-  settings->server.dir = settings->store.dir;
   if (settings->pidfile.empty()) {
     settings->pidfile = path_in(settings->store.dir, "keystonelight.pid");
   }
@@ -433,7 +431,7 @@ int serve(const Settings& settings, kl::SignalWaiter* signals, Log* log) {
   const kl::RecoveryReport& recovery = store->recovery();
   log->info("data directory " + settings.store.dir + ": " + std::to_string(store->size()) +
             " keys loaded from " + std::to_string(recovery.records) + " records in " +
-            milliseconds_since(opening) + " (fsync " + settings.server.fsync + ")");
+            milliseconds_since(opening) + " (fsync " + kl::fsync_name(store->options().fsync) + ")");
 
   kl::ServerConfig config = settings.server;
   config.info_log = options.info_log;

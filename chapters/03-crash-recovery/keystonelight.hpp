@@ -523,6 +523,10 @@ class Store {
   // All zero for a store in memory.
   const RecoveryReport& recovery() const;
 
+  // The options the store was opened with (file_system filled in); default Options, with
+  // an empty dir, for a store in memory. Fixed for the store's lifetime.
+  const Options& options() const;
+
   // A store owns its data (and, from chapter 3, files and a lock); copying one would
   // split that ownership, so it is neither copyable nor movable. Hold it in a
   // std::unique_ptr where it must move.
@@ -1081,6 +1085,16 @@ enum class FsyncPolicy {
   kNever,        // leave it to the operating system (typically within 30 s)
 };
 
+// Redis's name for a policy (its appendfsync setting): "always", "everysec" or "no".
+inline const char* fsync_name(FsyncPolicy policy) {
+  switch (policy) {
+    case FsyncPolicy::kAlways: return "always";
+    case FsyncPolicy::kEverySecond: return "everysec";
+    case FsyncPolicy::kNever: return "no";
+  }
+  return "unknown";
+}
+
 inline constexpr const char* kLogFileName = "keystonelight.log";
 inline constexpr const char* kLockFileName = "LOCK";
 
@@ -1208,6 +1222,8 @@ class Disk {
     std::lock_guard<std::mutex> lock(mu_);
     return log_ ? log_->size() : 0;
   }
+
+  const Options& options() const { return options_; }
 
  private:
   // The failure recorded so far, read under the mutex (a group-commit leader may be
@@ -1523,6 +1539,11 @@ inline Status Store::close() {
 inline Status Store::sync() { return disk_ ? disk_->sync() : Status(); }
 
 inline const RecoveryReport& Store::recovery() const { return recovery_; }
+
+inline const Options& Store::options() const {
+  static const Options in_memory;
+  return disk_ ? disk_->options() : in_memory;
+}
 
 inline Status Store::log_put(std::string_view key, std::string_view value) {
   if (Status s = check_record_limits(key, value); !s.ok()) return s;

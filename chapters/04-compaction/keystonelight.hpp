@@ -537,6 +537,10 @@ class Store {
   // All zero for a store in memory.
   const RecoveryReport& recovery() const;
 
+  // The options the store was opened with (file_system filled in); default Options, with
+  // an empty dir, for a store in memory. Fixed for the store's lifetime.
+  const Options& options() const;
+
   // Rewrites the log to hold one record per live key, from memory: a temporary file is
   // written and fsynced, renamed over the log, and the directory fsynced. A crash at any
   // step leaves the old log or the new one, never a mix. On failure before the rename the
@@ -1119,6 +1123,16 @@ enum class FsyncPolicy {
   kNever,        // leave it to the operating system (typically within 30 s)
 };
 
+// Redis's name for a policy (its appendfsync setting): "always", "everysec" or "no".
+inline const char* fsync_name(FsyncPolicy policy) {
+  switch (policy) {
+    case FsyncPolicy::kAlways: return "always";
+    case FsyncPolicy::kEverySecond: return "everysec";
+    case FsyncPolicy::kNever: return "no";
+  }
+  return "unknown";
+}
+
 inline constexpr const char* kLogFileName = "keystonelight.log";
 inline constexpr const char* kLockFileName = "LOCK";
 inline constexpr const char* kCompactFileName = "keystonelight.log.compacting";
@@ -1264,6 +1278,8 @@ class Disk {
     return log_ ? log_->size() : 0;
   }
 
+  const Options& options() const { return options_; }
+
   // Chapter 4's compaction; see Store::compact. `map` is the store's whole contents.
   // *replaced (when not null) says whether the new log took the old one's name: a
   // failure can come before that (the old log stays) or after it (the directory fsync).
@@ -1301,8 +1317,6 @@ class Disk {
     stats.log_bytes = log_ ? log_->size() : 0;
     return stats;
   }
-
-  const Options& options() const { return options_; }
 
  private:
   static constexpr std::size_t kCompactionChunkBytes = 1 << 20;  // bytes per write(2)
@@ -1696,6 +1710,11 @@ inline Status Store::close() {
 inline Status Store::sync() { return disk_ ? disk_->sync() : Status(); }
 
 inline const RecoveryReport& Store::recovery() const { return recovery_; }
+
+inline const Options& Store::options() const {
+  static const Options in_memory;
+  return disk_ ? disk_->options() : in_memory;
+}
 
 inline Status Store::log_put(std::string_view key, std::string_view value) {
   if (Status s = check_record_limits(key, value); !s.ok()) return s;

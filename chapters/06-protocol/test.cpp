@@ -457,4 +457,32 @@ TEST_CASE("errors from the store reach the client as error replies") {
   CHECK(f.run({"SET", std::string(kl::kMaxKeyBytes + 1, 'k'), "v"}).rfind("-ERR key of 65537 bytes", 0) == 0);
 }
 
+TEST_CASE("COMMAND reports each command's flags and key positions from the table") {
+  Fixture f;
+  const std::string all = f.run({"COMMAND"});
+  auto entry = [&](const std::string& name) {  // the reply's entry for one command
+    const std::string head = "*6\r\n$" + std::to_string(name.size()) + "\r\n" + name + "\r\n";
+    const std::size_t at = all.find(head);
+    REQUIRE(at != std::string::npos);
+    const std::size_t next = all.find("*6\r\n", at + head.size());
+    return all.substr(at + head.size(), next - at - head.size());
+  };
+  CHECK(entry("get") == ":2\r\n*1\r\n+readonly\r\n:1\r\n:1\r\n:1\r\n");
+  CHECK(entry("set") == ":-3\r\n*1\r\n+write\r\n:1\r\n:1\r\n:1\r\n");  // one key, as Redis
+  CHECK(entry("mset") == ":-3\r\n*1\r\n+write\r\n:1\r\n:-1\r\n:2\r\n");
+  CHECK(entry("del") == ":-2\r\n*1\r\n+write\r\n:1\r\n:-1\r\n:1\r\n");
+  CHECK(entry("keys") == ":2\r\n*1\r\n+readonly\r\n:0\r\n:0\r\n:0\r\n");  // a pattern, no key
+  CHECK(entry("auth") == ":-2\r\n*1\r\n+no_auth\r\n:0\r\n:0\r\n:0\r\n");
+  CHECK(entry("config") == ":-2\r\n*1\r\n+admin\r\n:0\r\n:0\r\n:0\r\n");
+}
+
+TEST_CASE("total_commands_processed counts commands run, not commands refused") {
+  Fixture f;
+  f.run({"SET", "a", "1"});
+  f.run({"NOSUCHCOMMAND"});
+  f.run({"GET"});  // wrong number of arguments
+  const std::string info = f.run({"INFO", "stats"});
+  CHECK(info.find("total_commands_processed:2\r\n") != std::string::npos);  // SET and INFO
+}
+
 }  // TEST_SUITE

@@ -30,7 +30,6 @@ int main(int argc, char** argv) {
 
   kl::ServerConfig config;
   config.port = argc > 1 ? std::atoi(argv[1]) : 6380;
-  config.dir = options.dir;
   kl::Server server(store.get(), config);
   if (kl::Status s = server.start(); !s.ok()) {
     std::cerr << "cannot start the server: " << s.to_string() << "\n";

@@ -534,9 +534,7 @@ TEST_CASE("INFO reports the real figures: clients, commands, keys, log bytes, co
   kl::Options options;
   options.dir = dir.path();
   auto store = kltest::open_store(options);
-  kl::ServerConfig config;
-  config.dir = dir.path();
-  TestServer server(config, store.get());
+  TestServer server(kl::ServerConfig(), store.get());
   auto a = server.connect();
   auto b = server.connect();
   for (int i = 0; i < 5; ++i) run(*a, {"SET", "k" + std::to_string(i), "v"});
