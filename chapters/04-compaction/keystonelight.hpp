@@ -84,6 +84,7 @@
 #error "keystonelight.hpp needs a POSIX system (Linux, macOS, the BSDs)."
 #endif
 
+#include <cassert>
 #include <cstddef>
 #include <optional>
 #include <string>

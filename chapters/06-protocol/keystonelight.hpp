@@ -102,6 +102,7 @@
 #error "keystonelight.hpp needs a POSIX system (Linux, macOS, the BSDs)."
 #endif
 
+#include <cassert>
 #include <cstddef>
 #include <optional>
 #include <string>
@@ -1481,6 +1482,7 @@ class Disk {
         lock.lock();
         syncing_ = false;
         if (s.ok()) synced_ = std::max(synced_, covered);
+        assert(synced_ <= appended_.load());  // nothing is durable before it is written
         if (!s.ok() && failed_.ok()) failed_ = sticky(s);
         durable_cv_.notify_all();
       } else {
@@ -2090,6 +2092,8 @@ inline bool Store::keeps_undo() const {
 }
 
 inline void Store::remember(std::string_view key, std::optional<std::string> previous) {
+  // Tickets grow in the order of the log; undo_unsynced() relies on it.
+  assert(undo_.empty() || undo_.back().ticket < disk_->appended());
   const std::uint64_t synced = disk_->synced();
   while (!undo_.empty() && undo_.front().ticket <= synced) undo_.pop_front();  // durable now
   undo_.push_back({disk_->appended(), std::string(key), std::move(previous)});
@@ -2099,6 +2103,7 @@ inline void Store::remember(std::string_view key, std::optional<std::string> pre
 // has stopped taking writes (the failure is sticky), so nothing is appended meanwhile.
 inline void Store::undo_unsynced() {
   WriteLock lock(this);
+  assert(disk_->failed());  // only a failed fsync undoes writes; the log refuses new ones
   if (undone_) return;
   undone_ = true;
   const std::uint64_t synced = disk_->synced();

@@ -128,6 +128,7 @@
 #error "keystonelight.hpp needs a POSIX system (Linux, macOS, the BSDs)."
 #endif
 
+#include <cassert>
 #include <cstddef>
 #include <optional>
 #include <string>
@@ -1842,6 +1843,7 @@ class Disk {
         lock.lock();
         syncing_ = false;
         if (s.ok()) synced_ = std::max(synced_, covered);
+        assert(synced_ <= appended_.load());  // nothing is durable before it is written
         if (!s.ok() && failed_.ok()) failed_ = sticky(s);
         durable_cv_.notify_all();
       } else {
@@ -2451,6 +2453,8 @@ inline bool Store::keeps_undo() const {
 }
 
 inline void Store::remember(std::string_view key, std::optional<std::string> previous) {
+  // Tickets grow in the order of the log; undo_unsynced() relies on it.
+  assert(undo_.empty() || undo_.back().ticket < disk_->appended());
   const std::uint64_t synced = disk_->synced();
   while (!undo_.empty() && undo_.front().ticket <= synced) undo_.pop_front();  // durable now
   undo_.push_back({disk_->appended(), std::string(key), std::move(previous)});
@@ -2460,6 +2464,7 @@ inline void Store::remember(std::string_view key, std::optional<std::string> pre
 // has stopped taking writes (the failure is sticky), so nothing is appended meanwhile.
 inline void Store::undo_unsynced() {
   WriteLock lock(this);
+  assert(disk_->failed());  // only a failed fsync undoes writes; the log refuses new ones
   if (undone_) return;
   undone_ = true;
   const std::uint64_t synced = disk_->synced();
@@ -3577,9 +3582,60 @@ class Server {
   };
   using Clock = std::chrono::steady_clock;
 
+  // What serve() knows of one connection between its steps.
+  struct Link {
+    Link(Connection* connection, bool authenticated, const ProtocolLimits& limits)
+        : c(connection), parser(limits) {
+      session.authenticated = authenticated;
+    }
+    std::size_t unsent() const { return out.size() - sent; }
+
+    Connection* const c;
+    Session session;
+    RequestParser parser;
+    std::string in;   // bytes received and not parsed yet
+    std::string out;  // replies; the first `sent` bytes have gone out
+    std::size_t sent = 0;
+    std::vector<std::string> args;
+    bool peer_done = false;  // the client closed its side: answer what came, then close
+    bool closing = false;    // QUIT, SHUTDOWN or a protocol error: send the replies, close
+    bool stopping = false;   // stop(): send the replies (within the grace period), close
+    bool held_back = false;  // requests wait in `in` until the client reads
+    Clock::time_point last_received = Clock::now();
+    Clock::time_point last_sent = last_received;
+    Clock::time_point stop_deadline;
+    std::string ending;  // why the server ends the connection, when a person should know
+  };
+  // Before AUTH a client may send only small requests, as Redis allows it, and leave only
+  // a few KiB of replies unread (Redis has no such cap): the replies it can earn are short
+  // errors, but longer than the requests that earn them, so someone without the password
+  // could otherwise make the server buffer megabytes of them.
+  static constexpr std::size_t kGuestBulkBytes = 16 * 1024;
+  static constexpr std::size_t kGuestArgs = 10;
+  static constexpr std::size_t kGuestOutputBytes = 4 * 1024;
+  static constexpr std::size_t kReceiveBytes = 16 * 1024;  // one recv(2) at most
+  std::size_t output_limit(const Link& link) const {
+    return link.session.authenticated ? config_.max_output_bytes
+                                      : std::min(config_.max_output_bytes, kGuestOutputBytes);
+  }
+
   void accept_loop();
   void admit(detail::Socket socket);
+  // serve() is the connection's loop; each step below is one part of it, over the
+  // connection's state (Link). A step that ends the connection says so by returning false
+  // and, when a person should know why, leaves the reason in link.ending.
+  struct Link;
   void serve(Connection* connection);
+  void run_requests(Link& link);
+  bool send_pending(Link& link);
+  std::optional<Clock::time_point> next_deadline(const Link& link) const;
+  enum class Event { kReady, kStop, kEvicted, kExpired };
+  Event wait_for(Link& link, std::optional<Clock::time_point> deadline, bool reading,
+                 short* ready);
+  bool receive(Link& link);
+  void begin_stop(Link& link) const;
+  void expire(Link& link) const;
+  void evicted(Link& link) const;
   void join_finished();
   void account_output(Connection* connection, std::size_t bytes);
   void evict_biggest();
@@ -3795,200 +3851,220 @@ inline void Server::evict_biggest() {
 }
 
 inline void Server::serve(Connection* c) {
-  ServerCounters& counters = dispatcher_->counters();
-  const int fd = c->socket.fd();
-  // Before AUTH a client may send only small requests, as Redis allows it, and leave only
-  // a few KiB of replies unread (Redis has no such cap): the replies it can earn are short
-  // errors, but longer than the requests that earn them, so someone without the password
-  // could otherwise make the server buffer megabytes of them.
   ProtocolLimits guest = config_.limits;
-  guest.max_bulk_bytes = std::min<std::size_t>(guest.max_bulk_bytes, 16 * 1024);
-  guest.max_args = std::min<std::size_t>(guest.max_args, 10);
-  constexpr std::size_t kGuestOutputBytes = 4 * 1024;
-  Session session;
-  session.authenticated = config_.requirepass.empty();
-  RequestParser parser(session.authenticated ? config_.limits : guest);
-  const auto output_limit = [&] {
-    return session.authenticated ? config_.max_output_bytes
-                                 : std::min(config_.max_output_bytes, kGuestOutputBytes);
-  };
-
-  std::string in;   // bytes received and not parsed yet
-  std::string out;  // replies; the first `sent` bytes have gone out
-  std::size_t sent = 0;
-  std::vector<std::string> args;
-  bool peer_done = false;  // the client closed its side: answer what came, then close
-  bool closing = false;    // QUIT, SHUTDOWN or a protocol error: send the replies, close
-  bool stopping = false;   // stop(): send the replies (within the grace period), close
-  Clock::time_point last_received = Clock::now();
-  Clock::time_point last_sent = last_received;
-  Clock::time_point stop_deadline;
-  std::string ending;  // why the server ends the connection, when a person should know
-  char buffer[16 * 1024];
-  const auto evict = [&] {
-    ending = "closed: its " + std::to_string(out.size() - sent) + " bytes of unread replies "
-             "were the most when all clients' together passed max_clients_output_bytes (" +
-             std::to_string(config_.max_clients_output_bytes) + "); raise that limit, or "
-             "make the clients read their replies";
-  };
-
+  guest.max_bulk_bytes = std::min(guest.max_bulk_bytes, kGuestBulkBytes);
+  guest.max_args = std::min(guest.max_args, kGuestArgs);
+  const bool open = config_.requirepass.empty();
+  Link link(c, open, open ? config_.limits : guest);
   while (true) {
-    const auto unsent = [&] { return out.size() - sent; };
-    // Run every complete request, in order, until the replies waiting for the client pass
-    // its output limit: then it must read before we run more (backpressure).
-    std::size_t parsed = 0;
-    bool held_back = false;  // requests may wait in `in` until the client reads
-    while (!closing && !stopping) {
-      if (unsent() > output_limit()) {
-        held_back = true;
-        break;
-      }
-      std::size_t consumed = 0;
-      const RequestParser::Result r =
-          parser.parse(std::string_view(in).substr(parsed), &consumed, &args);
-      parsed += consumed;
-      if (r == RequestParser::Result::kNeedMore) break;
-      if (r == RequestParser::Result::kError) {
-        resp::error(&out, "ERR " + parser.error());
-        closing = true;
-        break;
-      }
-      if (stopping_.load()) {  // stop() came while requests ran: start no more
-        stopping = true;
-        stop_deadline = Clock::now() + std::chrono::milliseconds(KEYSTONELIGHT_STOP_GRACE_MS);
-        break;
-      }
-      const bool was_authenticated = session.authenticated;
-      const std::size_t replied = out.size();
-      try {
-        dispatcher_->execute(args, &session, &out);
-      } catch (const std::bad_alloc&) {
-        // No memory for this reply: its client loses the connection, not all the others
-        // their server. What was written of the reply is dropped, not sent half.
-        out.resize(replied);
-        resp::error(&out, "ERR the server is out of memory: the connection is closed");
-        ending = "closed: no memory for the reply to its '" + args[0].substr(0, 32) + "'";
-        closing = true;
-        break;
-      }
-      if (session.authenticated && !was_authenticated) parser.set_limits(config_.limits);
-      if (session.shutdown) request_shutdown();
-      if (session.close) closing = true;
-      account_output(c, unsent());  // after each request: a batch may be megabytes
-      if (c->evicted.load()) break;
-    }
-    in.erase(0, parsed);
-    if (peer_done && !stopping && unsent() <= output_limit()) closing = true;
-    account_output(c, unsent());
+    run_requests(link);
+    account_output(c, link.unsent());
     if (c->evicted.load()) {  // chosen while it ran requests: what it holds is never sent
-      evict();
+      evicted(link);
       break;
     }
+    if (link.unsent() > 0 && !send_pending(link)) break;  // the client has gone
+    if (!link.session.authenticated && link.unsent() > kGuestOutputBytes) {
+      link.ending = "closed: it left " + std::to_string(link.unsent()) + " bytes of replies "
+                    "unread before AUTH, past the " + std::to_string(kGuestOutputBytes) +
+                    " allowed; a client must AUTH first, or read its replies";
+      break;
+    }
+    if ((link.closing || link.stopping) && link.unsent() == 0) break;
+    if (link.held_back && link.unsent() <= output_limit(link)) continue;  // it kept up
 
-    // Send what the socket takes now: all of it, usually, in one system call.
-    if (unsent() > 0) {
-      std::size_t n = 0;
-      if (Status s = detail::send_some(fd, std::string_view(out).substr(sent), &n); !s.ok()) {
-        break;  // the client has gone; nothing to tell it
-      }
-      if (n > 0) {
-        sent += n;
-        last_sent = Clock::now();
-        counters.total_net_output_bytes += n;
-      }
-      if (sent == out.size()) {
-        out.clear();
-        sent = 0;
-        // A buffer that grew for a big reply gives the memory back once it has gone.
-        if (out.capacity() > sizeof(buffer)) std::string().swap(out);
-      } else if (sent > out.size() / 2) {
-        out.erase(0, sent);  // keep the buffer from growing with what has gone
-        sent = 0;
-      }
-      account_output(c, unsent());
-    }
-    if (!session.authenticated && unsent() > kGuestOutputBytes) {
-      ending = "closed: it left " + std::to_string(unsent()) + " bytes of replies unread "
-               "before AUTH, past the " + std::to_string(kGuestOutputBytes) + " allowed; a client "
-               "must AUTH first, or read its replies";
+    const std::optional<Clock::time_point> deadline = next_deadline(link);
+    if (deadline && Clock::now() >= *deadline) {
+      expire(link);
       break;
     }
-    if ((closing || stopping) && unsent() == 0) break;
-    if (held_back && unsent() <= output_limit()) continue;  // the client kept up
-
-    // Wait for the next thing to do, or for the deadline that applies.
-    const Clock::time_point now = Clock::now();
-    std::optional<Clock::time_point> deadline;
-    auto limit_to = [&](Clock::time_point t) { deadline = deadline ? std::min(*deadline, t) : t; };
-    if (unsent() > 0 && config_.send_timeout_seconds > 0) {
-      limit_to(last_sent + std::chrono::seconds(config_.send_timeout_seconds));
-    }
-    if (unsent() == 0 && config_.timeout_seconds > 0) {
-      limit_to(last_received + std::chrono::seconds(config_.timeout_seconds));
-    }
-    if (stopping) limit_to(stop_deadline);
-    auto expire = [&] {
-      if (stopping) {
-        ending = "closed at stop with " + std::to_string(unsent()) + " bytes of replies unsent";
-      } else if (unsent() > 0) {
-        ending = "closed: it took none of its " + std::to_string(unsent()) +
-                 " bytes of replies for " + std::to_string(config_.send_timeout_seconds) + " s";
-      }  // an idle client is closed without a word, as its timeout promised
-    };
-    if (deadline && now >= *deadline) {
-      expire();
-      break;
-    }
-    const bool reading = !closing && !stopping && !peer_done && unsent() <= output_limit();
-    const short events = static_cast<short>((reading ? POLLIN : 0) | (unsent() > 0 ? POLLOUT : 0));
-    bool woken = false;
+    const bool reading = !link.closing && !link.stopping && !link.peer_done &&
+                         link.unsent() <= output_limit(link);
     short ready = 0;
-    while (true) {  // in slices while replies wait, to see an eviction (nothing else wakes it)
-      int timeout_ms = -1;
-      if (deadline) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - Clock::now());
-        timeout_ms = static_cast<int>(std::clamp<std::int64_t>(left.count() + 1, 0, 60 * 60 * 1000));
-      }
-      if (unsent() > 0 && (timeout_ms < 0 || timeout_ms > kEvictionCheckMs)) timeout_ms = kEvictionCheckMs;
-      ready = detail::wait_ready(fd, events, stopping ? -1 : stop_.fd(), timeout_ms, &woken);
-      if (ready != 0 || woken || c->evicted.load() || (deadline && Clock::now() >= *deadline)) break;
-    }
-    if (c->evicted.load()) {
-      evict();
+    const Event event = wait_for(link, deadline, reading, &ready);
+    if (event == Event::kEvicted) {
+      evicted(link);
       break;
     }
-    if (woken) {
-      stopping = true;
-      stop_deadline = Clock::now() + std::chrono::milliseconds(KEYSTONELIGHT_STOP_GRACE_MS);
+    if (event == Event::kStop) {
+      begin_stop(link);
       continue;
     }
-    // A wait that ran out ends here, before another send: poll reports room only once a
-    // third of the socket's buffer is free, but send takes any room, and the kernel grows
-    // the buffers of a connection that does not read; a last send would slip a few bytes
-    // in and put the deadline off again.
-    if (ready == 0 && deadline && Clock::now() >= *deadline) {
-      expire();
+    if (event == Event::kExpired) {
+      expire(link);
       break;
     }
-    if (reading && (ready & (POLLIN | POLLHUP | POLLERR)) != 0) {
-      std::size_t got = 0;
-      if (Status s = detail::receive_some(fd, buffer, sizeof(buffer), &got, &peer_done); !s.ok()) {
-        break;  // reset by the client
-      }
-      if (got > 0) {
-        in.append(buffer, got);
-        last_received = Clock::now();
-        counters.total_net_input_bytes += got;
-      }
-    }
+    if (reading && (ready & (POLLIN | POLLHUP | POLLERR)) != 0 && !receive(link)) break;
   }
 
   c->socket.reset();  // the client sees the close now, not when the thread is joined
-  account_output(c, 0);  // its replies are freed when `out` goes, a moment from now
-  if (!ending.empty()) note("client " + c->peer + " " + ending);
-  --counters.connected_clients;
+  account_output(c, 0);  // its replies are freed when `link` goes, a moment from now
+  if (!link.ending.empty()) note("client " + c->peer + " " + link.ending);
+  --dispatcher_->counters().connected_clients;
   std::lock_guard<std::mutex> lock(mu_);
   finished_.push_back(c->id);
+}
+
+// Runs every complete request in `link.in`, in order, until the replies waiting for the
+// client pass its output limit: then it must read before more run (backpressure).
+inline void Server::run_requests(Link& link) {
+  std::size_t parsed = 0;
+  link.held_back = false;
+  while (!link.closing && !link.stopping) {
+    if (link.unsent() > output_limit(link)) {
+      link.held_back = true;
+      break;
+    }
+    std::size_t consumed = 0;
+    const RequestParser::Result r =
+        link.parser.parse(std::string_view(link.in).substr(parsed), &consumed, &link.args);
+    parsed += consumed;
+    if (r == RequestParser::Result::kNeedMore) break;
+    if (r == RequestParser::Result::kError) {
+      resp::error(&link.out, "ERR " + link.parser.error());
+      link.closing = true;
+      break;
+    }
+    if (stopping_.load()) {  // stop() came while requests ran: start no more
+      begin_stop(link);
+      break;
+    }
+    const bool was_authenticated = link.session.authenticated;
+    const std::size_t replied = link.out.size();
+    try {
+      dispatcher_->execute(link.args, &link.session, &link.out);
+    } catch (const std::bad_alloc&) {
+      // No memory for this reply: its client loses the connection, not all the others
+      // their server. What was written of the reply is dropped, not sent half.
+      link.out.resize(replied);
+      resp::error(&link.out, "ERR the server is out of memory: the connection is closed");
+      link.ending = "closed: no memory for the reply to its '" + link.args[0].substr(0, 32) + "'";
+      link.closing = true;
+      break;
+    }
+    if (link.session.authenticated && !was_authenticated) link.parser.set_limits(config_.limits);
+    if (link.session.shutdown) request_shutdown();
+    if (link.session.close) link.closing = true;
+    account_output(link.c, link.unsent());  // after each request: a batch may be megabytes
+    if (link.c->evicted.load()) break;
+  }
+  link.in.erase(0, parsed);
+  if (link.peer_done && !link.stopping && link.unsent() <= output_limit(link)) {
+    link.closing = true;
+  }
+}
+
+// Sends what the socket takes now: all of it, usually, in one system call. False when
+// the client has gone (nothing to tell it).
+inline bool Server::send_pending(Link& link) {
+  std::size_t n = 0;
+  if (Status s = detail::send_some(link.c->socket.fd(), std::string_view(link.out).substr(link.sent), &n);
+      !s.ok()) {
+    return false;
+  }
+  if (n > 0) {
+    link.sent += n;
+    link.last_sent = Clock::now();
+    dispatcher_->counters().total_net_output_bytes += n;
+  }
+  if (link.sent == link.out.size()) {
+    link.out.clear();
+    link.sent = 0;
+    // A buffer that grew for a big reply gives the memory back once it has gone.
+    if (link.out.capacity() > kReceiveBytes) std::string().swap(link.out);
+  } else if (link.sent > link.out.size() / 2) {
+    link.out.erase(0, link.sent);  // keep the buffer from growing with what has gone
+    link.sent = 0;
+  }
+  account_output(link.c, link.unsent());
+  return true;
+}
+
+// The deadline that applies now: the send timeout while replies wait, the idle timeout
+// while none do, and the stop's grace period.
+inline std::optional<Server::Clock::time_point> Server::next_deadline(const Link& link) const {
+  std::optional<Clock::time_point> deadline;
+  auto limit_to = [&](Clock::time_point t) { deadline = deadline ? std::min(*deadline, t) : t; };
+  if (link.unsent() > 0 && config_.send_timeout_seconds > 0) {
+    limit_to(link.last_sent + std::chrono::seconds(config_.send_timeout_seconds));
+  }
+  if (link.unsent() == 0 && config_.timeout_seconds > 0) {
+    limit_to(link.last_received + std::chrono::seconds(config_.timeout_seconds));
+  }
+  if (link.stopping) limit_to(link.stop_deadline);
+  return deadline;
+}
+
+// Waits until the socket is ready for what `link` wants, a stop, an eviction or the
+// deadline. While replies wait it polls in slices of kEvictionCheckMs, since nothing else
+// would wake it for an eviction.
+inline Server::Event Server::wait_for(Link& link, std::optional<Clock::time_point> deadline,
+                                      bool reading, short* ready) {
+  const short events =
+      static_cast<short>((reading ? POLLIN : 0) | (link.unsent() > 0 ? POLLOUT : 0));
+  bool woken = false;
+  while (true) {
+    int timeout_ms = -1;
+    if (deadline) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - Clock::now());
+      timeout_ms = static_cast<int>(std::clamp<std::int64_t>(left.count() + 1, 0, 60 * 60 * 1000));
+    }
+    if (link.unsent() > 0 && (timeout_ms < 0 || timeout_ms > kEvictionCheckMs)) {
+      timeout_ms = kEvictionCheckMs;
+    }
+    *ready = detail::wait_ready(link.c->socket.fd(), events, link.stopping ? -1 : stop_.fd(),
+                                timeout_ms, &woken);
+    if (*ready != 0 || woken || link.c->evicted.load() || (deadline && Clock::now() >= *deadline)) {
+      break;
+    }
+  }
+  if (link.c->evicted.load()) return Event::kEvicted;
+  if (woken) return Event::kStop;
+  // A wait that ran out ends here, before another send: poll reports room only once a
+  // third of the socket's buffer is free, but send takes any room, and the kernel grows
+  // the buffers of a connection that does not read; a last send would slip a few bytes
+  // in and put the deadline off again.
+  if (*ready == 0 && deadline && Clock::now() >= *deadline) return Event::kExpired;
+  return Event::kReady;
+}
+
+// Takes what the client sent. False when it reset the connection.
+inline bool Server::receive(Link& link) {
+  char buffer[kReceiveBytes];
+  std::size_t got = 0;
+  if (Status s = detail::receive_some(link.c->socket.fd(), buffer, sizeof(buffer), &got,
+                                      &link.peer_done);
+      !s.ok()) {
+    return false;
+  }
+  if (got > 0) {
+    link.in.append(buffer, got);
+    link.last_received = Clock::now();
+    dispatcher_->counters().total_net_input_bytes += got;
+  }
+  return true;
+}
+
+// stop() has begun: no more requests; the replies owed get the grace period.
+inline void Server::begin_stop(Link& link) const {
+  link.stopping = true;
+  link.stop_deadline = Clock::now() + std::chrono::milliseconds(KEYSTONELIGHT_STOP_GRACE_MS);
+}
+
+inline void Server::expire(Link& link) const {
+  if (link.stopping) {
+    link.ending = "closed at stop with " + std::to_string(link.unsent()) + " bytes of replies unsent";
+  } else if (link.unsent() > 0) {
+    link.ending = "closed: it took none of its " + std::to_string(link.unsent()) +
+                  " bytes of replies for " + std::to_string(config_.send_timeout_seconds) + " s";
+  }  // an idle client is closed without a word, as its timeout promised
+}
+
+inline void Server::evicted(Link& link) const {
+  link.ending = "closed: its " + std::to_string(link.unsent()) + " bytes of unread replies "
+                "were the most when all clients' together passed max_clients_output_bytes (" +
+                std::to_string(config_.max_clients_output_bytes) + "); raise that limit, or "
+                "make the clients read their replies";
 }
 
 // A reply, as RESP2 types it.
