@@ -10,11 +10,12 @@
        if (!store.set("greeting", "hello").ok()) return 1;
        std::cout << store.get("greeting").value_or("(nil)") << "\n";
 
-   CONTENTS: the sections of this file follow the tutorial's chapters
-   (chapters/NN-name/ holds each stage as a snapshot of this file).
+   CONTENTS: the file is ordered by layer, each built on the ones before it, so a request
+   can be followed from the top of a layer down to the file. Each layer names the chapters
+   of the tutorial that add to it (chapters/NN-name/ holds each stage as a snapshot).
 
-       Status                  errors as values: a code and a message
-       1. The in-memory map    Store: get, set, del, exists, size, entries
+       Status                  errors as values: a code and a message (1)
+       Store                   get, set, del, exists, size, entries (1)
 
    COMPILE-TIME OPTIONS: define before including to change a default.
 

@@ -10,12 +10,15 @@
        if (!store.set("greeting", "hello").ok()) return 1;
        std::cout << store.get("greeting").value_or("(nil)") << "\n";
 
-   CONTENTS: the sections of this file follow the tutorial's chapters
-   (chapters/NN-name/ holds each stage as a snapshot of this file).
+   CONTENTS: the file is ordered by layer, each built on the ones before it, so a request
+   can be followed from the top of a layer down to the file. Each layer names the chapters
+   of the tutorial that add to it (chapters/NN-name/ holds each stage as a snapshot).
 
-       Status                  errors as values: a code and a message
-       1. The in-memory map    Store: get, set, del, exists, size, entries
-       2. The append-only log  FileSystem, CRC-32C, the record format, LogWriter, LogReader
+       Status                  errors as values: a code and a message (1)
+       Platform                FileSystem and POSIX files (2), the directory lock (3), the
+                               reader-writer lock (5), sockets (7), PidFile, SignalWaiter (8)
+       The log                 CRC-32C, the record format, LogWriter, LogReader (2)
+       Store                   get, set, del, exists, size, entries (1)
 
    COMPILE-TIME OPTIONS: define before including to change a default.
 
@@ -372,96 +375,6 @@ class PosixFileSystem final : public FileSystem {
 inline FileSystem* default_file_system() {
   static detail::PosixFileSystem posix;
   return &posix;
-}
-
-// =======================================================================================
-// Chapter 1: the in-memory map
-//
-// A Store maps keys to values. Both are arbitrary byte strings: NUL, CR, LF and any other
-// byte are ordinary data, which is why the API takes std::string_view (a pointer and a
-// length) and never a C string. A Store made with `Store()` lives in memory only; its
-// contents end with it.
-//
-// A Store is not thread-safe: share one between threads only behind a lock of your own.
-// =======================================================================================
-
-class Store {
- public:
-  // An empty store held in memory only.
-  Store() = default;
-
-  // A store owns its data (and, from chapter 3, files and a lock); copying one would
-  // split that ownership, so it is neither copyable nor movable. Hold it in a
-  // std::unique_ptr where it must move.
-  Store(const Store&) = delete;
-  Store& operator=(const Store&) = delete;
-
-  // The value stored under `key`, or std::nullopt when there is none. The value is a copy:
-  // it stays valid whatever happens to the store afterwards.
-  std::optional<std::string> get(std::string_view key) const;
-
-  // Stores `value` under `key`, replacing any value it had.
-  Status set(std::string_view key, std::string_view value);
-
-  // Removes `key`. Removing a missing key is not an error; when `existed` is not null it
-  // is set to whether the key was there.
-  Status del(std::string_view key, bool* existed = nullptr);
-
-  // Whether `key` has a value.
-  bool exists(std::string_view key) const;
-
-  // The number of keys.
-  std::size_t size() const;
-
-  // A copy of every (key, value) pair, in no particular order. It costs memory in
-  // proportion to the data; it is meant for tools, tests and exports, not for hot paths.
-  std::vector<std::pair<std::string, std::string>> entries() const;
-
- private:
-  // The one place a value is stored: set() calls it, and so (from chapter 5) do the
-  // read-modify-write operations, with the writer lock held.
-  Status put(std::string_view key, std::string_view value);
-
-  // std::unordered_map has no lookup by string_view in C++17, so lookups build a
-  // std::string key; short keys fit in its inline buffer and allocate nothing.
-  std::unordered_map<std::string, std::string> map_;
-};
-
-inline std::optional<std::string> Store::get(std::string_view key) const {
-  auto it = map_.find(std::string(key));
-  if (it == map_.end()) return std::nullopt;
-  return it->second;
-}
-
-inline Status Store::set(std::string_view key, std::string_view value) {
-  return put(key, value);
-}
-
-inline Status Store::put(std::string_view key, std::string_view value) {
-  auto [it, added] = map_.try_emplace(std::string(key));  // finds the key, or adds it empty
-  it->second.assign(value.data(), value.size());
-  return Status();
-}
-
-inline Status Store::del(std::string_view key, bool* existed) {
-  auto it = map_.find(std::string(key));
-  if (existed != nullptr) *existed = false;
-  if (it == map_.end()) return Status();
-  map_.erase(it);
-  if (existed != nullptr) *existed = true;
-  return Status();
-}
-
-inline bool Store::exists(std::string_view key) const {
-  return map_.find(std::string(key)) != map_.end();
-}
-
-inline std::size_t Store::size() const {
-  return map_.size();
-}
-
-inline std::vector<std::pair<std::string, std::string>> Store::entries() const {
-  return {map_.begin(), map_.end()};
 }
 
 // =======================================================================================
@@ -909,6 +822,96 @@ class LogReader {
   std::uint64_t buffer_start_ = 0;
   Status status_;
 };
+
+// =======================================================================================
+// Chapter 1: the in-memory map
+//
+// A Store maps keys to values. Both are arbitrary byte strings: NUL, CR, LF and any other
+// byte are ordinary data, which is why the API takes std::string_view (a pointer and a
+// length) and never a C string. A Store made with `Store()` lives in memory only; its
+// contents end with it.
+//
+// A Store is not thread-safe: share one between threads only behind a lock of your own.
+// =======================================================================================
+
+class Store {
+ public:
+  // An empty store held in memory only.
+  Store() = default;
+
+  // A store owns its data (and, from chapter 3, files and a lock); copying one would
+  // split that ownership, so it is neither copyable nor movable. Hold it in a
+  // std::unique_ptr where it must move.
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // The value stored under `key`, or std::nullopt when there is none. The value is a copy:
+  // it stays valid whatever happens to the store afterwards.
+  std::optional<std::string> get(std::string_view key) const;
+
+  // Stores `value` under `key`, replacing any value it had.
+  Status set(std::string_view key, std::string_view value);
+
+  // Removes `key`. Removing a missing key is not an error; when `existed` is not null it
+  // is set to whether the key was there.
+  Status del(std::string_view key, bool* existed = nullptr);
+
+  // Whether `key` has a value.
+  bool exists(std::string_view key) const;
+
+  // The number of keys.
+  std::size_t size() const;
+
+  // A copy of every (key, value) pair, in no particular order. It costs memory in
+  // proportion to the data; it is meant for tools, tests and exports, not for hot paths.
+  std::vector<std::pair<std::string, std::string>> entries() const;
+
+ private:
+  // The one place a value is stored: set() calls it, and so (from chapter 5) do the
+  // read-modify-write operations, with the writer lock held.
+  Status put(std::string_view key, std::string_view value);
+
+  // std::unordered_map has no lookup by string_view in C++17, so lookups build a
+  // std::string key; short keys fit in its inline buffer and allocate nothing.
+  std::unordered_map<std::string, std::string> map_;
+};
+
+inline std::optional<std::string> Store::get(std::string_view key) const {
+  auto it = map_.find(std::string(key));
+  if (it == map_.end()) return std::nullopt;
+  return it->second;
+}
+
+inline Status Store::set(std::string_view key, std::string_view value) {
+  return put(key, value);
+}
+
+inline Status Store::put(std::string_view key, std::string_view value) {
+  auto [it, added] = map_.try_emplace(std::string(key));  // finds the key, or adds it empty
+  it->second.assign(value.data(), value.size());
+  return Status();
+}
+
+inline Status Store::del(std::string_view key, bool* existed) {
+  auto it = map_.find(std::string(key));
+  if (existed != nullptr) *existed = false;
+  if (it == map_.end()) return Status();
+  map_.erase(it);
+  if (existed != nullptr) *existed = true;
+  return Status();
+}
+
+inline bool Store::exists(std::string_view key) const {
+  return map_.find(std::string(key)) != map_.end();
+}
+
+inline std::size_t Store::size() const {
+  return map_.size();
+}
+
+inline std::vector<std::pair<std::string, std::string>> Store::entries() const {
+  return {map_.begin(), map_.end()};
+}
 
 }  // namespace keystonelight
 

@@ -10,13 +10,19 @@
        if (!store.set("greeting", "hello").ok()) return 1;
        std::cout << store.get("greeting").value_or("(nil)") << "\n";
 
-   CONTENTS: the sections of this file follow the tutorial's chapters
-   (chapters/NN-name/ holds each stage as a snapshot of this file).
+   CONTENTS: the file is ordered by layer, each built on the ones before it, so a request
+   can be followed from the top of a layer down to the file. Each layer names the chapters
+   of the tutorial that add to it (chapters/NN-name/ holds each stage as a snapshot).
 
-       Status                  errors as values: a code and a message
-       1. The in-memory map    Store: get, set, del, exists, size, entries
-       2. The append-only log  FileSystem, CRC-32C, the record format, LogWriter, LogReader
-       3. Crash recovery       Store::open: replay, torn tails, corruption, fsync, the lock
+       Status                  errors as values: a code and a message (1)
+       Platform                FileSystem and POSIX files (2), the directory lock (3), the
+                               reader-writer lock (5), sockets (7), PidFile, SignalWaiter (8)
+       The log                 CRC-32C, the record format, LogWriter, LogReader (2)
+       The persistent log      FsyncPolicy, Options, Disk: the log, its lock and fsyncs (3),
+                               compaction (4), group commit (5); diagnose: what a bad record
+                               means (3)
+       Store                   get, set, del, exists, size, entries (1)
+                               open and recovery, close, sync (3)
 
    COMPILE-TIME OPTIONS: define before including to change a default.
 
@@ -465,159 +471,6 @@ namespace detail {
 inline FileSystem* default_file_system() {
   static detail::PosixFileSystem posix;
   return &posix;
-}
-
-// =======================================================================================
-// Chapter 1: the in-memory map
-//
-// A Store maps keys to values. Both are arbitrary byte strings: NUL, CR, LF and any other
-// byte are ordinary data, which is why the API takes std::string_view (a pointer and a
-// length) and never a C string. A Store made with `Store()` lives in memory only; its
-// contents end with it.
-//
-// A Store is not thread-safe: share one between threads only behind a lock of your own.
-// =======================================================================================
-
-struct Options;       // how to open a persistent store (chapter 3)
-
-// What opening a persistent store found in its log (chapter 3).
-struct RecoveryReport {
-  std::uint64_t records = 0;        // records replayed
-  std::uint64_t log_bytes = 0;      // size of the log after recovery
-  std::uint64_t bytes_dropped = 0;  // torn tail cut off (0 after a clean shutdown)
-  // After a power cut that lost unsynced pages: the whole records found after the hole,
-  // dropped with it, and the file that keeps every dropped byte (see Damage::kLostPages).
-  std::uint64_t records_dropped = 0;
-  std::string dropped_file;
-  std::chrono::microseconds duration{0};
-};
-
-class LogWriter;      // chapter 2
-namespace detail {
-class Disk;           // the log, lock and flusher behind a persistent store (chapter 3)
-}  // namespace detail
-
-class Store {
- public:
-  // An empty store held in memory only.
-  Store() = default;
-
-  // Opens the store described by `options`. With an empty options.dir the store lives in
-  // memory, like Store(). Otherwise options.dir is created when missing, locked against
-  // every other opener, and its log replayed: a torn record at the tail (a crash in the
-  // middle of a write) is cut off and reported; a damaged record followed by good ones is
-  // Corruption, and nothing is changed. On success *store owns the open store.
-  static Status open(const Options& options, std::unique_ptr<Store>* store);
-
-  // Closes the store (see close()), ignoring errors: call close() to see them.
-  ~Store();
-
-  // Makes every write durable, stops the background flusher and releases the directory
-  // lock. Returns the first error the log has met, if any. Afterwards the store still
-  // answers reads, but writes fail. Calling it twice is harmless.
-  Status close();
-
-  // Forces everything written so far to stable storage, whatever the fsync policy.
-  Status sync();
-
-  // What the last open found in the log: records replayed, bytes dropped, time taken.
-  // All zero for a store in memory.
-  const RecoveryReport& recovery() const;
-
-  // The options the store was opened with (file_system filled in); default Options, with
-  // an empty dir, for a store in memory. Fixed for the store's lifetime.
-  const Options& options() const;
-
-  // A store owns its data (and, from chapter 3, files and a lock); copying one would
-  // split that ownership, so it is neither copyable nor movable. Hold it in a
-  // std::unique_ptr where it must move.
-  Store(const Store&) = delete;
-  Store& operator=(const Store&) = delete;
-
-  // The value stored under `key`, or std::nullopt when there is none. The value is a copy:
-  // it stays valid whatever happens to the store afterwards.
-  std::optional<std::string> get(std::string_view key) const;
-
-  // Stores `value` under `key`, replacing any value it had.
-  // A persistent store appends the change to its log first: when set() returns OK the
-  // record is in the file (and, with FsyncPolicy::kAlways, on the disk). A key longer
-  // than KEYSTONELIGHT_MAX_KEY_BYTES or a value longer than KEYSTONELIGHT_MAX_VALUE_BYTES
-  // is InvalidArgument; a failed write is IOError, and from then on every write fails
-  // with it (reads go on working) until the store is reopened.
-  Status set(std::string_view key, std::string_view value);
-
-  // Removes `key`. Removing a missing key is not an error; when `existed` is not null it
-  // is set to whether the key was there.
-  // Logged like set(); removing a missing key writes nothing.
-  Status del(std::string_view key, bool* existed = nullptr);
-
-  // Whether `key` has a value.
-  bool exists(std::string_view key) const;
-
-  // The number of keys.
-  std::size_t size() const;
-
-  // A copy of every (key, value) pair, in no particular order. It costs memory in
-  // proportion to the data; it is meant for tools, tests and exports, not for hot paths.
-  std::vector<std::pair<std::string, std::string>> entries() const;
-
- private:
-  // The one place a value is stored: set() calls it, and so (from chapter 5) do the
-  // read-modify-write operations, with the writer lock held.
-  Status put(std::string_view key, std::string_view value);
-
-  // Append one change to the log of a persistent store (nothing for one in memory),
-  // after checking the limits that the log's format sets.
-  Status log_put(std::string_view key, std::string_view value);
-  Status log_delete(std::string_view key);
-
-  // Replays the log in options.dir into map_ (chapter 3's recovery).
-  Status recover(const Options& options, FileSystem* fs, std::unique_ptr<LogWriter>* writer);
-
-  // std::unordered_map has no lookup by string_view in C++17, so lookups build a
-  // std::string key; short keys fit in its inline buffer and allocate nothing.
-  std::unordered_map<std::string, std::string> map_;
-  std::unique_ptr<detail::Disk> disk_;  // null for a store in memory
-  RecoveryReport recovery_;
-};
-
-inline std::optional<std::string> Store::get(std::string_view key) const {
-  auto it = map_.find(std::string(key));
-  if (it == map_.end()) return std::nullopt;
-  return it->second;
-}
-
-inline Status Store::set(std::string_view key, std::string_view value) {
-  return put(key, value);
-}
-
-inline Status Store::put(std::string_view key, std::string_view value) {
-  if (Status s = log_put(key, value); !s.ok()) return s;
-  auto [it, added] = map_.try_emplace(std::string(key));  // finds the key, or adds it empty
-  it->second.assign(value.data(), value.size());
-  return Status();
-}
-
-inline Status Store::del(std::string_view key, bool* existed) {
-  auto it = map_.find(std::string(key));
-  if (existed != nullptr) *existed = false;
-  if (it == map_.end()) return Status();
-  if (Status s = log_delete(key); !s.ok()) return s;
-  map_.erase(it);
-  if (existed != nullptr) *existed = true;
-  return Status();
-}
-
-inline bool Store::exists(std::string_view key) const {
-  return map_.find(std::string(key)) != map_.end();
-}
-
-inline std::size_t Store::size() const {
-  return map_.size();
-}
-
-inline std::vector<std::pair<std::string, std::string>> Store::entries() const {
-  return {map_.begin(), map_.end()};
 }
 
 // =======================================================================================
@@ -1123,6 +976,18 @@ struct Options {
   std::function<bool()> keep_loading;
 };
 
+// What opening a persistent store found in its log (chapter 3).
+struct RecoveryReport {
+  std::uint64_t records = 0;        // records replayed
+  std::uint64_t log_bytes = 0;      // size of the log after recovery
+  std::uint64_t bytes_dropped = 0;  // torn tail cut off (0 after a clean shutdown)
+  // After a power cut that lost unsynced pages: the whole records found after the hole,
+  // dropped with it, and the file that keeps every dropped byte (see Damage::kLostPages).
+  std::uint64_t records_dropped = 0;
+  std::string dropped_file;
+  std::chrono::microseconds duration{0};
+};
+
 namespace detail {
 
 // Hands a message for a person to `info_log` (Options::info_log; from chapter 7 also
@@ -1423,6 +1288,142 @@ inline std::string describe_dropped_tail(const std::string& path, std::uint64_t 
 }
 
 }  // namespace detail
+
+// =======================================================================================
+// Chapter 1: the in-memory map
+//
+// A Store maps keys to values. Both are arbitrary byte strings: NUL, CR, LF and any other
+// byte are ordinary data, which is why the API takes std::string_view (a pointer and a
+// length) and never a C string. A Store made with `Store()` lives in memory only; its
+// contents end with it.
+//
+// A Store is not thread-safe: share one between threads only behind a lock of your own.
+// =======================================================================================
+
+class Store {
+ public:
+  // An empty store held in memory only.
+  Store() = default;
+
+  // Opens the store described by `options`. With an empty options.dir the store lives in
+  // memory, like Store(). Otherwise options.dir is created when missing, locked against
+  // every other opener, and its log replayed: a torn record at the tail (a crash in the
+  // middle of a write) is cut off and reported; a damaged record followed by good ones is
+  // Corruption, and nothing is changed. On success *store owns the open store.
+  static Status open(const Options& options, std::unique_ptr<Store>* store);
+
+  // Closes the store (see close()), ignoring errors: call close() to see them.
+  ~Store();
+
+  // Makes every write durable, stops the background flusher and releases the directory
+  // lock. Returns the first error the log has met, if any. Afterwards the store still
+  // answers reads, but writes fail. Calling it twice is harmless.
+  Status close();
+
+  // Forces everything written so far to stable storage, whatever the fsync policy.
+  Status sync();
+
+  // What the last open found in the log: records replayed, bytes dropped, time taken.
+  // All zero for a store in memory.
+  const RecoveryReport& recovery() const;
+
+  // The options the store was opened with (file_system filled in); default Options, with
+  // an empty dir, for a store in memory. Fixed for the store's lifetime.
+  const Options& options() const;
+
+  // A store owns its data (and, from chapter 3, files and a lock); copying one would
+  // split that ownership, so it is neither copyable nor movable. Hold it in a
+  // std::unique_ptr where it must move.
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // The value stored under `key`, or std::nullopt when there is none. The value is a copy:
+  // it stays valid whatever happens to the store afterwards.
+  std::optional<std::string> get(std::string_view key) const;
+
+  // Stores `value` under `key`, replacing any value it had.
+  // A persistent store appends the change to its log first: when set() returns OK the
+  // record is in the file (and, with FsyncPolicy::kAlways, on the disk). A key longer
+  // than KEYSTONELIGHT_MAX_KEY_BYTES or a value longer than KEYSTONELIGHT_MAX_VALUE_BYTES
+  // is InvalidArgument; a failed write is IOError, and from then on every write fails
+  // with it (reads go on working) until the store is reopened.
+  Status set(std::string_view key, std::string_view value);
+
+  // Removes `key`. Removing a missing key is not an error; when `existed` is not null it
+  // is set to whether the key was there.
+  // Logged like set(); removing a missing key writes nothing.
+  Status del(std::string_view key, bool* existed = nullptr);
+
+  // Whether `key` has a value.
+  bool exists(std::string_view key) const;
+
+  // The number of keys.
+  std::size_t size() const;
+
+  // A copy of every (key, value) pair, in no particular order. It costs memory in
+  // proportion to the data; it is meant for tools, tests and exports, not for hot paths.
+  std::vector<std::pair<std::string, std::string>> entries() const;
+
+ private:
+  // The one place a value is stored: set() calls it, and so (from chapter 5) do the
+  // read-modify-write operations, with the writer lock held.
+  Status put(std::string_view key, std::string_view value);
+
+  // Append one change to the log of a persistent store (nothing for one in memory),
+  // after checking the limits that the log's format sets.
+  Status log_put(std::string_view key, std::string_view value);
+  Status log_delete(std::string_view key);
+
+  // Replays the log in options.dir into map_ (chapter 3's recovery).
+  Status recover(const Options& options, FileSystem* fs, std::unique_ptr<LogWriter>* writer);
+
+  // std::unordered_map has no lookup by string_view in C++17, so lookups build a
+  // std::string key; short keys fit in its inline buffer and allocate nothing.
+  std::unordered_map<std::string, std::string> map_;
+  std::unique_ptr<detail::Disk> disk_;  // null for a store in memory
+  RecoveryReport recovery_;
+};
+
+inline std::optional<std::string> Store::get(std::string_view key) const {
+  auto it = map_.find(std::string(key));
+  if (it == map_.end()) return std::nullopt;
+  return it->second;
+}
+
+inline Status Store::set(std::string_view key, std::string_view value) {
+  return put(key, value);
+}
+
+inline Status Store::put(std::string_view key, std::string_view value) {
+  if (Status s = log_put(key, value); !s.ok()) return s;
+  auto [it, added] = map_.try_emplace(std::string(key));  // finds the key, or adds it empty
+  it->second.assign(value.data(), value.size());
+  return Status();
+}
+
+inline Status Store::del(std::string_view key, bool* existed) {
+  auto it = map_.find(std::string(key));
+  if (existed != nullptr) *existed = false;
+  if (it == map_.end()) return Status();
+  if (Status s = log_delete(key); !s.ok()) return s;
+  map_.erase(it);
+  if (existed != nullptr) *existed = true;
+  return Status();
+}
+
+inline bool Store::exists(std::string_view key) const {
+  return map_.find(std::string(key)) != map_.end();
+}
+
+inline std::size_t Store::size() const {
+  return map_.size();
+}
+
+inline std::vector<std::pair<std::string, std::string>> Store::entries() const {
+  return {map_.begin(), map_.end()};
+}
+
+// Store's persistence (chapter 3): open, recover, close, and the two writes to the log.
 
 inline Status Store::open(const Options& options, std::unique_ptr<Store>* store) {
   std::unique_ptr<Store> opened(new Store());

@@ -10,21 +10,28 @@
        if (!store.set("greeting", "hello").ok()) return 1;
        std::cout << store.get("greeting").value_or("(nil)") << "\n";
 
-   CONTENTS: the sections of this file follow the tutorial's chapters
-   (chapters/NN-name/ holds each stage as a snapshot of this file).
+   CONTENTS: the file is ordered by layer, each built on the ones before it, so a request
+   can be followed from the top of a layer down to the file. Each layer names the chapters
+   of the tutorial that add to it (chapters/NN-name/ holds each stage as a snapshot).
 
-       Status                  errors as values: a code and a message
-       1. The in-memory map    Store: get, set, del, exists, size, entries
-       2. The append-only log  FileSystem, CRC-32C, the record format, LogWriter, LogReader
-       3. Crash recovery       Store::open: replay, torn tails, corruption, fsync, the lock
-       4. Compaction           Store::compact, automatic compaction, Stats
-       5. Concurrency          the reader-writer lock, increment/append/conditional set,
-                               group commit, compaction in the background
-       6. The protocol         RequestParser, resp:: replies, Dispatcher and its commands
-       7. The TCP server       Server: listener, a thread per connection, pipelining,
-                               limits, graceful stop; Client and Reply
-       8. Process management   PidFile, SignalWaiter (the server program is
-                               examples/keystonelight-server.cpp)
+       Status                  errors as values: a code and a message (1)
+       Platform                FileSystem and POSIX files (2), the directory lock (3), the
+                               reader-writer lock (5), sockets (7), PidFile, SignalWaiter (8)
+       The log                 CRC-32C, the record format, LogWriter, LogReader (2)
+       The persistent log      FsyncPolicy, Options, Disk: the log, its lock and fsyncs (3),
+                               compaction (4), group commit (5); diagnose: what a bad record
+                               means (3)
+       Store                   get, set, del, exists, size, entries (1)
+                               open and recovery, close, sync (3)
+                               compact, automatic compaction, Stats (4)
+                               the locks, reads that wait for durability, increment,
+                               append, conditional set, the background compactor (5)
+                               set_all, del_all, get_all, keys, clear (6)
+       The protocol            RequestParser, resp:: replies, Dispatcher and its commands (6)
+       The TCP server          Server: listener, a thread per connection, pipelining,
+                               limits, graceful stop; Client and Reply (7)
+       Process management      the PID file and signal thread are platform code; the server
+                               program is examples/keystonelight-server.cpp (8)
 
    COMPILE-TIME OPTIONS: define before including to change a default.
 
@@ -1086,305 +1093,6 @@ inline FileSystem* default_file_system() {
 }
 
 // =======================================================================================
-// Chapter 1: the in-memory map
-//
-// A Store maps keys to values. Both are arbitrary byte strings: NUL, CR, LF and any other
-// byte are ordinary data, which is why the API takes std::string_view (a pointer and a
-// length) and never a C string. A Store made with `Store()` lives in memory only; its
-// contents end with it.
-//
-// A Store is thread-safe (chapter 5): any number of threads may call any member function
-// at once. close() may race with writes: each gets a truthful answer, and writes after it
-// fail. Only the destructor must not race with other calls.
-// =======================================================================================
-
-struct Stats;         // what compact() and the log have done (chapter 4)
-struct Options;       // how to open a persistent store (chapter 3)
-
-// What opening a persistent store found in its log (chapter 3).
-struct RecoveryReport {
-  std::uint64_t records = 0;        // records replayed
-  std::uint64_t log_bytes = 0;      // size of the log after recovery
-  std::uint64_t bytes_dropped = 0;  // torn tail cut off (0 after a clean shutdown)
-  // After a power cut that lost unsynced pages: the whole records found after the hole,
-  // dropped with it, and the file that keeps every dropped byte (see Damage::kLostPages).
-  std::uint64_t records_dropped = 0;
-  std::string dropped_file;
-  std::chrono::microseconds duration{0};
-};
-
-class LogWriter;      // chapter 2
-namespace detail {
-class Disk;           // the log, lock and flusher behind a persistent store (chapter 3)
-}  // namespace detail
-
-class Store {
- public:
-  // An empty store held in memory only.
-  Store() = default;
-
-  // Opens the store described by `options`. With an empty options.dir the store lives in
-  // memory, like Store(). Otherwise options.dir is created when missing, locked against
-  // every other opener, and its log replayed: a torn record at the tail (a crash in the
-  // middle of a write) is cut off and reported; a damaged record followed by good ones is
-  // Corruption, and nothing is changed. On success *store owns the open store.
-  static Status open(const Options& options, std::unique_ptr<Store>* store);
-
-  // Closes the store (see close()), ignoring errors: call close() to see them.
-  ~Store();
-
-  // Makes every write durable, stops the background flusher and releases the directory
-  // lock. Returns the first error the log has met, if any. Afterwards the store still
-  // answers reads, but writes fail. Calling it twice is harmless.
-  Status close();
-
-  // Forces everything written so far to stable storage, whatever the fsync policy.
-  Status sync();
-
-  // What the last open found in the log: records replayed, bytes dropped, time taken.
-  // All zero for a store in memory.
-  const RecoveryReport& recovery() const;
-
-  // The options the store was opened with (file_system filled in); default Options, with
-  // an empty dir, for a store in memory. Fixed for the store's lifetime.
-  const Options& options() const;
-
-  // Rewrites the log to hold one record per live key, from memory: a temporary file is
-  // written and fsynced, renamed over the log, and the directory fsynced. A crash at any
-  // step leaves the old log or the new one, never a mix. On failure before the rename the
-  // old log is untouched and the store stays writable; a failure after it (the directory
-  // fsync) stops writes like any other I/O error. Nothing to do for a store in memory.
-  Status compact();
-
-  // Sizes and compaction counters, for INFO and for deciding when to compact.
-  Stats stats() const;
-
-  // A store owns its data (and, from chapter 3, files and a lock); copying one would
-  // split that ownership, so it is neither copyable nor movable. Hold it in a
-  // std::unique_ptr where it must move.
-  Store(const Store&) = delete;
-  Store& operator=(const Store&) = delete;
-
-  // The value stored under `key`, or std::nullopt when there is none. The value is a copy:
-  // it stays valid whatever happens to the store afterwards.
-  std::optional<std::string> get(std::string_view key) const;
-
-  // Stores `value` under `key`, replacing any value it had.
-  // A persistent store appends the change to its log first: when set() returns OK the
-  // record is in the file (and, with FsyncPolicy::kAlways, on the disk). A key longer
-  // than KEYSTONELIGHT_MAX_KEY_BYTES or a value longer than KEYSTONELIGHT_MAX_VALUE_BYTES
-  // is InvalidArgument; a failed write is IOError, and from then on every write fails
-  // with it (reads go on working) until the store is reopened.
-  Status set(std::string_view key, std::string_view value);
-
-  // Removes `key`. Removing a missing key is not an error; when `existed` is not null it
-  // is set to whether the key was there.
-  // Logged like set(); removing a missing key writes nothing.
-  Status del(std::string_view key, bool* existed = nullptr);
-
-  // Read-modify-write operations (chapter 5). Each reads, decides and writes under the
-  // writer lock, so no other write can come between, and logs one record holding the
-  // resulting value, never the operation.
-
-  // Adds `delta` to the 64-bit integer stored as decimal text under `key` (a missing key
-  // counts as 0), stores the result the same way, and puts it in *result (when not null),
-  // like Redis's INCRBY. InvalidArgument, and nothing changes, when the value is not an
-  // integer in plain decimal form ("value is not an integer or out of range") or when the
-  // result would overflow ("increment or decrement would overflow").
-  Status increment(std::string_view key, std::int64_t delta, std::int64_t* result = nullptr);
-
-  // Appends `suffix` to the value under `key` (a missing key counts as empty) and puts the
-  // new length in *length (when not null), like Redis's APPEND.
-  Status append(std::string_view key, std::string_view suffix, std::size_t* length = nullptr);
-
-  // set() with a condition, like Redis's SET with NX or XX and GET: stores `value` only
-  // when the key is absent (kIfAbsent) or present (kIfPresent), says in *stored whether
-  // it did, and puts the value it had before in *previous (when not null).
-  enum class SetIf { kAlways, kIfAbsent, kIfPresent };
-  Status set(std::string_view key, std::string_view value, SetIf condition, bool* stored,
-             std::optional<std::string>* previous = nullptr);
-
-  // For the protocol's MSET, DEL, KEYS and FLUSHDB (chapter 6). set_all stores every
-  // pair, and del_all removes every key (counting in *removed those that existed), under
-  // one writer lock, so no reader sees half of them (a crash can still stop them halfway:
-  // each key is its own record). keys() copies every key. clear() removes everything by
-  // swapping in an empty log, the way a compaction swaps logs.
-  Status set_all(const std::vector<std::pair<std::string_view, std::string_view>>& pairs);
-  Status del_all(const std::vector<std::string_view>& keys, std::size_t* removed);
-  // The values of `keys`, read under one reader lock: MGET never sees half an MSET.
-  std::vector<std::optional<std::string>> get_all(const std::vector<std::string_view>& keys) const;
-  std::vector<std::string> keys() const;
-  Status clear();
-
-  // Bounded forms, for a reply built from many keys or values: the walk stops before a
-  // copy that would take the bytes copied past `max_bytes`, and between two keys once
-  // *stop (when not null) is true. What was read by then comes back, with *complete
-  // (when not null) false; the caller tells the two causes apart by looking at *stop.
-  struct ReadBound {
-    std::size_t max_bytes = std::numeric_limits<std::size_t>::max();
-    const std::atomic<bool>* stop = nullptr;
-  };
-  std::vector<std::optional<std::string>> get_all(const std::vector<std::string_view>& keys,
-                                                  const ReadBound& bound, bool* complete) const;
-  // The keys that match the glob `pattern` (as KEYS reads it), matched under the reader
-  // lock so that only those are copied; writers wait for the walk, as they wait for
-  // Redis's KEYS, until it ends or *stop is set.
-  std::vector<std::string> keys(std::string_view pattern, const ReadBound& bound,
-                                bool* complete) const;
-
-  // Whether `key` has a value.
-  bool exists(std::string_view key) const;
-
-  // The number of keys.
-  std::size_t size() const;
-
-  // A copy of every (key, value) pair, in no particular order. It costs memory in
-  // proportion to the data; it is meant for tools, tests and exports, not for hot paths.
-  std::vector<std::pair<std::string, std::string>> entries() const;
-
- private:
-  // The one place a value is stored: set() calls it, and so (from chapter 5) do the
-  // read-modify-write operations, with the writer lock held.
-  Status put(std::string_view key, std::string_view value);
-
-  // Append one change to the log of a persistent store (nothing for one in memory),
-  // after checking the limits that the log's format sets.
-  Status log_put(std::string_view key, std::string_view value);
-  Status log_delete(std::string_view key);
-
-  // Replays the log in options.dir into map_ (chapter 3's recovery).
-  Status recover(const Options& options, FileSystem* fs, std::unique_ptr<LogWriter>* writer);
-
-  // Compacts when the log has grown past the thresholds in Options (chapter 4).
-  void maybe_compact();
-
-  // Adds (sign +1) or removes (-1) an entry's record from live_bytes_.
-  void count_live(int sign, std::string_view key, std::string_view value);
-
-  // Ends a write: releases the writer lock, then waits until the write is durable as the
-  // fsync policy promises (with kAlways, the fsync that covers it; group commit).
-  struct WriteLock;
-  Status finish_write(WriteLock& lock);
-
-  // Every read goes through here: `peek` reads map_ under the shared lock, and what it
-  // found is returned once it is as durable as the fsync policy promises. With kAlways a
-  // read that saw writes still waiting for their fsync waits for it too; if that fsync
-  // fails, those writes are undone and the read runs again. So nobody, the writer or a
-  // reader, is ever shown a write that the log may not keep.
-  template <typename Peek>
-  auto read(Peek peek) const -> decltype(peek());
-
-  // With kAlways, what each write not yet covered by an fsync replaced (the writer lock
-  // held): undo_unsynced() puts it back when that fsync fails.
-  bool keeps_undo() const;
-  void remember(std::string_view key, std::optional<std::string> previous);
-  void undo_unsynced();
-
-  // The background compaction thread: started by open() when automatic compaction is on,
-  // woken by maybe_compact(), stopped and joined by close().
-  void compactor_loop();
-  Status compact_if_due();
-  void stop_compactor();
-
-  // std::unordered_map has no lookup by string_view in C++17, so lookups build a
-  // std::string key; short keys fit in its inline buffer and allocate nothing.
-  std::unordered_map<std::string, std::string> map_;
-  std::unique_ptr<detail::Disk> disk_;  // null for a store in memory
-  RecoveryReport recovery_;
-  // What a compaction would write for the entries, header excluded: the sum over live
-  // keys of kRecordHeaderBytes + key + value. Kept up to date by every change.
-  std::uint64_t live_bytes_ = 0;
-
-  // Chapter 5's locks. The order, outermost first, which every path follows so that no
-  // two threads can each hold what the other waits for:
-  //   writers_mu_     one writer at a time: every write, and a compaction, which only
-  //                   reads the map but must keep writers out while it writes it down
-  //   mu_             the map (and live_bytes_): shared for reads, exclusive for the
-  //                   moment a writer changes it; a compaction never takes it, so a
-  //                   writer queued behind a compaction never holds readers up
-  //   compactor_mu_   the compactor thread's wake-up state
-  //   Disk's mutex    the log's bookkeeping; held briefly, never across I/O
-  // No lock is held while user code runs (Options::info_log is called without one), and
-  // waiting for an fsync (group commit) holds only the Disk's mutex, between checks.
-  struct WriteLock {  // a writer's two locks, in order
-    explicit WriteLock(Store* store) : writers(store->writers_mu_), map(store->mu_) {}
-    std::unique_lock<std::mutex> writers;
-    std::unique_lock<detail::SharedMutex> map;
-  };
-  std::mutex writers_mu_;
-  mutable detail::SharedMutex mu_;
-  mutable std::mutex compactor_mu_;
-  std::condition_variable compactor_cv_;
-  bool compaction_wanted_ = false;   // guarded by compactor_mu_
-  bool compaction_running_ = false;  // guarded by compactor_mu_
-  bool compactor_stopping_ = false;  // guarded by compactor_mu_
-  std::thread compactor_;
-
-  // kAlways's undo log, oldest first; guarded by the writer lock (read: mu_ shared).
-  struct Undo {
-    std::uint64_t ticket;  // the record's number in the log (Disk::appended() after it)
-    std::string key;
-    std::optional<std::string> previous;  // the value it replaced; nullopt: none
-  };
-  std::deque<Undo> undo_;
-  bool undone_ = false;  // a failed fsync's writes were undone: every later write fails
-};
-
-inline std::optional<std::string> Store::get(std::string_view key) const {
-  return read([&]() -> std::optional<std::string> {
-    auto it = map_.find(std::string(key));
-    if (it == map_.end()) return std::nullopt;
-    return it->second;
-  });
-}
-
-inline Status Store::set(std::string_view key, std::string_view value) {
-  WriteLock lock(this);
-  Status s = put(key, value);
-  return s.ok() ? finish_write(lock) : s;
-}
-
-inline Status Store::put(std::string_view key, std::string_view value) {
-  if (Status s = log_put(key, value); !s.ok()) return s;
-  auto [it, added] = map_.try_emplace(std::string(key));  // finds the key, or adds it empty
-  if (!added) count_live(-1, key, it->second);
-  count_live(+1, key, value);
-  if (keeps_undo()) {
-    remember(key, added ? std::nullopt : std::optional<std::string>(std::move(it->second)));
-  }
-  it->second.assign(value.data(), value.size());
-  maybe_compact();
-  return Status();
-}
-
-inline Status Store::del(std::string_view key, bool* existed) {
-  WriteLock lock(this);
-  auto it = map_.find(std::string(key));
-  if (existed != nullptr) *existed = false;
-  if (it == map_.end()) return Status();
-  if (Status s = log_delete(key); !s.ok()) return s;
-  count_live(-1, key, it->second);
-  if (keeps_undo()) remember(key, std::move(it->second));
-  map_.erase(it);
-  if (existed != nullptr) *existed = true;
-  maybe_compact();
-  return finish_write(lock);
-}
-
-inline bool Store::exists(std::string_view key) const {
-  return read([&] { return map_.find(std::string(key)) != map_.end(); });
-}
-
-inline std::size_t Store::size() const {
-  return read([&] { return map_.size(); });
-}
-
-inline std::vector<std::pair<std::string, std::string>> Store::entries() const {
-  using Entries = std::vector<std::pair<std::string, std::string>>;
-  return read([&] { return Entries(map_.begin(), map_.end()); });
-}
-
-// =======================================================================================
 // Chapter 2: the append-only log
 //
 // Every change becomes a record appended to one file; replaying the file from the start
@@ -1905,6 +1613,18 @@ struct Stats {
   bool compaction_pending = false;  // the background compactor is due to run, or running
 };
 
+// What opening a persistent store found in its log (chapter 3).
+struct RecoveryReport {
+  std::uint64_t records = 0;        // records replayed
+  std::uint64_t log_bytes = 0;      // size of the log after recovery
+  std::uint64_t bytes_dropped = 0;  // torn tail cut off (0 after a clean shutdown)
+  // After a power cut that lost unsynced pages: the whole records found after the hole,
+  // dropped with it, and the file that keeps every dropped byte (see Damage::kLostPages).
+  std::uint64_t records_dropped = 0;
+  std::string dropped_file;
+  std::chrono::microseconds duration{0};
+};
+
 namespace detail {
 
 // Hands a message for a person to `info_log` (Options::info_log; from chapter 7 also
@@ -2364,6 +2084,368 @@ inline std::string describe_dropped_tail(const std::string& path, std::uint64_t 
 
 }  // namespace detail
 
+namespace detail {
+
+// Parses `text` as Redis parses an integer for INCR: an optional minus sign and decimal
+// digits, no spaces, no plus sign, no leading zeros, within a signed 64-bit range.
+inline bool parse_int64(std::string_view text, std::int64_t* value) {
+  const bool negative = !text.empty() && text[0] == '-';
+  std::string_view digits = negative ? text.substr(1) : text;
+  if (digits.empty() || digits.size() > 19) return false;
+  if (digits[0] == '0' && (digits.size() > 1 || negative)) return false;  // "01", "-0"
+  std::uint64_t magnitude = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return false;
+    magnitude = magnitude * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  const std::uint64_t limit =
+      static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) + (negative ? 1 : 0);
+  if (magnitude > limit) return false;
+  // Negating through unsigned arithmetic keeps INT64_MIN, whose magnitude has no int64.
+  *value = negative ? static_cast<std::int64_t>(~magnitude + 1) : static_cast<std::int64_t>(magnitude);
+  return true;
+}
+
+}  // namespace detail
+namespace detail {
+
+// Redis's glob for KEYS: * any run, ? any byte, [abc] [^abc] [a-z] a set, \x a literal x.
+inline bool glob_match(std::string_view pattern, std::string_view text) {
+  std::size_t p = 0, t = 0;
+  std::size_t star = std::string_view::npos, resume = 0;  // the last * and where it resumes
+  while (t < text.size()) {
+    if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      resume = t;
+      continue;
+    }
+    if (p < pattern.size()) {
+      bool match = false;
+      std::size_t next = p + 1;
+      if (pattern[p] == '?') {
+        match = true;
+      } else if (pattern[p] == '[') {
+        std::size_t i = p + 1;
+        const bool negate = i < pattern.size() && pattern[i] == '^';
+        if (negate) ++i;
+        bool in_set = false;
+        for (; i < pattern.size() && pattern[i] != ']'; ++i) {
+          if (pattern[i] == '\\' && i + 1 < pattern.size()) {
+            in_set |= pattern[++i] == text[t];
+          } else if (i + 2 < pattern.size() && pattern[i + 1] == '-' && pattern[i + 2] != ']') {
+            char lo = pattern[i], hi = pattern[i + 2];
+            if (lo > hi) std::swap(lo, hi);
+            in_set |= text[t] >= lo && text[t] <= hi;
+            i += 2;
+          } else {
+            in_set |= pattern[i] == text[t];
+          }
+        }
+        match = in_set != negate;
+        next = i < pattern.size() ? i + 1 : i;
+      } else if (pattern[p] == '\\' && p + 1 < pattern.size()) {
+        match = pattern[p + 1] == text[t];
+        next = p + 2;
+      } else {
+        match = pattern[p] == text[t];
+      }
+      if (match) {
+        p = next;
+        ++t;
+        continue;
+      }
+    }
+    if (star == std::string_view::npos) return false;  // no * to stretch
+    p = star + 1;
+    t = ++resume;
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
+}
+
+}  // namespace detail
+
+// =======================================================================================
+// Chapter 1: the in-memory map
+//
+// A Store maps keys to values. Both are arbitrary byte strings: NUL, CR, LF and any other
+// byte are ordinary data, which is why the API takes std::string_view (a pointer and a
+// length) and never a C string. A Store made with `Store()` lives in memory only; its
+// contents end with it.
+//
+// A Store is thread-safe (chapter 5): any number of threads may call any member function
+// at once. close() may race with writes: each gets a truthful answer, and writes after it
+// fail. Only the destructor must not race with other calls.
+// =======================================================================================
+
+class Store {
+ public:
+  // An empty store held in memory only.
+  Store() = default;
+
+  // Opens the store described by `options`. With an empty options.dir the store lives in
+  // memory, like Store(). Otherwise options.dir is created when missing, locked against
+  // every other opener, and its log replayed: a torn record at the tail (a crash in the
+  // middle of a write) is cut off and reported; a damaged record followed by good ones is
+  // Corruption, and nothing is changed. On success *store owns the open store.
+  static Status open(const Options& options, std::unique_ptr<Store>* store);
+
+  // Closes the store (see close()), ignoring errors: call close() to see them.
+  ~Store();
+
+  // Makes every write durable, stops the background flusher and releases the directory
+  // lock. Returns the first error the log has met, if any. Afterwards the store still
+  // answers reads, but writes fail. Calling it twice is harmless.
+  Status close();
+
+  // Forces everything written so far to stable storage, whatever the fsync policy.
+  Status sync();
+
+  // What the last open found in the log: records replayed, bytes dropped, time taken.
+  // All zero for a store in memory.
+  const RecoveryReport& recovery() const;
+
+  // The options the store was opened with (file_system filled in); default Options, with
+  // an empty dir, for a store in memory. Fixed for the store's lifetime.
+  const Options& options() const;
+
+  // Rewrites the log to hold one record per live key, from memory: a temporary file is
+  // written and fsynced, renamed over the log, and the directory fsynced. A crash at any
+  // step leaves the old log or the new one, never a mix. On failure before the rename the
+  // old log is untouched and the store stays writable; a failure after it (the directory
+  // fsync) stops writes like any other I/O error. Nothing to do for a store in memory.
+  Status compact();
+
+  // Sizes and compaction counters, for INFO and for deciding when to compact.
+  Stats stats() const;
+
+  // A store owns its data (and, from chapter 3, files and a lock); copying one would
+  // split that ownership, so it is neither copyable nor movable. Hold it in a
+  // std::unique_ptr where it must move.
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // The value stored under `key`, or std::nullopt when there is none. The value is a copy:
+  // it stays valid whatever happens to the store afterwards.
+  std::optional<std::string> get(std::string_view key) const;
+
+  // Stores `value` under `key`, replacing any value it had.
+  // A persistent store appends the change to its log first: when set() returns OK the
+  // record is in the file (and, with FsyncPolicy::kAlways, on the disk). A key longer
+  // than KEYSTONELIGHT_MAX_KEY_BYTES or a value longer than KEYSTONELIGHT_MAX_VALUE_BYTES
+  // is InvalidArgument; a failed write is IOError, and from then on every write fails
+  // with it (reads go on working) until the store is reopened.
+  Status set(std::string_view key, std::string_view value);
+
+  // Removes `key`. Removing a missing key is not an error; when `existed` is not null it
+  // is set to whether the key was there.
+  // Logged like set(); removing a missing key writes nothing.
+  Status del(std::string_view key, bool* existed = nullptr);
+
+  // Read-modify-write operations (chapter 5). Each reads, decides and writes under the
+  // writer lock, so no other write can come between, and logs one record holding the
+  // resulting value, never the operation.
+
+  // Adds `delta` to the 64-bit integer stored as decimal text under `key` (a missing key
+  // counts as 0), stores the result the same way, and puts it in *result (when not null),
+  // like Redis's INCRBY. InvalidArgument, and nothing changes, when the value is not an
+  // integer in plain decimal form ("value is not an integer or out of range") or when the
+  // result would overflow ("increment or decrement would overflow").
+  Status increment(std::string_view key, std::int64_t delta, std::int64_t* result = nullptr);
+
+  // Appends `suffix` to the value under `key` (a missing key counts as empty) and puts the
+  // new length in *length (when not null), like Redis's APPEND.
+  Status append(std::string_view key, std::string_view suffix, std::size_t* length = nullptr);
+
+  // set() with a condition, like Redis's SET with NX or XX and GET: stores `value` only
+  // when the key is absent (kIfAbsent) or present (kIfPresent), says in *stored whether
+  // it did, and puts the value it had before in *previous (when not null).
+  enum class SetIf { kAlways, kIfAbsent, kIfPresent };
+  Status set(std::string_view key, std::string_view value, SetIf condition, bool* stored,
+             std::optional<std::string>* previous = nullptr);
+
+  // For the protocol's MSET, DEL, KEYS and FLUSHDB (chapter 6). set_all stores every
+  // pair, and del_all removes every key (counting in *removed those that existed), under
+  // one writer lock, so no reader sees half of them (a crash can still stop them halfway:
+  // each key is its own record). keys() copies every key. clear() removes everything by
+  // swapping in an empty log, the way a compaction swaps logs.
+  Status set_all(const std::vector<std::pair<std::string_view, std::string_view>>& pairs);
+  Status del_all(const std::vector<std::string_view>& keys, std::size_t* removed);
+  // The values of `keys`, read under one reader lock: MGET never sees half an MSET.
+  std::vector<std::optional<std::string>> get_all(const std::vector<std::string_view>& keys) const;
+  std::vector<std::string> keys() const;
+  Status clear();
+
+  // Bounded forms, for a reply built from many keys or values: the walk stops before a
+  // copy that would take the bytes copied past `max_bytes`, and between two keys once
+  // *stop (when not null) is true. What was read by then comes back, with *complete
+  // (when not null) false; the caller tells the two causes apart by looking at *stop.
+  struct ReadBound {
+    std::size_t max_bytes = std::numeric_limits<std::size_t>::max();
+    const std::atomic<bool>* stop = nullptr;
+  };
+  std::vector<std::optional<std::string>> get_all(const std::vector<std::string_view>& keys,
+                                                  const ReadBound& bound, bool* complete) const;
+  // The keys that match the glob `pattern` (as KEYS reads it), matched under the reader
+  // lock so that only those are copied; writers wait for the walk, as they wait for
+  // Redis's KEYS, until it ends or *stop is set.
+  std::vector<std::string> keys(std::string_view pattern, const ReadBound& bound,
+                                bool* complete) const;
+
+  // Whether `key` has a value.
+  bool exists(std::string_view key) const;
+
+  // The number of keys.
+  std::size_t size() const;
+
+  // A copy of every (key, value) pair, in no particular order. It costs memory in
+  // proportion to the data; it is meant for tools, tests and exports, not for hot paths.
+  std::vector<std::pair<std::string, std::string>> entries() const;
+
+ private:
+  // The one place a value is stored: set() calls it, and so (from chapter 5) do the
+  // read-modify-write operations, with the writer lock held.
+  Status put(std::string_view key, std::string_view value);
+
+  // Append one change to the log of a persistent store (nothing for one in memory),
+  // after checking the limits that the log's format sets.
+  Status log_put(std::string_view key, std::string_view value);
+  Status log_delete(std::string_view key);
+
+  // Replays the log in options.dir into map_ (chapter 3's recovery).
+  Status recover(const Options& options, FileSystem* fs, std::unique_ptr<LogWriter>* writer);
+
+  // Compacts when the log has grown past the thresholds in Options (chapter 4).
+  void maybe_compact();
+
+  // Adds (sign +1) or removes (-1) an entry's record from live_bytes_.
+  void count_live(int sign, std::string_view key, std::string_view value);
+
+  // Ends a write: releases the writer lock, then waits until the write is durable as the
+  // fsync policy promises (with kAlways, the fsync that covers it; group commit).
+  struct WriteLock;
+  Status finish_write(WriteLock& lock);
+
+  // Every read goes through here: `peek` reads map_ under the shared lock, and what it
+  // found is returned once it is as durable as the fsync policy promises. With kAlways a
+  // read that saw writes still waiting for their fsync waits for it too; if that fsync
+  // fails, those writes are undone and the read runs again. So nobody, the writer or a
+  // reader, is ever shown a write that the log may not keep.
+  template <typename Peek>
+  auto read(Peek peek) const -> decltype(peek());
+
+  // With kAlways, what each write not yet covered by an fsync replaced (the writer lock
+  // held): undo_unsynced() puts it back when that fsync fails.
+  bool keeps_undo() const;
+  void remember(std::string_view key, std::optional<std::string> previous);
+  void undo_unsynced();
+
+  // The background compaction thread: started by open() when automatic compaction is on,
+  // woken by maybe_compact(), stopped and joined by close().
+  void compactor_loop();
+  Status compact_if_due();
+  void stop_compactor();
+
+  // std::unordered_map has no lookup by string_view in C++17, so lookups build a
+  // std::string key; short keys fit in its inline buffer and allocate nothing.
+  std::unordered_map<std::string, std::string> map_;
+  std::unique_ptr<detail::Disk> disk_;  // null for a store in memory
+  RecoveryReport recovery_;
+  // What a compaction would write for the entries, header excluded: the sum over live
+  // keys of kRecordHeaderBytes + key + value. Kept up to date by every change.
+  std::uint64_t live_bytes_ = 0;
+
+  // Chapter 5's locks. The order, outermost first, which every path follows so that no
+  // two threads can each hold what the other waits for:
+  //   writers_mu_     one writer at a time: every write, and a compaction, which only
+  //                   reads the map but must keep writers out while it writes it down
+  //   mu_             the map (and live_bytes_): shared for reads, exclusive for the
+  //                   moment a writer changes it; a compaction never takes it, so a
+  //                   writer queued behind a compaction never holds readers up
+  //   compactor_mu_   the compactor thread's wake-up state
+  //   Disk's mutex    the log's bookkeeping; held briefly, never across I/O
+  // No lock is held while user code runs (Options::info_log is called without one), and
+  // waiting for an fsync (group commit) holds only the Disk's mutex, between checks.
+  struct WriteLock {  // a writer's two locks, in order
+    explicit WriteLock(Store* store) : writers(store->writers_mu_), map(store->mu_) {}
+    std::unique_lock<std::mutex> writers;
+    std::unique_lock<detail::SharedMutex> map;
+  };
+  std::mutex writers_mu_;
+  mutable detail::SharedMutex mu_;
+  mutable std::mutex compactor_mu_;
+  std::condition_variable compactor_cv_;
+  bool compaction_wanted_ = false;   // guarded by compactor_mu_
+  bool compaction_running_ = false;  // guarded by compactor_mu_
+  bool compactor_stopping_ = false;  // guarded by compactor_mu_
+  std::thread compactor_;
+
+  // kAlways's undo log, oldest first; guarded by the writer lock (read: mu_ shared).
+  struct Undo {
+    std::uint64_t ticket;  // the record's number in the log (Disk::appended() after it)
+    std::string key;
+    std::optional<std::string> previous;  // the value it replaced; nullopt: none
+  };
+  std::deque<Undo> undo_;
+  bool undone_ = false;  // a failed fsync's writes were undone: every later write fails
+};
+
+inline std::optional<std::string> Store::get(std::string_view key) const {
+  return read([&]() -> std::optional<std::string> {
+    auto it = map_.find(std::string(key));
+    if (it == map_.end()) return std::nullopt;
+    return it->second;
+  });
+}
+
+inline Status Store::set(std::string_view key, std::string_view value) {
+  WriteLock lock(this);
+  Status s = put(key, value);
+  return s.ok() ? finish_write(lock) : s;
+}
+
+inline Status Store::put(std::string_view key, std::string_view value) {
+  if (Status s = log_put(key, value); !s.ok()) return s;
+  auto [it, added] = map_.try_emplace(std::string(key));  // finds the key, or adds it empty
+  if (!added) count_live(-1, key, it->second);
+  count_live(+1, key, value);
+  if (keeps_undo()) {
+    remember(key, added ? std::nullopt : std::optional<std::string>(std::move(it->second)));
+  }
+  it->second.assign(value.data(), value.size());
+  maybe_compact();
+  return Status();
+}
+
+inline Status Store::del(std::string_view key, bool* existed) {
+  WriteLock lock(this);
+  auto it = map_.find(std::string(key));
+  if (existed != nullptr) *existed = false;
+  if (it == map_.end()) return Status();
+  if (Status s = log_delete(key); !s.ok()) return s;
+  count_live(-1, key, it->second);
+  if (keeps_undo()) remember(key, std::move(it->second));
+  map_.erase(it);
+  if (existed != nullptr) *existed = true;
+  maybe_compact();
+  return finish_write(lock);
+}
+
+inline bool Store::exists(std::string_view key) const {
+  return read([&] { return map_.find(std::string(key)) != map_.end(); });
+}
+
+inline std::size_t Store::size() const {
+  return read([&] { return map_.size(); });
+}
+
+inline std::vector<std::pair<std::string, std::string>> Store::entries() const {
+  using Entries = std::vector<std::pair<std::string, std::string>>;
+  return read([&] { return Entries(map_.begin(), map_.end()); });
+}
+
+// Store's persistence (chapter 3): open, recover, close, and the two writes to the log.
+
 inline Status Store::open(const Options& options, std::unique_ptr<Store>* store) {
   std::unique_ptr<Store> opened(new Store());
   if (options.dir.empty()) {
@@ -2577,30 +2659,6 @@ inline void Store::count_live(int sign, std::string_view key, std::string_view v
 // written next to the locks, in the Store class.
 // =======================================================================================
 
-namespace detail {
-
-// Parses `text` as Redis parses an integer for INCR: an optional minus sign and decimal
-// digits, no spaces, no plus sign, no leading zeros, within a signed 64-bit range.
-inline bool parse_int64(std::string_view text, std::int64_t* value) {
-  const bool negative = !text.empty() && text[0] == '-';
-  std::string_view digits = negative ? text.substr(1) : text;
-  if (digits.empty() || digits.size() > 19) return false;
-  if (digits[0] == '0' && (digits.size() > 1 || negative)) return false;  // "01", "-0"
-  std::uint64_t magnitude = 0;
-  for (char c : digits) {
-    if (c < '0' || c > '9') return false;
-    magnitude = magnitude * 10 + static_cast<std::uint64_t>(c - '0');
-  }
-  const std::uint64_t limit =
-      static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) + (negative ? 1 : 0);
-  if (magnitude > limit) return false;
-  // Negating through unsigned arithmetic keeps INT64_MIN, whose magnitude has no int64.
-  *value = negative ? static_cast<std::int64_t>(~magnitude + 1) : static_cast<std::int64_t>(magnitude);
-  return true;
-}
-
-}  // namespace detail
-
 inline Status Store::finish_write(WriteLock& lock) {
   if (!disk_) return Status();
   const std::uint64_t ticket = disk_->appended();  // still under the lock: our record's number
@@ -2736,6 +2794,124 @@ inline void Store::stop_compactor() {
   }
   compactor_cv_.notify_one();
   if (compactor_.joinable()) compactor_.join();
+}
+
+// The store operations the protocol needs beyond chapter 5's (chapter 6).
+
+inline Status Store::set_all(const std::vector<std::pair<std::string_view, std::string_view>>& pairs) {
+  for (const auto& [key, value] : pairs) {  // refuse before writing any, not halfway
+    if (Status s = check_record_limits(key, value); !s.ok()) return s;
+  }
+  WriteLock lock(this);
+  for (const auto& [key, value] : pairs) {
+    if (Status s = put(key, value); !s.ok()) return s;
+  }
+  return finish_write(lock);
+}
+
+inline Status Store::del_all(const std::vector<std::string_view>& keys, std::size_t* removed) {
+  WriteLock lock(this);
+  *removed = 0;
+  for (std::string_view key : keys) {
+    auto it = map_.find(std::string(key));
+    if (it == map_.end()) continue;
+    if (Status s = log_delete(key); !s.ok()) return s;
+    count_live(-1, key, it->second);
+    if (keeps_undo()) remember(key, std::move(it->second));
+    map_.erase(it);
+    ++*removed;
+  }
+  maybe_compact();
+  return finish_write(lock);
+}
+
+inline std::vector<std::optional<std::string>> Store::get_all(
+    const std::vector<std::string_view>& keys) const {
+  return get_all(keys, ReadBound(), nullptr);
+}
+
+inline std::vector<std::string> Store::keys() const {
+  return read([&] {
+    std::vector<std::string> keys;
+    keys.reserve(map_.size());
+    for (const auto& entry : map_) keys.push_back(entry.first);
+    return keys;
+  });
+}
+
+inline std::vector<std::optional<std::string>> Store::get_all(
+    const std::vector<std::string_view>& keys, const ReadBound& bound, bool* complete) const {
+  bool whole = true;
+  std::vector<std::optional<std::string>> values = read([&] {
+    std::vector<std::optional<std::string>> found;
+    found.reserve(keys.size());
+    std::size_t copied = 0;
+    whole = true;
+    for (std::string_view key : keys) {
+      if (bound.stop != nullptr && bound.stop->load(std::memory_order_relaxed)) {
+        whole = false;
+        break;
+      }
+      auto it = map_.find(std::string(key));
+      if (it != map_.end() && it->second.size() > bound.max_bytes - copied) {
+        whole = false;  // the copy itself is what must not happen
+        break;
+      }
+      if (it != map_.end()) copied += it->second.size();
+      found.push_back(it == map_.end() ? std::nullopt : std::optional<std::string>(it->second));
+    }
+    return found;
+  });
+  if (complete != nullptr) *complete = whole;
+  return values;
+}
+
+inline std::vector<std::string> Store::keys(std::string_view pattern, const ReadBound& bound,
+                                            bool* complete) const {
+  bool whole = true;
+  std::vector<std::string> keys = read([&] {
+    std::vector<std::string> found;
+    std::size_t copied = 0;
+    whole = true;
+    for (const auto& entry : map_) {
+      if (bound.stop != nullptr && bound.stop->load(std::memory_order_relaxed)) {
+        whole = false;
+        break;
+      }
+      if (!detail::glob_match(pattern, entry.first)) continue;
+      if (entry.first.size() > bound.max_bytes - copied) {
+        whole = false;
+        break;
+      }
+      copied += entry.first.size();
+      found.push_back(entry.first);
+    }
+    return found;
+  });
+  if (complete != nullptr) *complete = whole;
+  return keys;
+}
+
+inline Status Store::clear() {
+  WriteLock lock(this);
+  if (disk_) {
+    // A compaction of nothing: an empty log replaces the old one in one rename, so a
+    // crash leaves all the data or none of it, never some.
+    bool replaced = false;
+    if (Status s = disk_->compact({}, &replaced); !s.ok()) {
+      // Failing after the rename (the Disk has stopped) leaves the empty log in place:
+      // the map must say what the log says. Failing before it, as a store that already
+      // refuses writes does at once, leaves both untouched.
+      if (replaced) {
+        map_.clear();
+        live_bytes_ = 0;
+      }
+      return s;
+    }
+  }
+  map_.clear();
+  live_bytes_ = 0;
+  return Status();
 }
 
 // =======================================================================================
@@ -2977,60 +3153,6 @@ inline void null_array(std::string* out) { out->append("*-1\r\n"); }
 }  // namespace resp
 
 namespace detail {
-
-// Redis's glob for KEYS: * any run, ? any byte, [abc] [^abc] [a-z] a set, \x a literal x.
-inline bool glob_match(std::string_view pattern, std::string_view text) {
-  std::size_t p = 0, t = 0;
-  std::size_t star = std::string_view::npos, resume = 0;  // the last * and where it resumes
-  while (t < text.size()) {
-    if (p < pattern.size() && pattern[p] == '*') {
-      star = p++;
-      resume = t;
-      continue;
-    }
-    if (p < pattern.size()) {
-      bool match = false;
-      std::size_t next = p + 1;
-      if (pattern[p] == '?') {
-        match = true;
-      } else if (pattern[p] == '[') {
-        std::size_t i = p + 1;
-        const bool negate = i < pattern.size() && pattern[i] == '^';
-        if (negate) ++i;
-        bool in_set = false;
-        for (; i < pattern.size() && pattern[i] != ']'; ++i) {
-          if (pattern[i] == '\\' && i + 1 < pattern.size()) {
-            in_set |= pattern[++i] == text[t];
-          } else if (i + 2 < pattern.size() && pattern[i + 1] == '-' && pattern[i + 2] != ']') {
-            char lo = pattern[i], hi = pattern[i + 2];
-            if (lo > hi) std::swap(lo, hi);
-            in_set |= text[t] >= lo && text[t] <= hi;
-            i += 2;
-          } else {
-            in_set |= pattern[i] == text[t];
-          }
-        }
-        match = in_set != negate;
-        next = i < pattern.size() ? i + 1 : i;
-      } else if (pattern[p] == '\\' && p + 1 < pattern.size()) {
-        match = pattern[p + 1] == text[t];
-        next = p + 2;
-      } else {
-        match = pattern[p] == text[t];
-      }
-      if (match) {
-        p = next;
-        ++t;
-        continue;
-      }
-    }
-    if (star == std::string_view::npos) return false;  // no * to stretch
-    p = star + 1;
-    t = ++resume;
-  }
-  while (p < pattern.size() && pattern[p] == '*') ++p;
-  return p == pattern.size();
-}
 
 inline long process_id() { return static_cast<long>(::getpid()); }
 
@@ -3571,124 +3693,6 @@ inline void Dispatcher::auth(const Args& a, Session* session, std::string* out) 
   }
   session->authenticated = true;
   resp::simple(out, "OK");
-}
-
-// The store operations the protocol needs beyond chapter 5's (chapter 6).
-
-inline Status Store::set_all(const std::vector<std::pair<std::string_view, std::string_view>>& pairs) {
-  for (const auto& [key, value] : pairs) {  // refuse before writing any, not halfway
-    if (Status s = check_record_limits(key, value); !s.ok()) return s;
-  }
-  WriteLock lock(this);
-  for (const auto& [key, value] : pairs) {
-    if (Status s = put(key, value); !s.ok()) return s;
-  }
-  return finish_write(lock);
-}
-
-inline Status Store::del_all(const std::vector<std::string_view>& keys, std::size_t* removed) {
-  WriteLock lock(this);
-  *removed = 0;
-  for (std::string_view key : keys) {
-    auto it = map_.find(std::string(key));
-    if (it == map_.end()) continue;
-    if (Status s = log_delete(key); !s.ok()) return s;
-    count_live(-1, key, it->second);
-    if (keeps_undo()) remember(key, std::move(it->second));
-    map_.erase(it);
-    ++*removed;
-  }
-  maybe_compact();
-  return finish_write(lock);
-}
-
-inline std::vector<std::optional<std::string>> Store::get_all(
-    const std::vector<std::string_view>& keys) const {
-  return get_all(keys, ReadBound(), nullptr);
-}
-
-inline std::vector<std::string> Store::keys() const {
-  return read([&] {
-    std::vector<std::string> keys;
-    keys.reserve(map_.size());
-    for (const auto& entry : map_) keys.push_back(entry.first);
-    return keys;
-  });
-}
-
-inline std::vector<std::optional<std::string>> Store::get_all(
-    const std::vector<std::string_view>& keys, const ReadBound& bound, bool* complete) const {
-  bool whole = true;
-  std::vector<std::optional<std::string>> values = read([&] {
-    std::vector<std::optional<std::string>> found;
-    found.reserve(keys.size());
-    std::size_t copied = 0;
-    whole = true;
-    for (std::string_view key : keys) {
-      if (bound.stop != nullptr && bound.stop->load(std::memory_order_relaxed)) {
-        whole = false;
-        break;
-      }
-      auto it = map_.find(std::string(key));
-      if (it != map_.end() && it->second.size() > bound.max_bytes - copied) {
-        whole = false;  // the copy itself is what must not happen
-        break;
-      }
-      if (it != map_.end()) copied += it->second.size();
-      found.push_back(it == map_.end() ? std::nullopt : std::optional<std::string>(it->second));
-    }
-    return found;
-  });
-  if (complete != nullptr) *complete = whole;
-  return values;
-}
-
-inline std::vector<std::string> Store::keys(std::string_view pattern, const ReadBound& bound,
-                                            bool* complete) const {
-  bool whole = true;
-  std::vector<std::string> keys = read([&] {
-    std::vector<std::string> found;
-    std::size_t copied = 0;
-    whole = true;
-    for (const auto& entry : map_) {
-      if (bound.stop != nullptr && bound.stop->load(std::memory_order_relaxed)) {
-        whole = false;
-        break;
-      }
-      if (!detail::glob_match(pattern, entry.first)) continue;
-      if (entry.first.size() > bound.max_bytes - copied) {
-        whole = false;
-        break;
-      }
-      copied += entry.first.size();
-      found.push_back(entry.first);
-    }
-    return found;
-  });
-  if (complete != nullptr) *complete = whole;
-  return keys;
-}
-
-inline Status Store::clear() {
-  WriteLock lock(this);
-  if (disk_) {
-    // A compaction of nothing: an empty log replaces the old one in one rename, so a
-    // crash leaves all the data or none of it, never some.
-    bool replaced = false;
-    if (Status s = disk_->compact({}, &replaced); !s.ok()) {
-      // Failing after the rename (the Disk has stopped) leaves the empty log in place:
-      // the map must say what the log says. Failing before it, as a store that already
-      // refuses writes does at once, leaves both untouched.
-      if (replaced) {
-        map_.clear();
-        live_bytes_ = 0;
-      }
-      return s;
-    }
-  }
-  map_.clear();
-  live_bytes_ = 0;
-  return Status();
 }
 
 // =======================================================================================
