@@ -3,7 +3,11 @@
 // belongs to chapters 3 (recovery), 5 (concurrency) and 6 (FLUSHDB).
 #include <doctest/doctest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <csignal>
 #include <chrono>
 #include <memory>
 #include <random>
@@ -373,6 +377,29 @@ TEST_CASE("DEL of several keys is one step for readers: MGET never sees half of 
   done = true;
   reader.join();
   CHECK(halves == 0);
+}
+
+TEST_CASE("debug builds stop a thread that takes the store's locks out of order") {
+#ifdef NDEBUG
+  MESSAGE("NDEBUG build: the lock order is not checked");
+#else
+  kl::detail::LockOrder::acquire(1);  // in order: 1, then 2
+  kl::detail::LockOrder::acquire(2);
+  kl::detail::LockOrder::release(2);
+  kl::detail::LockOrder::release(1);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::close(2);  // the assert's message is expected; keep the test's output clean
+    kl::detail::LockOrder::acquire(2);
+    kl::detail::LockOrder::acquire(1);  // out of order: the assert ends the process
+    ::_exit(0);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  CHECK(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGABRT);
+#endif
 }
 
 }  // TEST_SUITE

@@ -504,6 +504,52 @@ class DirLock {
 
 namespace detail {
 
+// The lock order, checked. A lock with a rank may be taken only while every lock the
+// thread holds has a lower rank, so two threads can never each hold what the other waits
+// for. Debug builds check it on every lock (an assert names the mistake at once, not a
+// deadlock some day); release builds (NDEBUG) compile the checks away.
+class LockOrder {
+ public:
+  static void acquire(int rank) {
+#ifndef NDEBUG
+    assert((held() >> rank) == 0 && "a lock taken out of the order written beside it");
+    held() |= 1u << rank;
+#else
+    (void)rank;
+#endif
+  }
+  static void release(int rank) {
+#ifndef NDEBUG
+    held() &= ~(1u << rank);
+#else
+    (void)rank;
+#endif
+  }
+
+ private:
+  static unsigned& held() {  // bit r: this thread holds a lock of rank r
+    thread_local unsigned bits = 0;
+    return bits;
+  }
+};
+
+// A std::mutex with a rank in the lock order (use std::condition_variable_any with it).
+template <int Rank>
+class OrderedMutex {
+ public:
+  void lock() {
+    LockOrder::acquire(Rank);
+    mu_.lock();
+  }
+  void unlock() {
+    mu_.unlock();
+    LockOrder::release(Rank);
+  }
+
+ private:
+  std::mutex mu_;
+};
+
 // A reader-writer lock that lets a waiting writer in before new readers. It has the
 // interface of std::shared_mutex and works with std::shared_lock and std::unique_lock,
 // but std::shared_mutex on glibc prefers readers: under a steady stream of reads a writer
@@ -515,7 +561,8 @@ namespace detail {
 // could hang with this kind of lock, glibc bug 23844: use a newer glibc.)
 class SharedMutex {
  public:
-  SharedMutex() {
+  // `rank`: its place in the lock order (see LockOrder); -1 for none.
+  explicit SharedMutex(int rank = -1) : rank_(rank) {
     pthread_rwlockattr_t attributes;
     pthread_rwlockattr_init(&attributes);
 #if defined(__GLIBC__)
@@ -528,10 +575,22 @@ class SharedMutex {
   SharedMutex(const SharedMutex&) = delete;
   SharedMutex& operator=(const SharedMutex&) = delete;
 
-  void lock() { check(pthread_rwlock_wrlock(&lock_), "lock"); }
-  void unlock() { check(pthread_rwlock_unlock(&lock_), "unlock"); }
-  void lock_shared() { check(pthread_rwlock_rdlock(&lock_), "lock_shared"); }
-  void unlock_shared() { check(pthread_rwlock_unlock(&lock_), "unlock_shared"); }
+  void lock() {
+    if (rank_ >= 0) LockOrder::acquire(rank_);
+    check(pthread_rwlock_wrlock(&lock_), "lock");
+  }
+  void unlock() {
+    check(pthread_rwlock_unlock(&lock_), "unlock");
+    if (rank_ >= 0) LockOrder::release(rank_);
+  }
+  void lock_shared() {
+    if (rank_ >= 0) LockOrder::acquire(rank_);
+    check(pthread_rwlock_rdlock(&lock_), "lock_shared");
+  }
+  void unlock_shared() {
+    check(pthread_rwlock_unlock(&lock_), "unlock_shared");
+    if (rank_ >= 0) LockOrder::release(rank_);
+  }
 
  private:
   // These fail only when the lock is misused (taken twice by one thread: EDEADLK), a bug
@@ -544,6 +603,7 @@ class SharedMutex {
   }
 
   pthread_rwlock_t lock_;
+  const int rank_;
 };
 
 }  // namespace detail
@@ -1817,7 +1877,8 @@ class Store {
   std::uint64_t live_bytes_ = 0;
 
   // Chapter 5's locks. The order, outermost first, which every path follows so that no
-  // two threads can each hold what the other waits for:
+  // two threads can each hold what the other waits for (debug builds check it for the
+  // first three: detail::LockOrder, with the ranks 1, 2 and 3):
   //   writers_mu_     one writer at a time: every write, and a compaction, which only
   //                   reads the map but must keep writers out while it writes it down
   //   mu_             the map (and live_bytes_): shared for reads, exclusive for the
@@ -1827,15 +1888,17 @@ class Store {
   //   Disk's mutex    the log's bookkeeping; held briefly, never across I/O
   // No lock is held while user code runs (Options::info_log is called without one), and
   // waiting for an fsync (group commit) holds only the Disk's mutex, between checks.
+  using WritersMutex = detail::OrderedMutex<1>;
+  using CompactorMutex = detail::OrderedMutex<3>;
   struct WriteLock {  // a writer's two locks, in order
     explicit WriteLock(Store* store) : writers(store->writers_mu_), map(store->mu_) {}
-    std::unique_lock<std::mutex> writers;
+    std::unique_lock<WritersMutex> writers;
     std::unique_lock<detail::SharedMutex> map;
   };
-  std::mutex writers_mu_;
-  mutable detail::SharedMutex mu_;
-  mutable std::mutex compactor_mu_;
-  std::condition_variable compactor_cv_;
+  WritersMutex writers_mu_;
+  mutable detail::SharedMutex mu_{2};
+  mutable CompactorMutex compactor_mu_;
+  std::condition_variable_any compactor_cv_;
   bool compaction_wanted_ = false;   // guarded by compactor_mu_
   bool compaction_running_ = false;  // guarded by compactor_mu_
   bool compactor_stopping_ = false;  // guarded by compactor_mu_
@@ -2078,7 +2141,7 @@ inline Status Store::compact() {
   if (!disk_) return Status();
   // Writers wait, so the map the new log is made from is the map when it replaces the
   // old one; readers go on, since nothing changes the map meanwhile.
-  std::lock_guard<std::mutex> no_writers(writers_mu_);
+  std::lock_guard<WritersMutex> no_writers(writers_mu_);
   return disk_->compact(map_);
 }
 
@@ -2086,7 +2149,7 @@ inline Stats Store::stats() const {
   std::shared_lock<detail::SharedMutex> lock(mu_);
   Stats stats = disk_ ? disk_->stats() : Stats();
   stats.live_bytes = (disk_ ? kFileHeaderBytes : 0) + live_bytes_;
-  std::lock_guard<std::mutex> compactor(compactor_mu_);
+  std::lock_guard<CompactorMutex> compactor(compactor_mu_);
   stats.compaction_pending = compaction_wanted_ || compaction_running_;
   return stats;
 }
@@ -2096,7 +2159,7 @@ inline void Store::maybe_compact() {
   // The caller holds the writer lock, which compact() would wait for: hand the work to
   // the compactor thread instead.
   {
-    std::lock_guard<std::mutex> lock(compactor_mu_);
+    std::lock_guard<CompactorMutex> lock(compactor_mu_);
     compaction_wanted_ = true;
   }
   compactor_cv_.notify_one();
@@ -2226,7 +2289,7 @@ inline Status Store::set(std::string_view key, std::string_view value, SetIf con
 }
 
 inline void Store::compactor_loop() {
-  std::unique_lock<std::mutex> lock(compactor_mu_);
+  std::unique_lock<CompactorMutex> lock(compactor_mu_);
   while (true) {
     compactor_cv_.wait(lock, [this] { return compaction_wanted_ || compactor_stopping_; });
     if (compactor_stopping_) return;
@@ -2241,7 +2304,7 @@ inline void Store::compactor_loop() {
 }
 
 inline Status Store::compact_if_due() {
-  std::lock_guard<std::mutex> no_writers(writers_mu_);
+  std::lock_guard<WritersMutex> no_writers(writers_mu_);
   // Writes made while this thread waited for the locks may have asked again, or a
   // compaction by hand may have done the work: check again now that the map is still.
   if (!disk_->wants_compaction(live_bytes_)) return Status();
@@ -2250,7 +2313,7 @@ inline Status Store::compact_if_due() {
 
 inline void Store::stop_compactor() {
   {
-    std::lock_guard<std::mutex> lock(compactor_mu_);
+    std::lock_guard<CompactorMutex> lock(compactor_mu_);
     compactor_stopping_ = true;
   }
   compactor_cv_.notify_one();
