@@ -3691,7 +3691,6 @@ class Server {
   // serve() is the connection's loop; each step below is one part of it, over the
   // connection's state (Link). A step that ends the connection says so by returning false
   // and, when a person should know why, leaves the reason in link.ending.
-  struct Link;
   void serve(Connection* connection);
   void run_requests(Link& link);
   bool send_pending(Link& link);
