@@ -252,6 +252,16 @@ TEST_CASE("a zeroed page before valid records is a power cut's hole: cut, report
   REQUIRE(notes.size() == 1);
   CHECK(notes[0].find("power cut") != std::string::npos);
   CHECK(notes[0].find(report.dropped_file) != std::string::npos);
+
+  // The same hole at the same offset again: the first copy is kept, the second has a
+  // name of its own.
+  const std::string first = report.dropped_file;
+  store.reset();
+  kltest::write_file(dir.file(kl::kLogFileName), damaged);
+  auto again = kltest::open_store(options);
+  CHECK(again->recovery().dropped_file != first);
+  CHECK(kltest::read_file(first) == damaged.substr(cut));
+  CHECK(kltest::read_file(again->recovery().dropped_file) == damaged.substr(cut));
 }
 
 TEST_CASE("with fsync always, a power cut that loses pages out of order loses nothing acknowledged") {

@@ -1976,7 +1976,11 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
       // Keep what is cut off, byte for byte, before cutting: if this was not a power cut
       // but damage that zeroed a page, the records after it can still be salvaged.
       recovery_.records_dropped = reader.count_records_from(*diagnosis.next_valid);
+      // A name of its own: an earlier cut at the same offset keeps its copy.
       recovery_.dropped_file = path + ".dropped-at-" + std::to_string(end);
+      for (int n = 1; fs->exists(recovery_.dropped_file); ++n) {
+        recovery_.dropped_file = path + ".dropped-at-" + std::to_string(end) + "." + std::to_string(n);
+      }
       if (Status s = detail::copy_range(fs, file.get(), end, reader.file_size(),
                                         recovery_.dropped_file);
           !s.ok()) {
