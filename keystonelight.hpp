@@ -72,6 +72,10 @@
        KEYSTONELIGHT_SEND_TIMEOUT_SECONDS 60         close a client that reads nothing this long
        KEYSTONELIGHT_STOP_GRACE_MS        1000       time stop() gives unsent replies
 //< chapter 7
+//> chapter 9
+       KEYSTONELIGHT_EXPIRY_CYCLE_MS      100        period of the active expiry cycle
+       KEYSTONELIGHT_EXPIRY_SAMPLE_KEYS   20         keys with a TTL each round looks at
+//< chapter 9
 
    CHAPTER MARKERS: a comment line made of two slashes, an angle bracket and a chapter
    ("chapter 3") opens or closes the code that chapter adds; after "#if 0", a range
@@ -161,6 +165,18 @@
 #define KEYSTONELIGHT_STOP_GRACE_MS 1000
 #endif
 //< chapter 7
+//> chapter 9
+
+// Active expiry (chapter 9), as Redis samples: every cycle, rounds of this many keys with
+// a TTL, picked at random, are checked and the expired ones removed; another round
+// follows while more than a quarter were expired, within a quarter of the cycle's time.
+#ifndef KEYSTONELIGHT_EXPIRY_CYCLE_MS
+#define KEYSTONELIGHT_EXPIRY_CYCLE_MS 100
+#endif
+#ifndef KEYSTONELIGHT_EXPIRY_SAMPLE_KEYS
+#define KEYSTONELIGHT_EXPIRY_SAMPLE_KEYS 20
+#endif
+//< chapter 9
 
 // ---------------------------------------------------------------------------------------
 // Platform check: the engine speaks POSIX (open, write, fsync, flock, sockets) and says so
@@ -1234,12 +1250,24 @@ inline FileSystem* default_file_system() {
 // =======================================================================================
 
 enum class RecordType : std::uint8_t {
-  kPut = 1,     // key now has value
+  kPut = 1,     // key now has value (and, from chapter 9, the expiry in the header)
   kDelete = 2,  // key has no value; the value length is 0
+//> chapter 9
+  kExpire = 3,  // key keeps its value, and its expiry becomes the header's (0: none); the
+                // value length is 0. Version 2 of the format (chapter 9) adds it.
+//< chapter 9
 };
 
 inline constexpr char kLogMagic[8] = {'K', 'E', 'Y', 'S', 'T', 'O', 'N', 'E'};
+// The format version this build writes. It reads every version up to this one: a new
+// record type bumps it, so that an older build refuses a log it cannot read by saying so
+// rather than by calling a record it does not know damage.
+#if 0 //> chapters 2-8
 inline constexpr std::uint32_t kLogVersion = 1;
+#endif //< chapters 2-8
+//> chapter 9
+inline constexpr std::uint32_t kLogVersion = 2;
+//< chapter 9
 inline constexpr std::size_t kFileHeaderBytes = 8 + 4 + 4;           // magic, version, CRC
 // Header CRC, body CRC, type, key length, value length, expiry.
 inline constexpr std::size_t kRecordHeaderBytes = 4 + 4 + 1 + 4 + 4 + 8;
@@ -1380,8 +1408,8 @@ class LogWriter {
   Status append(RecordType type, std::string_view key, std::string_view value,
                 std::uint64_t expiry_ms = 0) {
     if (Status s = check_record_limits(key, value); !s.ok()) return s;
-    if (type == RecordType::kDelete && !value.empty()) {
-      return Status::invalid_argument("a delete record has no value");
+    if (type != RecordType::kPut && !value.empty()) {
+      return Status::invalid_argument("only a put record has a value");
     }
     if (!broken_.ok()) return broken_;
     buffer_.clear();
@@ -1431,8 +1459,8 @@ class LogReader {
     kEnd,          // the clean end of the file
     kIncomplete,   // the file ends inside the record's header or body
     kBadChecksum,  // the header's or the body's CRC does not match its bytes
-    kBadType,      // the type byte is neither put nor delete
-    kBadLength,    // a length beyond the limits, or a delete that carries a value
+    kBadType,      // the type byte names no record type of the file's version
+    kBadLength,    // a length beyond the limits, or a value where the type has none
     kIOError,      // reading failed; see status()
   };
 
@@ -1475,14 +1503,18 @@ class LogReader {
                                 "(offset 0); the header is damaged");
     }
     const std::uint32_t version = detail::get_u32(p + 8);
-    if (version != kLogVersion) {
+    if (version == 0 || version > kLogVersion) {
       return Status::not_supported(file_->path() + " is a version " + std::to_string(version) +
                                    " log; this build reads version " +
                                    std::to_string(kLogVersion) + ": use a newer Keystonelight");
     }
+    version_ = version;
     *header = Header::kValid;
     return Status();
   }
+
+  // The format version in the file's header, once open() has found it valid.
+  std::uint32_t version() const { return version_; }
 
   // Reads the record at offset() into *record and moves past it. Any other result leaves
   // offset() at the start of the record that could not be read.
@@ -1594,12 +1626,11 @@ class LogReader {
     const std::uint32_t key_bytes = detail::get_u32(p + 9);
     const std::uint32_t value_bytes = detail::get_u32(p + 13);
     const std::uint64_t expiry_ms = detail::get_u64(p + 17);
-    if (type != static_cast<unsigned char>(RecordType::kPut) &&
-        type != static_cast<unsigned char>(RecordType::kDelete)) {
+    if (type < static_cast<unsigned char>(RecordType::kPut) || type > max_type()) {
       return Result::kBadType;
     }
     if (key_bytes > kMaxKeyBytes || value_bytes > kMaxValueBytes ||
-        (type == static_cast<unsigned char>(RecordType::kDelete) && value_bytes != 0)) {
+        (type != static_cast<unsigned char>(RecordType::kPut) && value_bytes != 0)) {
       return Result::kBadLength;
     }
     // Checked against the file's size before anything is read or allocated: a damaged
@@ -1649,7 +1680,18 @@ class LogReader {
     return Status();
   }
 
+  // The highest record type the file's version has: a version-1 log holds no kExpire.
+  unsigned char max_type() const {
+#if 0 //> chapters 2-8
+    return static_cast<unsigned char>(RecordType::kDelete);
+#endif //< chapters 2-8
+//> chapter 9
+    return static_cast<unsigned char>(version_ < 2 ? RecordType::kDelete : RecordType::kExpire);
+//< chapter 9
+  }
+
   File* file_;
+  std::uint32_t version_ = kLogVersion;
   std::uint64_t file_size_ = 0;
   std::uint64_t offset_ = 0;
   std::string buffer_;              // bytes [buffer_start_, buffer_start_ + size) of the file
@@ -1725,6 +1767,18 @@ struct Options {
   std::uint64_t compact_min_bytes = KEYSTONELIGHT_COMPACT_MIN_BYTES;
   double compact_ratio = KEYSTONELIGHT_COMPACT_RATIO;
 //< chapter 4
+//> chapter 9
+
+  // Expiry (chapter 9). The clock that says when a key's time has come: milliseconds
+  // since the Unix epoch, the wall clock, as Redis keeps it. Empty: the system's clock.
+  // Tests move time by hand with it. Called with the store's locks held: it must be fast
+  // and must not touch the store.
+  std::function<std::int64_t()> clock;
+
+  // Whether a background thread removes expired keys nobody reads (active expiry). Off,
+  // they are removed when touched, by compaction, or by remove_expired().
+  bool active_expiry = true;
+//< chapter 9
 };
 
 //> chapter 4
@@ -1751,6 +1805,10 @@ struct RecoveryReport {
   // dropped with it, and the file that keeps every dropped byte (see Damage::kLostPages).
   std::uint64_t records_dropped = 0;
   std::string dropped_file;
+//> chapter 9
+  std::uint64_t keys_expired = 0;  // replayed keys whose time had passed, left out (chapter 9)
+  std::uint32_t log_version = 0;   // the format version the log was found in (chapter 9)
+//< chapter 9
   std::chrono::microseconds duration{0};
 };
 
@@ -1807,11 +1865,12 @@ class Disk {
   // The first I/O failure is kept: every later write returns it, because after a failed
   // write or fsync nobody can say what the file holds (Linux may even drop the unwritten
   // pages and report success later).
-  Status append(RecordType type, std::string_view key, std::string_view value) {
+  Status append(RecordType type, std::string_view key, std::string_view value,
+                std::uint64_t expiry_ms = 0) {
     if (Status s = usable(); !s.ok()) return s;
 #if 0 //> chapters 3-4
     const std::uint64_t before = log_->size();
-    Status s = log_->append(type, key, value);
+    Status s = log_->append(type, key, value, expiry_ms);
     if (s.ok() && options_.fsync == FsyncPolicy::kAlways) {
       s = log_->sync();
       // The write is reported as failed, so try not to let it come back on reopen.
@@ -1820,7 +1879,7 @@ class Disk {
     if (!s.ok()) return fail(s);
 #endif //< chapters 3-4
 //> chapter 5
-    Status s = log_->append(type, key, value);
+    Status s = log_->append(type, key, value, expiry_ms);
     if (!s.ok()) return fail(s);
     appended_.fetch_add(1);  // after write(2) returned: a sync that starts now covers it
 //< chapter 5
@@ -1934,15 +1993,18 @@ class Disk {
   const Options& options() const { return options_; }
 //> chapter 4
 
-  // Chapter 4's compaction; see Store::compact. `map` is the store's whole contents.
+  // Chapter 4's compaction; see Store::compact. `contents` hands every live entry of the
+  // store to the function it is given, one call each (key, value, expiry; 0: none).
   // *replaced (when not null) says whether the new log took the old one's name: a
   // failure can come before that (the old log stays) or after it (the directory fsync).
-  Status compact(const std::unordered_map<std::string, std::string>& map,
-                 bool* replaced = nullptr) {
+  using Entry = std::function<void(std::string_view key, std::string_view value,
+                                   std::uint64_t expiry_ms)>;
+  using Contents = std::function<void(const Entry& entry)>;
+  Status compact(const Contents& contents, bool* replaced = nullptr) {
     if (replaced != nullptr) *replaced = false;
     if (Status s = usable(); !s.ok()) return s;
     const auto started = std::chrono::steady_clock::now();
-    Status s = rewrite(map, replaced);
+    Status s = rewrite(contents, replaced);
     std::lock_guard<std::mutex> lock(mu_);
     // After a failure, no automatic compaction until the log has grown by
     // compact_min_bytes more, so that a full disk does not make every write try again.
@@ -1982,12 +2044,12 @@ class Disk {
   // policy: it must be whole on disk before its name can replace the log; (3) rename it
   // over the log, which swaps the two in one step; (4) fsync the directory, so that the
   // rename itself survives a power cut; (5) append to the new log from now on.
-  Status rewrite(const std::unordered_map<std::string, std::string>& map, bool* replaced) {
+  Status rewrite(const Contents& contents, bool* replaced) {
     FileSystem* fs = options_.file_system;
     const std::string temp = path_in(options_.dir, kCompactFileName);
     const std::string path = path_in(options_.dir, kLogFileName);
     std::uint64_t size = 0;
-    Status s = write_snapshot(temp, map, &size);
+    Status s = write_snapshot(temp, contents, &size);
     if (s.ok()) s = fs->rename(temp, path);
     if (!s.ok()) {
       if (fs->exists(temp)) (void)fs->remove(temp);
@@ -2015,8 +2077,7 @@ class Disk {
   }
 
   // Steps (1) and (2): the live entries, from memory, into `temp`, synced.
-  Status write_snapshot(const std::string& temp,
-                        const std::unordered_map<std::string, std::string>& map,
+  Status write_snapshot(const std::string& temp, const Contents& contents,
                         std::uint64_t* size) {
     std::unique_ptr<File> file;
     Status s = options_.file_system->open(temp, true, &file);
@@ -2028,10 +2089,11 @@ class Disk {
       *size += chunk.size();
       chunk.clear();
     };
-    for (auto it = map.begin(); it != map.end() && s.ok(); ++it) {
-      encode_record(RecordType::kPut, it->first, it->second, 0, &chunk);
+    contents([&](std::string_view key, std::string_view value, std::uint64_t expiry_ms) {
+      if (!s.ok()) return;  // a failed write ends the file; the rest is not worth encoding
+      encode_record(RecordType::kPut, key, value, expiry_ms, &chunk);
       if (chunk.size() >= kCompactionChunkBytes) flush();
-    }
+    });
     flush();
     if (s.ok()) s = file->sync();
     return s;
@@ -2475,6 +2537,62 @@ class Store {
   std::vector<std::string> keys(std::string_view pattern, const ReadBound& bound,
                                 bool* complete) const;
 //< chapter 6
+//> chapter 9
+
+  // Keys that expire (chapter 9). A key may carry an expiry time: milliseconds since the
+  // Unix epoch by the store's clock (Options::clock). Once the clock has passed it, the
+  // key is gone for every reader at once, and its removal is logged when a writer or the
+  // background expiry cycle meets it. The time is in the key's log record, so it survives
+  // a restart and a compaction, and neither brings back a key whose time has passed.
+  // set(key, value) and the other whole-value writes clear a key's expiry (as Redis's SET
+  // does); increment() and append() keep it.
+
+  // The store's clock, now.
+  std::int64_t now_ms() const;
+
+  // Stores `value` under `key`, to expire `ttl` from now; a ttl of zero or less is
+  // InvalidArgument ("invalid expire time").
+  Status set(std::string_view key, std::string_view value, std::chrono::milliseconds ttl);
+
+  // set() with every option of Redis's SET: the condition, and the expiry the key gets:
+  // an absolute time (expire_at_ms > 0; one already passed stores nothing and removes the
+  // key), none (0), or the one it had (keep_ttl).
+  struct SetOptions {
+    SetIf condition = SetIf::kAlways;
+    std::int64_t expire_at_ms = 0;
+    bool keep_ttl = false;
+  };
+  Status set(std::string_view key, std::string_view value, const SetOptions& options,
+             bool* stored, std::optional<std::string>* previous = nullptr);
+
+  // Gives `key` the expiry time `when_ms`, as Redis's PEXPIREAT with its conditions, an
+  // OR of ExpireIf bits that must all hold: NX (kIfNone: only a key without one), XX
+  // (kIfSome: only one with one), GT (kIfLater: only later than the current one, where
+  // none counts as never) and LT (kIfSooner). A time already passed removes the key.
+  // *changed says whether anything happened; a missing key is not an error.
+  enum ExpireIf : unsigned { kIfNone = 1, kIfSome = 2, kIfLater = 4, kIfSooner = 8 };
+  Status expire_at(std::string_view key, std::int64_t when_ms, unsigned conditions = 0,
+                   bool* changed = nullptr);
+
+  // Removes `key`'s expiry, so it lives until deleted; *changed says whether it had one.
+  Status persist(std::string_view key, bool* changed = nullptr);
+
+  // The key's expiry time, as Redis's PEXPIRETIME: -2 when the key does not exist, -1
+  // when it has no expiry, else the time in milliseconds since the epoch.
+  std::int64_t expire_time(std::string_view key) const;
+
+  // The value under `key` (std::nullopt when none), changing its expiry in the same step,
+  // as Redis's GETEX: to `when_ms` when not 0 (a time passed removes the key after the
+  // read), or, with `persist`, to none.
+  Status get_and_expire(std::string_view key, std::int64_t when_ms, bool persist,
+                        std::optional<std::string>* value);
+
+  // Removes expired keys that no one has touched: looks at up to `sample` keys with an
+  // expiry, picked at random, and removes those whose time has passed, counting them in
+  // *removed. The background cycle calls it (Options::active_expiry); it is public for
+  // stores that turn that off and for tests.
+  Status remove_expired(std::size_t sample, std::size_t* removed);
+//< chapter 9
 
   // Whether `key` has a value.
   bool exists(std::string_view key) const;
@@ -2487,18 +2605,37 @@ class Store {
   std::vector<std::pair<std::string, std::string>> entries() const;
 
  private:
+  using Map = std::unordered_map<std::string, std::string>;
+
   // The one place a value is stored: set() calls it, and so (from chapter 5) do the
   // read-modify-write operations, with the writer lock held.
+#if 0 //> chapters 1-8
   Status put(std::string_view key, std::string_view value);
+#endif //< chapters 1-8
+//> chapter 9
+  // The key's expiry becomes `expire_at_ms` (0: none).
+  Status put(std::string_view key, std::string_view value, std::int64_t expire_at_ms = 0);
+//< chapter 9
+
+  // The entry of `key`, or map_.end(): lookup() for reads, lookup_for_write() with the
+  // writer lock held. From chapter 9 a key whose time has passed is not found, and
+  // lookup_for_write() removes it, logging the removal.
+  Map::const_iterator lookup(std::string_view key) const;
+  Map::iterator lookup_for_write(std::string_view key);
+
+  // The one place an entry is removed (with the writer lock held, from chapter 5).
+  Status erase(Map::iterator it);
 
 //> chapter 3
   // Append one change to the log of a persistent store (nothing for one in memory),
-  // after checking the limits that the log's format sets.
-  Status log_put(std::string_view key, std::string_view value);
+  // after checking the limits that the log's format sets. The expiry (0: none) stays 0
+  // until chapter 9 gives keys one.
+  Status log_put(std::string_view key, std::string_view value, std::int64_t expire_at_ms = 0);
   Status log_delete(std::string_view key);
 
-  // Replays the log in options.dir into map_ (chapter 3's recovery).
+  // Replays the log in options.dir into map_ (chapter 3's recovery), one record at a time.
   Status recover(const Options& options, FileSystem* fs, std::unique_ptr<LogWriter>* writer);
+  void replay(const Record& record);
 //> chapter 4
 
   // Compacts when the log has grown past the thresholds in Options (chapter 4).
@@ -2506,6 +2643,9 @@ class Store {
 
   // Adds (sign +1) or removes (-1) an entry's record from live_bytes_.
   void count_live(int sign, std::string_view key, std::string_view value);
+
+  // What a compaction writes: every live entry, handed to Disk::compact.
+  void contents(const detail::Disk::Entry& entry) const;
 //< chapter 4
 //> chapter 5
 
@@ -2538,7 +2678,7 @@ class Store {
 //< chapter 3
   // std::unordered_map has no lookup by string_view in C++17, so lookups build a
   // std::string key; short keys fit in its inline buffer and allocate nothing.
-  std::unordered_map<std::string, std::string> map_;
+  Map map_;
 //> chapter 3
   std::unique_ptr<detail::Disk> disk_;  // null for a store in memory
   RecoveryReport recovery_;
@@ -2583,21 +2723,55 @@ class Store {
     std::uint64_t ticket;  // the record's number in the log (Disk::appended() after it)
     std::string key;
     std::optional<std::string> previous;  // the value it replaced; nullopt: none
+//> chapter 9
+    std::int64_t previous_expiry = 0;     // and its expiry
+//< chapter 9
   };
   std::deque<Undo> undo_;
   bool undone_ = false;  // a failed fsync's writes were undone: every later write fails
 //< chapter 5
+//> chapter 9
+
+  // Expiry (chapter 9). Only keys with an expiry have an entry in expires_ (Redis keeps
+  // its "expires" table the same way), so a key without one pays nothing, and a store
+  // where no key has one checks nothing. Guarded like map_.
+  std::unordered_map<std::string, std::int64_t> expires_;  // key -> expiry, ms since epoch
+  std::function<std::int64_t()> clock_;  // Options::clock; empty: the system clock
+  bool active_expiry_ = true;            // Options::active_expiry
+
+  // The expiry of `key` (0: none), and whether it has passed; a lock held. Neither reads
+  // the clock, nor anything but an empty table, for a store where no key has an expiry.
+  std::int64_t expiry_of(const std::string& key) const;
+  bool expired(const std::string& key) const;
+  // Gives the entry at `it` the expiry `when_ms` (0: none; a time passed removes it),
+  // logged as a kExpire record; the writer lock held.
+  Status change_expiry(Map::iterator it, std::int64_t when_ms);
+  Status log_expire(const std::string& key, std::int64_t when_ms);
+  // Sets or (with 0) clears the expiry of a key that is in map_; starts the expiry cycle
+  // with the first expiry set. The writer lock held.
+  void set_expiry(const std::string& key, std::int64_t expire_at_ms);
+
+  // The background expiry cycle: a thread started with the first expiry, stopped and
+  // joined by close().
+  void expiry_loop();
+  void stop_expiry();
+  CompactorMutex expiry_mu_;  // the thread's wake-up state; rank 3, never held with compactor_mu_
+  std::condition_variable_any expiry_cv_;
+  bool expiry_stopping_ = false;  // guarded by expiry_mu_
+  std::thread expiry_thread_;     // started under the writer lock, joined by stop_expiry()
+  std::uint64_t expiry_seed_ = 0x9E3779B97F4A7C15u;  // remove_expired's random walk
+//< chapter 9
 };
 
 inline std::optional<std::string> Store::get(std::string_view key) const {
 #if 0 //> chapters 1-4
-  auto it = map_.find(std::string(key));
+  auto it = lookup(key);
   if (it == map_.end()) return std::nullopt;
   return it->second;
 #endif //< chapters 1-4
 //> chapter 5
   return read([&]() -> std::optional<std::string> {
-    auto it = map_.find(std::string(key));
+    auto it = lookup(key);
     if (it == map_.end()) return std::nullopt;
     return it->second;
   });
@@ -2615,9 +2789,19 @@ inline Status Store::set(std::string_view key, std::string_view value) {
 //< chapter 5
 }
 
+#if 0 //> chapters 1-8
 inline Status Store::put(std::string_view key, std::string_view value) {
+#endif //< chapters 1-8
+//> chapter 9
+inline Status Store::put(std::string_view key, std::string_view value, std::int64_t expire_at_ms) {
+//< chapter 9
 //> chapter 3
+#if 0 //> chapters 3-8
   if (Status s = log_put(key, value); !s.ok()) return s;
+#endif //< chapters 3-8
+//> chapter 9
+  if (Status s = log_put(key, value, expire_at_ms); !s.ok()) return s;
+//< chapter 9
 //< chapter 3
   auto [it, added] = map_.try_emplace(std::string(key));  // finds the key, or adds it empty
 //> chapter 4
@@ -2630,33 +2814,66 @@ inline Status Store::put(std::string_view key, std::string_view value) {
   }
 //< chapter 5
   it->second.assign(value.data(), value.size());
+//> chapter 9
+  set_expiry(it->first, expire_at_ms);
+//< chapter 9
 //> chapter 4
   maybe_compact();
 //< chapter 4
   return Status();
 }
 
+inline Status Store::erase(Map::iterator it) {
+//> chapter 3
+  if (Status s = log_delete(it->first); !s.ok()) return s;
+//< chapter 3
+//> chapter 4
+  count_live(-1, it->first, it->second);
+//< chapter 4
+//> chapter 5
+  if (keeps_undo()) remember(it->first, std::move(it->second));
+//< chapter 5
+//> chapter 9
+  expires_.erase(it->first);
+//< chapter 9
+  map_.erase(it);
+//> chapter 4
+  maybe_compact();
+//< chapter 4
+  return Status();
+}
+
+inline Store::Map::const_iterator Store::lookup(std::string_view key) const {
+  auto it = map_.find(std::string(key));
+//> chapter 9
+  if (it != map_.end() && expired(it->first)) return map_.end();
+//< chapter 9
+  return it;
+}
+
+inline Store::Map::iterator Store::lookup_for_write(std::string_view key) {
+  auto it = map_.find(std::string(key));
+//> chapter 9
+  if (it != map_.end() && expired(it->first)) {
+    // Its time has passed: remove it for good, and say so in the log, so that a restart
+    // agrees with what clients saw even if the clock has moved back meanwhile. If that
+    // record cannot be written, the store refuses writes from now on anyway.
+    (void)erase(it);
+    return map_.end();
+  }
+//< chapter 9
+  return it;
+}
+
 inline Status Store::del(std::string_view key, bool* existed) {
 //> chapter 5
   WriteLock lock(this);
 //< chapter 5
-  auto it = map_.find(std::string(key));
+  auto it = lookup_for_write(key);
   if (existed != nullptr) *existed = false;
   if (it == map_.end()) return Status();
-//> chapter 3
-  if (Status s = log_delete(key); !s.ok()) return s;
-//< chapter 3
-//> chapter 4
-  count_live(-1, key, it->second);
-//< chapter 4
-//> chapter 5
-  if (keeps_undo()) remember(key, std::move(it->second));
-//< chapter 5
-  map_.erase(it);
+  if (Status s = erase(it); !s.ok()) return s;
   if (existed != nullptr) *existed = true;
-//> chapter 4
-  maybe_compact();
-//< chapter 4
 #if 0 //> chapters 1-4
   return Status();
 #endif //< chapters 1-4
@@ -2667,10 +2884,10 @@ inline Status Store::del(std::string_view key, bool* existed) {
 
 inline bool Store::exists(std::string_view key) const {
 #if 0 //> chapters 1-4
-  return map_.find(std::string(key)) != map_.end();
+  return lookup(key) != map_.end();
 #endif //< chapters 1-4
 //> chapter 5
-  return read([&] { return map_.find(std::string(key)) != map_.end(); });
+  return read([&] { return lookup(key) != map_.end(); });
 //< chapter 5
 }
 
@@ -2689,7 +2906,19 @@ inline std::vector<std::pair<std::string, std::string>> Store::entries() const {
 #endif //< chapters 1-4
 //> chapter 5
   using Entries = std::vector<std::pair<std::string, std::string>>;
+#if 0 //> chapters 5-8
   return read([&] { return Entries(map_.begin(), map_.end()); });
+#endif //< chapters 5-8
+//> chapter 9
+  return read([&] {
+    Entries entries;
+    entries.reserve(map_.size());
+    for (const auto& entry : map_) {
+      if (!expired(entry.first)) entries.push_back(entry);
+    }
+    return entries;
+  });
+//< chapter 9
 //< chapter 5
 }
 //> chapter 3
@@ -2698,6 +2927,10 @@ inline std::vector<std::pair<std::string, std::string>> Store::entries() const {
 
 inline Status Store::open(const Options& options, std::unique_ptr<Store>* store) {
   std::unique_ptr<Store> opened(new Store());
+//> chapter 9
+  opened->clock_ = options.clock;
+  opened->active_expiry_ = options.active_expiry;
+//< chapter 9
   if (options.dir.empty()) {
     *store = std::move(opened);
     return Status();
@@ -2734,6 +2967,20 @@ inline Status Store::open(const Options& options, std::unique_ptr<Store>* store)
     opened->compactor_ = std::thread([self] { self->compactor_loop(); });
   }
 //< chapter 5
+//> chapter 9
+  if (opened->recovery_.log_version < kLogVersion && opened->recovery_.log_version != 0) {
+    // An older format cannot hold this build's records: rewrite it in this one, in one
+    // crash-safe step (a compaction), before anything is appended.
+    if (s = opened->compact(); !s.ok()) return s;
+    detail::note(options.info_log, detail::path_in(options.dir, kLogFileName) + " was a version " +
+                 std::to_string(opened->recovery_.log_version) + " log; it was rewritten as " +
+                 "version " + std::to_string(kLogVersion) + ", which older builds cannot read");
+  }
+  if (!opened->expires_.empty() && opened->active_expiry_) {
+    Store* self = opened.get();
+    opened->expiry_thread_ = std::thread([self] { self->expiry_loop(); });
+  }
+//< chapter 9
   *store = std::move(opened);
   return Status();
 }
@@ -2782,11 +3029,7 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
   Record record;
   LogReader::Result result;
   while ((result = reader.next(&record)) == LogReader::Result::kRecord) {
-    if (record.type == RecordType::kPut) {
-      map_.insert_or_assign(std::string(record.key), std::string(record.value));
-    } else {
-      map_.erase(std::string(record.key));
-    }
+    replay(record);
     ++recovery_.records;
     if (recovery_.records % 4096 == 0 && options.keep_loading && !options.keep_loading()) {
       return Status::cancelled("loading " + path + " was stopped after " +
@@ -2831,10 +3074,52 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
   recovery_.duration = std::chrono::duration_cast<std::chrono::microseconds>(
       std::chrono::steady_clock::now() - started);
   writer->reset(new LogWriter(std::move(file), end));
+//> chapter 9
+  // Keys whose time passed while the store was closed stay out. Their records remain in
+  // the log until a compaction; a replay leaves them out the same way.
+  recovery_.log_version = reader.version();
+  const std::int64_t now = now_ms();
+  for (auto it = expires_.begin(); it != expires_.end();) {
+    if (now > it->second) {
+      map_.erase(it->first);
+      it = expires_.erase(it);
+      ++recovery_.keys_expired;
+    } else {
+      ++it;
+    }
+  }
+//< chapter 9
 //> chapter 4
   for (const auto& [key, value] : map_) count_live(+1, key, value);
 //< chapter 4
   return Status();
+}
+
+// Applies one record of the log to the map, as the write that made it did.
+inline void Store::replay(const Record& record) {
+  std::string key(record.key);
+  switch (record.type) {
+    case RecordType::kPut:
+//> chapter 9
+      if (record.expiry_ms != 0) expires_[key] = static_cast<std::int64_t>(record.expiry_ms);
+      else expires_.erase(key);
+//< chapter 9
+      map_.insert_or_assign(std::move(key), std::string(record.value));
+      break;
+    case RecordType::kDelete:
+//> chapter 9
+      expires_.erase(key);
+//< chapter 9
+      map_.erase(key);
+      break;
+//> chapter 9
+    case RecordType::kExpire:
+      if (map_.count(key) == 0) break;  // written only for a live key; kept safe anyway
+      if (record.expiry_ms != 0) expires_[key] = static_cast<std::int64_t>(record.expiry_ms);
+      else expires_.erase(key);
+      break;
+//< chapter 9
+  }
 }
 
 inline Store::~Store() { (void)close(); }
@@ -2842,6 +3127,9 @@ inline Store::~Store() { (void)close(); }
 inline Status Store::close() {
 //> chapter 5
   stop_compactor();
+//> chapter 9
+  stop_expiry();
+//< chapter 9
   WriteLock lock(this);  // a write holding the locks finishes first; later ones fail
 //< chapter 5
   return disk_ ? disk_->close() : Status();
@@ -2856,9 +3144,12 @@ inline const Options& Store::options() const {
   return disk_ ? disk_->options() : in_memory;
 }
 
-inline Status Store::log_put(std::string_view key, std::string_view value) {
+inline Status Store::log_put(std::string_view key, std::string_view value,
+                             std::int64_t expire_at_ms) {
   if (Status s = check_record_limits(key, value); !s.ok()) return s;
-  return disk_ ? disk_->append(RecordType::kPut, key, value) : Status();
+  return disk_ ? disk_->append(RecordType::kPut, key, value,
+                               static_cast<std::uint64_t>(expire_at_ms))
+               : Status();
 }
 
 inline Status Store::log_delete(std::string_view key) {
@@ -2886,7 +3177,7 @@ inline Status Store::compact() {
   // old one; readers go on, since nothing changes the map meanwhile.
   std::lock_guard<WritersMutex> no_writers(writers_mu_);
 //< chapter 5
-  return disk_->compact(map_);
+  return disk_->compact([this](const detail::Disk::Entry& entry) { contents(entry); });
 }
 
 inline Stats Store::stats() const {
@@ -2918,6 +3209,21 @@ inline void Store::maybe_compact() {
   }
   compactor_cv_.notify_one();
 //< chapter 5
+}
+
+inline void Store::contents(const detail::Disk::Entry& entry) const {
+//> chapter 9
+  const std::int64_t now = now_ms();
+//< chapter 9
+  for (const auto& [key, value] : map_) {
+#if 0 //> chapters 4-8
+    entry(key, value, 0);
+#endif //< chapters 4-8
+//> chapter 9
+    const std::int64_t expiry = expiry_of(key);
+    if (expiry == 0 || now <= expiry) entry(key, value, static_cast<std::uint64_t>(expiry));
+//< chapter 9
+  }
 }
 
 inline void Store::count_live(int sign, std::string_view key, std::string_view value) {
@@ -2975,6 +3281,9 @@ inline void Store::remember(std::string_view key, std::optional<std::string> pre
   const std::uint64_t synced = disk_->synced();
   while (!undo_.empty() && undo_.front().ticket <= synced) undo_.pop_front();  // durable now
   undo_.push_back({disk_->appended(), std::string(key), std::move(previous)});
+//> chapter 9
+  if (undo_.back().previous) undo_.back().previous_expiry = expiry_of(undo_.back().key);
+//< chapter 9
 }
 
 // Puts back, newest first, what every write after the last good fsync replaced. The log
@@ -2991,6 +3300,10 @@ inline void Store::undo_unsynced() {
       count_live(-1, undo.key, it->second);
       map_.erase(it);
     }
+//> chapter 9
+    expires_.erase(undo.key);
+    if (undo.previous && undo.previous_expiry != 0) expires_[undo.key] = undo.previous_expiry;
+//< chapter 9
     if (undo.previous) {
       count_live(+1, undo.key, *undo.previous);
       map_.emplace(std::move(undo.key), std::move(*undo.previous));
@@ -3002,7 +3315,7 @@ inline void Store::undo_unsynced() {
 inline Status Store::increment(std::string_view key, std::int64_t delta, std::int64_t* result) {
   WriteLock lock(this);
   std::int64_t current = 0;
-  auto it = map_.find(std::string(key));
+  auto it = lookup_for_write(key);
   if (it != map_.end() && !detail::parse_int64(it->second, &current)) {
     return Status::invalid_argument("value is not an integer or out of range");
   }
@@ -3011,29 +3324,42 @@ inline Status Store::increment(std::string_view key, std::int64_t delta, std::in
     return Status::invalid_argument("increment or decrement would overflow");
   }
   const std::int64_t next = current + delta;
+#if 0 //> chapters 5-8
   if (Status s = put(key, std::to_string(next)); !s.ok()) return s;
+#endif //< chapters 5-8
+//> chapter 9
+  const std::int64_t expiry = it != map_.end() ? expiry_of(it->first) : 0;  // INCR keeps it
+  if (Status s = put(key, std::to_string(next), expiry); !s.ok()) return s;
+//< chapter 9
   if (result != nullptr) *result = next;
   return finish_write(lock);
 }
 
 inline Status Store::append(std::string_view key, std::string_view suffix, std::size_t* length) {
   WriteLock lock(this);
-  auto it = map_.find(std::string(key));
+  auto it = lookup_for_write(key);
   std::string value = it != map_.end() ? it->second : std::string();
   if (value.size() + suffix.size() > kMaxValueBytes) {
     return Status::invalid_argument("string exceeds maximum allowed size (proto-max-bulk-len: " +
                                     std::to_string(kMaxValueBytes) + " bytes)");
   }
   value.append(suffix);
+#if 0 //> chapters 5-8
   if (Status s = put(key, value); !s.ok()) return s;
+#endif //< chapters 5-8
+//> chapter 9
+  const std::int64_t expiry = it != map_.end() ? expiry_of(it->first) : 0;  // APPEND keeps it
+  if (Status s = put(key, value, expiry); !s.ok()) return s;
+//< chapter 9
   if (length != nullptr) *length = value.size();
   return finish_write(lock);
 }
 
 inline Status Store::set(std::string_view key, std::string_view value, SetIf condition,
                          bool* stored, std::optional<std::string>* previous) {
+#if 0 //> chapters 5-8
   WriteLock lock(this);
-  auto it = map_.find(std::string(key));
+  auto it = lookup_for_write(key);
   const bool present = it != map_.end();
   if (previous != nullptr) *previous = present ? std::optional<std::string>(it->second) : std::nullopt;
   *stored = false;
@@ -3043,6 +3369,12 @@ inline Status Store::set(std::string_view key, std::string_view value, SetIf con
   if (Status s = put(key, value); !s.ok()) return s;
   *stored = true;
   return finish_write(lock);
+#endif //< chapters 5-8
+//> chapter 9
+  SetOptions options;  // chapter 9's set() has every option; this is one of its forms
+  options.condition = condition;
+  return set(key, value, options, stored, previous);
+//< chapter 9
 }
 
 inline void Store::compactor_loop() {
@@ -3065,7 +3397,7 @@ inline Status Store::compact_if_due() {
   // Writes made while this thread waited for the locks may have asked again, or a
   // compaction by hand may have done the work: check again now that the map is still.
   if (!disk_->wants_compaction(live_bytes_)) return Status();
-  return disk_->compact(map_);
+  return disk_->compact([this](const detail::Disk::Entry& entry) { contents(entry); });
 }
 
 inline void Store::stop_compactor() {
@@ -3096,15 +3428,11 @@ inline Status Store::del_all(const std::vector<std::string_view>& keys, std::siz
   WriteLock lock(this);
   *removed = 0;
   for (std::string_view key : keys) {
-    auto it = map_.find(std::string(key));
+    auto it = lookup_for_write(key);
     if (it == map_.end()) continue;
-    if (Status s = log_delete(key); !s.ok()) return s;
-    count_live(-1, key, it->second);
-    if (keeps_undo()) remember(key, std::move(it->second));
-    map_.erase(it);
+    if (Status s = erase(it); !s.ok()) return s;
     ++*removed;
   }
-  maybe_compact();
   return finish_write(lock);
 }
 
@@ -3117,7 +3445,12 @@ inline std::vector<std::string> Store::keys() const {
   return read([&] {
     std::vector<std::string> keys;
     keys.reserve(map_.size());
-    for (const auto& entry : map_) keys.push_back(entry.first);
+    for (const auto& entry : map_) {
+//> chapter 9
+      if (expired(entry.first)) continue;
+//< chapter 9
+      keys.push_back(entry.first);
+    }
     return keys;
   });
 }
@@ -3135,7 +3468,7 @@ inline std::vector<std::optional<std::string>> Store::get_all(
         whole = false;
         break;
       }
-      auto it = map_.find(std::string(key));
+      auto it = lookup(key);
       if (it != map_.end() && it->second.size() > bound.max_bytes - copied) {
         whole = false;  // the copy itself is what must not happen
         break;
@@ -3162,6 +3495,9 @@ inline std::vector<std::string> Store::keys(std::string_view pattern, const Read
         break;
       }
       if (!detail::glob_match(pattern, entry.first)) continue;
+//> chapter 9
+      if (expired(entry.first)) continue;
+//< chapter 9
       if (entry.first.size() > bound.max_bytes - copied) {
         whole = false;
         break;
@@ -3181,21 +3517,247 @@ inline Status Store::clear() {
     // A compaction of nothing: an empty log replaces the old one in one rename, so a
     // crash leaves all the data or none of it, never some.
     bool replaced = false;
-    if (Status s = disk_->compact({}, &replaced); !s.ok()) {
+    if (Status s = disk_->compact([](const detail::Disk::Entry&) {}, &replaced); !s.ok()) {
       // Failing after the rename (the Disk has stopped) leaves the empty log in place:
       // the map must say what the log says. Failing before it, as a store that already
       // refuses writes does at once, leaves both untouched.
       if (replaced) {
         map_.clear();
+//> chapter 9
+        expires_.clear();
+//< chapter 9
         live_bytes_ = 0;
       }
       return s;
     }
   }
   map_.clear();
+//> chapter 9
+  expires_.clear();
+//< chapter 9
   live_bytes_ = 0;
   return Status();
 }
+//> chapter 9
+
+// =======================================================================================
+// Chapter 9: keys that expire
+//
+// A cache forgets: a session ends, a page goes stale. A key can carry an expiry time, in
+// milliseconds since the Unix epoch (wall-clock time, as Redis keeps it, so that it
+// means the same after a restart). Keys with one have an entry in a second table,
+// expires_; a key without one costs nothing, and a store where none has one pays one
+// check of an empty table per lookup.
+//
+// A key whose time has passed is gone at once for everyone: every lookup checks (lazy
+// expiry). Removing it is a write, with a record in the log, done when a writer meets it
+// or by a background cycle that samples keys with an expiry at random (active expiry),
+// as Redis does, so that keys nobody reads do not stay in memory for ever. The time goes
+// into the key's record (the expiry field kept since chapter 2, and a new kExpire
+// record for a change of expiry alone), so a replay knows it: recovery leaves out keys
+// whose time has passed, and compaction does not write them.
+//
+// The clock is the wall clock. If it jumps forward, keys expire early; if it goes back,
+// keys live longer, and one already read as expired but not yet removed (its delete not
+// yet logged) comes back until the clock catches up.
+// =======================================================================================
+
+inline std::int64_t Store::now_ms() const {
+  if (clock_) return clock_();
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+inline std::int64_t Store::expiry_of(const std::string& key) const {
+  if (expires_.empty()) return 0;
+  auto it = expires_.find(key);
+  return it == expires_.end() ? 0 : it->second;
+}
+
+// As in Redis, a key is still there during the very millisecond it expires at.
+inline bool Store::expired(const std::string& key) const {
+  const std::int64_t expiry = expiry_of(key);
+  return expiry != 0 && now_ms() > expiry;
+}
+
+inline void Store::set_expiry(const std::string& key, std::int64_t expire_at_ms) {
+  if (expire_at_ms == 0) {
+    if (!expires_.empty()) expires_.erase(key);
+    return;
+  }
+  expires_[key] = expire_at_ms;
+  if (!active_expiry_) return;
+  std::lock_guard<CompactorMutex> lock(expiry_mu_);
+  // Once stop_expiry() has begun, the thread is its to join: no reading it here.
+  if (!expiry_stopping_ && !expiry_thread_.joinable()) {
+    expiry_thread_ = std::thread([this] { expiry_loop(); });
+  }
+}
+
+inline Status Store::log_expire(const std::string& key, std::int64_t when_ms) {
+  return disk_ ? disk_->append(RecordType::kExpire, key, {}, static_cast<std::uint64_t>(when_ms))
+               : Status();
+}
+
+inline Status Store::change_expiry(Map::iterator it, std::int64_t when_ms) {
+  if (when_ms != 0 && now_ms() >= when_ms) return erase(it);  // Redis deletes it at once
+  if (Status s = log_expire(it->first, when_ms); !s.ok()) return s;
+  if (keeps_undo()) remember(it->first, it->second);
+  set_expiry(it->first, when_ms);
+  return Status();
+}
+
+inline Status Store::set(std::string_view key, std::string_view value,
+                         std::chrono::milliseconds ttl) {
+  const std::int64_t now = now_ms();
+  if (ttl.count() <= 0 || ttl.count() > std::numeric_limits<std::int64_t>::max() - now) {
+    return Status::invalid_argument("invalid expire time: a ttl of " +
+                                    std::to_string(ttl.count()) + " ms; it must be more than 0");
+  }
+  SetOptions options;
+  options.expire_at_ms = now + ttl.count();
+  bool stored = false;
+  return set(key, value, options, &stored);
+}
+
+inline Status Store::set(std::string_view key, std::string_view value, const SetOptions& options,
+                         bool* stored, std::optional<std::string>* previous) {
+  *stored = false;
+  if (Status s = check_record_limits(key, value); !s.ok()) return s;
+  WriteLock lock(this);
+  auto it = lookup_for_write(key);
+  const bool present = it != map_.end();
+  if (previous != nullptr) *previous = present ? std::optional<std::string>(it->second) : std::nullopt;
+  if ((options.condition == SetIf::kIfAbsent && present) ||
+      (options.condition == SetIf::kIfPresent && !present)) {
+    return Status();
+  }
+  std::int64_t expiry = options.expire_at_ms;
+  if (options.keep_ttl) expiry = present ? expiry_of(it->first) : 0;
+  if (expiry != 0 && now_ms() > expiry) {
+    // Stored and expired in the same instant, as in Redis: what remains is its absence.
+    if (present) {
+      if (Status s = erase(it); !s.ok()) return s;
+    }
+  } else if (Status s = put(key, value, expiry); !s.ok()) {
+    return s;
+  }
+  *stored = true;
+  return finish_write(lock);
+}
+
+inline Status Store::expire_at(std::string_view key, std::int64_t when_ms, unsigned conditions,
+                               bool* changed) {
+  if (changed != nullptr) *changed = false;
+  WriteLock lock(this);
+  auto it = lookup_for_write(key);
+  if (it == map_.end()) return Status();
+  const std::int64_t current = expiry_of(it->first);  // 0: none, which counts as never
+  if (((conditions & kIfNone) && current != 0) || ((conditions & kIfSome) && current == 0) ||
+      ((conditions & kIfLater) && (current == 0 || when_ms <= current)) ||
+      ((conditions & kIfSooner) && current != 0 && when_ms >= current)) {
+    return Status();
+  }
+  // A time not after the epoch would read as "none" in a record; it has passed anyway.
+  if (Status s = change_expiry(it, std::max<std::int64_t>(when_ms, 1)); !s.ok()) return s;
+  if (changed != nullptr) *changed = true;
+  return finish_write(lock);
+}
+
+inline Status Store::persist(std::string_view key, bool* changed) {
+  if (changed != nullptr) *changed = false;
+  WriteLock lock(this);
+  auto it = lookup_for_write(key);
+  if (it == map_.end() || expiry_of(it->first) == 0) return Status();
+  if (Status s = change_expiry(it, 0); !s.ok()) return s;
+  if (changed != nullptr) *changed = true;
+  return finish_write(lock);
+}
+
+inline std::int64_t Store::expire_time(std::string_view key) const {
+  return read([&]() -> std::int64_t {
+    auto it = lookup(key);
+    if (it == map_.end()) return -2;
+    const std::int64_t expiry = expiry_of(it->first);
+    return expiry == 0 ? -1 : expiry;
+  });
+}
+
+inline Status Store::get_and_expire(std::string_view key, std::int64_t when_ms, bool persist,
+                                    std::optional<std::string>* value) {
+  WriteLock lock(this);
+  auto it = lookup_for_write(key);
+  *value = std::nullopt;
+  if (it == map_.end()) return Status();
+  *value = it->second;
+  Status s;
+  if (when_ms != 0) s = change_expiry(it, std::max<std::int64_t>(when_ms, 1));
+  else if (persist && expiry_of(it->first) != 0) s = change_expiry(it, 0);
+  if (!s.ok()) {
+    *value = std::nullopt;
+    return s;
+  }
+  return finish_write(lock);
+}
+
+inline Status Store::remove_expired(std::size_t sample, std::size_t* removed) {
+  *removed = 0;
+  WriteLock lock(this);
+  if (expires_.empty()) return Status();
+  // Look at `sample` keys from a random bucket on, as Redis samples its expires table,
+  // past at most 20 empty buckets per key wanted: a table left sparse by many removals
+  // must not make one round walk all of it.
+  expiry_seed_ = expiry_seed_ * 6364136223846793005u + 1442695040888963407u;  // an LCG
+  const std::size_t buckets = expires_.bucket_count();
+  std::size_t bucket = static_cast<std::size_t>(expiry_seed_ >> 33) % buckets;
+  std::vector<std::string> due;
+  const std::int64_t now = now_ms();
+  std::size_t seen = 0;
+  for (std::size_t visited = 0; visited < buckets && visited < 20 * sample && seen < sample;
+       ++visited, bucket = (bucket + 1) % buckets) {
+    for (auto it = expires_.begin(bucket); it != expires_.end(bucket) && seen < sample; ++it) {
+      ++seen;
+      if (now > it->second) due.push_back(it->first);
+    }
+  }
+  for (const std::string& key : due) {
+    auto it = map_.find(key);
+    assert(it != map_.end());  // expires_ holds only keys of map_
+    if (Status s = erase(it); !s.ok()) return s;
+    ++*removed;
+  }
+  return finish_write(lock);
+}
+
+inline void Store::expiry_loop() {
+  const auto cycle = std::chrono::milliseconds(KEYSTONELIGHT_EXPIRY_CYCLE_MS);
+  std::unique_lock<CompactorMutex> lock(expiry_mu_);
+  while (!expiry_stopping_) {
+    expiry_cv_.wait_for(lock, cycle, [this] { return expiry_stopping_; });
+    if (expiry_stopping_) return;
+    lock.unlock();  // remove_expired takes the writer lock, which comes before this one
+    // Rounds while more than a quarter of a sample had expired, for a quarter of a cycle
+    // at most: the cycle keeps up with keys that expire, and never starves the writers.
+    const auto deadline = std::chrono::steady_clock::now() + cycle / 4;
+    std::size_t removed = 0;
+    while (remove_expired(KEYSTONELIGHT_EXPIRY_SAMPLE_KEYS, &removed).ok() &&
+           4 * removed > KEYSTONELIGHT_EXPIRY_SAMPLE_KEYS &&
+           std::chrono::steady_clock::now() < deadline) {
+    }
+    lock.lock();
+  }
+}
+
+inline void Store::stop_expiry() {
+  {
+    std::lock_guard<CompactorMutex> lock(expiry_mu_);
+    expiry_stopping_ = true;
+  }
+  expiry_cv_.notify_one();
+  if (expiry_thread_.joinable()) expiry_thread_.join();
+}
+//< chapter 9
 
 // =======================================================================================
 // Chapter 6: the protocol
@@ -3691,6 +4253,51 @@ class Dispatcher {
     session->close = true;
   }
   void auth(const Args& a, Session* session, std::string* out);
+//> chapter 9
+
+  // Expiry (chapter 9). The options SET and GETEX share, as Redis parses them: any order,
+  // each at most once, and no two that contradict each other.
+  struct StringOptions {
+    Store::SetIf condition = Store::SetIf::kAlways;  // NX, XX
+    bool get = false;                                // SET's GET
+    bool keep_ttl = false;                           // SET's KEEPTTL
+    bool persist = false;                            // GETEX's PERSIST
+    std::int64_t unit_ms = 0;  // 1000 (EX, EXAT) or 1 (PX, PXAT); 0: no expiry given
+    bool absolute = false;     // EXAT, PXAT: a time, not a time to live
+    const std::string* expire = nullptr;  // the argument after EX, PX, EXAT or PXAT
+  };
+  static bool string_options(const Args& a, std::size_t first, bool for_set, StringOptions* o,
+                             std::string* out);
+  // The expiry time `o` asks for, in ms since the epoch, checked as Redis checks it.
+  bool expiry_time(const Args& a, const StringOptions& o, std::int64_t* when_ms,
+                   std::string* out) const;
+  void set_with(const Args& a, const std::string& value, const StringOptions& o, std::string* out);
+  void expire_generic(const Args& a, std::int64_t unit_ms, bool absolute, std::string* out);
+  void ttl_generic(const Args& a, bool in_ms, bool absolute, std::string* out);
+
+  void expire(const Args& a, Session*, std::string* out) { expire_generic(a, 1000, false, out); }
+  void pexpire(const Args& a, Session*, std::string* out) { expire_generic(a, 1, false, out); }
+  void expireat(const Args& a, Session*, std::string* out) { expire_generic(a, 1000, true, out); }
+  void pexpireat(const Args& a, Session*, std::string* out) { expire_generic(a, 1, true, out); }
+  void ttl(const Args& a, Session*, std::string* out) { ttl_generic(a, false, false, out); }
+  void pttl(const Args& a, Session*, std::string* out) { ttl_generic(a, true, false, out); }
+  void expiretime(const Args& a, Session*, std::string* out) { ttl_generic(a, false, true, out); }
+  void pexpiretime(const Args& a, Session*, std::string* out) { ttl_generic(a, true, true, out); }
+  void persist(const Args& a, Session*, std::string* out) {
+    bool changed = false;
+    Status s = store_->persist(a[1], &changed);
+    if (s.ok()) resp::integer(out, changed ? 1 : 0);
+    else reply_status(out, s);
+  }
+  // SETEX key seconds value, PSETEX key milliseconds value: SET key value EX|PX ttl.
+  void setex(const Args& a, Session*, std::string* out) {
+    StringOptions o;
+    o.unit_ms = detail::lower(a[0]) == "psetex" ? 1 : 1000;
+    o.expire = &a[2];
+    set_with(a, a[3], o, out);
+  }
+  void getex(const Args& a, Session*, std::string* out);
+//< chapter 9
 
   Store* store_;
   const ServerConfig config_;
@@ -3751,6 +4358,20 @@ inline const std::vector<Dispatcher::Command>& Dispatcher::commands() {
       {"quit",           -1, kNoAuth,             0, 0, 0, &Dispatcher::quit},
       {"shutdown",       -1, kAdmin,              0, 0, 0, &Dispatcher::shutdown},
       {"auth",           -2, kNoAuth,             0, 0, 0, &Dispatcher::auth},
+//> chapter 9
+      {"expire",         -3, kWrite,              1, 1, 1, &Dispatcher::expire},
+      {"pexpire",        -3, kWrite,              1, 1, 1, &Dispatcher::pexpire},
+      {"expireat",       -3, kWrite,              1, 1, 1, &Dispatcher::expireat},
+      {"pexpireat",      -3, kWrite,              1, 1, 1, &Dispatcher::pexpireat},
+      {"ttl",             2, kReadOnly,           1, 1, 1, &Dispatcher::ttl},
+      {"pttl",            2, kReadOnly,           1, 1, 1, &Dispatcher::pttl},
+      {"expiretime",      2, kReadOnly,           1, 1, 1, &Dispatcher::expiretime},
+      {"pexpiretime",     2, kReadOnly,           1, 1, 1, &Dispatcher::pexpiretime},
+      {"persist",         2, kWrite,              1, 1, 1, &Dispatcher::persist},
+      {"setex",           4, kWrite,              1, 1, 1, &Dispatcher::setex},
+      {"psetex",          4, kWrite,              1, 1, 1, &Dispatcher::setex},
+      {"getex",          -2, kWrite,              1, 1, 1, &Dispatcher::getex},
+//< chapter 9
   };
   return table;
 }
@@ -3792,6 +4413,7 @@ inline void Dispatcher::execute(const Args& args, Session* session, std::string*
 }
 
 inline void Dispatcher::set(const Args& a, Session*, std::string* out) {
+#if 0 //> chapters 6-8
   Store::SetIf condition = Store::SetIf::kAlways;
   bool want_previous = false;
   for (std::size_t i = 3; i < a.size(); ++i) {
@@ -3822,7 +4444,135 @@ inline void Dispatcher::set(const Args& a, Session*, std::string* out) {
   } else {
     resp::null_bulk(out);
   }
+#endif //< chapters 6-8
+//> chapter 9
+  StringOptions o;
+  if (string_options(a, 3, true, &o, out)) set_with(a, a[2], o, out);
+//< chapter 9
 }
+//> chapter 9
+
+// SET, SETEX and PSETEX (chapter 9): the options are parsed; the expiry is checked, then
+// the store does the rest in one step.
+inline void Dispatcher::set_with(const Args& a, const std::string& value, const StringOptions& o,
+                                 std::string* out) {
+  Store::SetOptions options;
+  options.condition = o.condition;
+  options.keep_ttl = o.keep_ttl;
+  if (o.expire != nullptr && !expiry_time(a, o, &options.expire_at_ms, out)) return;
+  bool stored = false;
+  std::optional<std::string> previous;
+  Status s = store_->set(a[1], value, options, &stored, o.get ? &previous : nullptr);
+  if (!s.ok()) return reply_status(out, s);
+  if (o.get) {
+    if (previous) resp::bulk(out, *previous);
+    else resp::null_bulk(out);
+  } else if (stored) {
+    resp::simple(out, "OK");
+  } else {
+    resp::null_bulk(out);
+  }
+}
+
+inline bool Dispatcher::string_options(const Args& a, std::size_t first, bool for_set,
+                                       StringOptions* o, std::string* out) {
+  for (std::size_t i = first; i < a.size(); ++i) {
+    const std::string option = detail::lower(a[i]);
+    const bool has_next = i + 1 < a.size();
+    const bool has_expiry = o->unit_ms != 0 || o->keep_ttl || o->persist;
+    if (for_set && option == "nx" && o->condition != Store::SetIf::kIfPresent) {
+      o->condition = Store::SetIf::kIfAbsent;
+    } else if (for_set && option == "xx" && o->condition != Store::SetIf::kIfAbsent) {
+      o->condition = Store::SetIf::kIfPresent;
+    } else if (for_set && option == "get") {
+      o->get = true;
+    } else if (for_set && option == "keepttl" && !has_expiry) {
+      o->keep_ttl = true;
+    } else if (!for_set && option == "persist" && !has_expiry) {
+      o->persist = true;
+    } else if ((option == "ex" || option == "px" || option == "exat" || option == "pxat") &&
+               !has_expiry && has_next) {
+      o->unit_ms = option[0] == 'e' ? 1000 : 1;
+      o->absolute = option.size() == 4;
+      o->expire = &a[++i];
+    } else {
+      resp::error(out, "ERR syntax error");
+      return false;
+    }
+  }
+  return true;
+}
+
+inline bool Dispatcher::expiry_time(const Args& a, const StringOptions& o, std::int64_t* when_ms,
+                                    std::string* out) const {
+  std::int64_t n = 0;
+  if (!integer_arg(*o.expire, &n, out)) return false;
+  const std::int64_t max = std::numeric_limits<std::int64_t>::max();
+  const std::int64_t now = o.absolute ? 0 : store_->now_ms();
+  if (n <= 0 || n > max / o.unit_ms || n * o.unit_ms > max - now) {
+    resp::error(out, "ERR invalid expire time in '" + detail::lower(a[0]) + "' command");
+    return false;
+  }
+  *when_ms = n * o.unit_ms + now;
+  return true;
+}
+
+// EXPIRE key n [NX|XX|GT|LT] and its kin: n is seconds or milliseconds, from now or
+// since the epoch. Any n is accepted, a negative one too (the key is removed), unless it
+// overflows a 64-bit count of milliseconds.
+inline void Dispatcher::expire_generic(const Args& a, std::int64_t unit_ms, bool absolute,
+                                       std::string* out) {
+  unsigned conditions = 0;  // XX may go with GT or LT: then both must hold
+  for (std::size_t i = 3; i < a.size(); ++i) {
+    const std::string option = detail::lower(a[i]);
+    if (option == "nx") conditions |= Store::kIfNone;
+    else if (option == "xx") conditions |= Store::kIfSome;
+    else if (option == "gt") conditions |= Store::kIfLater;
+    else if (option == "lt") conditions |= Store::kIfSooner;
+    else return resp::error(out, "ERR Unsupported option " + a[i].substr(0, 64));
+  }
+  if ((conditions & Store::kIfNone) && conditions != Store::kIfNone) {
+    return resp::error(out, "ERR NX and XX, GT or LT options at the same time are not compatible");
+  }
+  if ((conditions & Store::kIfLater) && (conditions & Store::kIfSooner)) {
+    return resp::error(out, "ERR GT and LT options at the same time are not compatible");
+  }
+  std::int64_t n = 0;
+  if (!integer_arg(a[2], &n, out)) return;
+  const std::int64_t max = std::numeric_limits<std::int64_t>::max();
+  const std::int64_t min = std::numeric_limits<std::int64_t>::min();
+  const std::int64_t base = absolute ? 0 : store_->now_ms();
+  if (n > max / unit_ms || n < min / unit_ms || n * unit_ms > max - base) {
+    return resp::error(out, "ERR invalid expire time in '" + detail::lower(a[0]) + "' command");
+  }
+  bool changed = false;
+  Status s = store_->expire_at(a[1], n * unit_ms + base, conditions, &changed);
+  if (s.ok()) resp::integer(out, changed ? 1 : 0);
+  else reply_status(out, s);
+}
+
+// TTL, PTTL, EXPIRETIME, PEXPIRETIME: -2 for no key, -1 for no expiry; seconds are
+// rounded to the nearest, as Redis rounds them.
+inline void Dispatcher::ttl_generic(const Args& a, bool in_ms, bool absolute, std::string* out) {
+  const std::int64_t when = store_->expire_time(a[1]);
+  if (when < 0) return resp::integer(out, when);
+  const std::int64_t ms = absolute ? when : std::max<std::int64_t>(0, when - store_->now_ms());
+  resp::integer(out, in_ms ? ms : (ms + 500) / 1000);
+}
+
+// GETEX key [EX s | PX ms | EXAT t | PXAT t | PERSIST]: GET that changes the expiry too.
+inline void Dispatcher::getex(const Args& a, Session*, std::string* out) {
+  StringOptions o;
+  if (!string_options(a, 2, false, &o, out)) return;
+  std::int64_t when = 0;
+  if (o.expire != nullptr && !expiry_time(a, o, &when, out)) return;
+  std::optional<std::string> value;
+  Status s = store_->get_and_expire(a[1], when, o.persist, &value);
+  if (!s.ok()) return reply_status(out, s);
+  if (value) resp::bulk(out, *value);
+  else resp::null_bulk(out);
+}
+//< chapter 9
 
 inline void Dispatcher::info(const Args& a, Session*, std::string* out) {
   auto wanted = [&](const char* section) {

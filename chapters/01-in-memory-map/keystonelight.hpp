@@ -186,17 +186,28 @@ class Store {
   std::vector<std::pair<std::string, std::string>> entries() const;
 
  private:
+  using Map = std::unordered_map<std::string, std::string>;
+
   // The one place a value is stored: set() calls it, and so (from chapter 5) do the
   // read-modify-write operations, with the writer lock held.
   Status put(std::string_view key, std::string_view value);
 
+  // The entry of `key`, or map_.end(): lookup() for reads, lookup_for_write() with the
+  // writer lock held. From chapter 9 a key whose time has passed is not found, and
+  // lookup_for_write() removes it, logging the removal.
+  Map::const_iterator lookup(std::string_view key) const;
+  Map::iterator lookup_for_write(std::string_view key);
+
+  // The one place an entry is removed (with the writer lock held, from chapter 5).
+  Status erase(Map::iterator it);
+
   // std::unordered_map has no lookup by string_view in C++17, so lookups build a
   // std::string key; short keys fit in its inline buffer and allocate nothing.
-  std::unordered_map<std::string, std::string> map_;
+  Map map_;
 };
 
 inline std::optional<std::string> Store::get(std::string_view key) const {
-  auto it = map_.find(std::string(key));
+  auto it = lookup(key);
   if (it == map_.end()) return std::nullopt;
   return it->second;
 }
@@ -211,17 +222,32 @@ inline Status Store::put(std::string_view key, std::string_view value) {
   return Status();
 }
 
-inline Status Store::del(std::string_view key, bool* existed) {
+inline Status Store::erase(Map::iterator it) {
+  map_.erase(it);
+  return Status();
+}
+
+inline Store::Map::const_iterator Store::lookup(std::string_view key) const {
   auto it = map_.find(std::string(key));
+  return it;
+}
+
+inline Store::Map::iterator Store::lookup_for_write(std::string_view key) {
+  auto it = map_.find(std::string(key));
+  return it;
+}
+
+inline Status Store::del(std::string_view key, bool* existed) {
+  auto it = lookup_for_write(key);
   if (existed != nullptr) *existed = false;
   if (it == map_.end()) return Status();
-  map_.erase(it);
+  if (Status s = erase(it); !s.ok()) return s;
   if (existed != nullptr) *existed = true;
   return Status();
 }
 
 inline bool Store::exists(std::string_view key) const {
-  return map_.find(std::string(key)) != map_.end();
+  return lookup(key) != map_.end();
 }
 
 inline std::size_t Store::size() const {

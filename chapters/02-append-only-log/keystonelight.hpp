@@ -400,11 +400,14 @@ inline FileSystem* default_file_system() {
 // =======================================================================================
 
 enum class RecordType : std::uint8_t {
-  kPut = 1,     // key now has value
+  kPut = 1,     // key now has value (and, from chapter 9, the expiry in the header)
   kDelete = 2,  // key has no value; the value length is 0
 };
 
 inline constexpr char kLogMagic[8] = {'K', 'E', 'Y', 'S', 'T', 'O', 'N', 'E'};
+// The format version this build writes. It reads every version up to this one: a new
+// record type bumps it, so that an older build refuses a log it cannot read by saying so
+// rather than by calling a record it does not know damage.
 inline constexpr std::uint32_t kLogVersion = 1;
 inline constexpr std::size_t kFileHeaderBytes = 8 + 4 + 4;           // magic, version, CRC
 // Header CRC, body CRC, type, key length, value length, expiry.
@@ -546,8 +549,8 @@ class LogWriter {
   Status append(RecordType type, std::string_view key, std::string_view value,
                 std::uint64_t expiry_ms = 0) {
     if (Status s = check_record_limits(key, value); !s.ok()) return s;
-    if (type == RecordType::kDelete && !value.empty()) {
-      return Status::invalid_argument("a delete record has no value");
+    if (type != RecordType::kPut && !value.empty()) {
+      return Status::invalid_argument("only a put record has a value");
     }
     if (!broken_.ok()) return broken_;
     buffer_.clear();
@@ -597,8 +600,8 @@ class LogReader {
     kEnd,          // the clean end of the file
     kIncomplete,   // the file ends inside the record's header or body
     kBadChecksum,  // the header's or the body's CRC does not match its bytes
-    kBadType,      // the type byte is neither put nor delete
-    kBadLength,    // a length beyond the limits, or a delete that carries a value
+    kBadType,      // the type byte names no record type of the file's version
+    kBadLength,    // a length beyond the limits, or a value where the type has none
     kIOError,      // reading failed; see status()
   };
 
@@ -641,14 +644,18 @@ class LogReader {
                                 "(offset 0); the header is damaged");
     }
     const std::uint32_t version = detail::get_u32(p + 8);
-    if (version != kLogVersion) {
+    if (version == 0 || version > kLogVersion) {
       return Status::not_supported(file_->path() + " is a version " + std::to_string(version) +
                                    " log; this build reads version " +
                                    std::to_string(kLogVersion) + ": use a newer Keystonelight");
     }
+    version_ = version;
     *header = Header::kValid;
     return Status();
   }
+
+  // The format version in the file's header, once open() has found it valid.
+  std::uint32_t version() const { return version_; }
 
   // Reads the record at offset() into *record and moves past it. Any other result leaves
   // offset() at the start of the record that could not be read.
@@ -760,12 +767,11 @@ class LogReader {
     const std::uint32_t key_bytes = detail::get_u32(p + 9);
     const std::uint32_t value_bytes = detail::get_u32(p + 13);
     const std::uint64_t expiry_ms = detail::get_u64(p + 17);
-    if (type != static_cast<unsigned char>(RecordType::kPut) &&
-        type != static_cast<unsigned char>(RecordType::kDelete)) {
+    if (type < static_cast<unsigned char>(RecordType::kPut) || type > max_type()) {
       return Result::kBadType;
     }
     if (key_bytes > kMaxKeyBytes || value_bytes > kMaxValueBytes ||
-        (type == static_cast<unsigned char>(RecordType::kDelete) && value_bytes != 0)) {
+        (type != static_cast<unsigned char>(RecordType::kPut) && value_bytes != 0)) {
       return Result::kBadLength;
     }
     // Checked against the file's size before anything is read or allocated: a damaged
@@ -815,7 +821,13 @@ class LogReader {
     return Status();
   }
 
+  // The highest record type the file's version has: a version-1 log holds no kExpire.
+  unsigned char max_type() const {
+    return static_cast<unsigned char>(RecordType::kDelete);
+  }
+
   File* file_;
+  std::uint32_t version_ = kLogVersion;
   std::uint64_t file_size_ = 0;
   std::uint64_t offset_ = 0;
   std::string buffer_;              // bytes [buffer_start_, buffer_start_ + size) of the file
@@ -867,17 +879,28 @@ class Store {
   std::vector<std::pair<std::string, std::string>> entries() const;
 
  private:
+  using Map = std::unordered_map<std::string, std::string>;
+
   // The one place a value is stored: set() calls it, and so (from chapter 5) do the
   // read-modify-write operations, with the writer lock held.
   Status put(std::string_view key, std::string_view value);
 
+  // The entry of `key`, or map_.end(): lookup() for reads, lookup_for_write() with the
+  // writer lock held. From chapter 9 a key whose time has passed is not found, and
+  // lookup_for_write() removes it, logging the removal.
+  Map::const_iterator lookup(std::string_view key) const;
+  Map::iterator lookup_for_write(std::string_view key);
+
+  // The one place an entry is removed (with the writer lock held, from chapter 5).
+  Status erase(Map::iterator it);
+
   // std::unordered_map has no lookup by string_view in C++17, so lookups build a
   // std::string key; short keys fit in its inline buffer and allocate nothing.
-  std::unordered_map<std::string, std::string> map_;
+  Map map_;
 };
 
 inline std::optional<std::string> Store::get(std::string_view key) const {
-  auto it = map_.find(std::string(key));
+  auto it = lookup(key);
   if (it == map_.end()) return std::nullopt;
   return it->second;
 }
@@ -892,17 +915,32 @@ inline Status Store::put(std::string_view key, std::string_view value) {
   return Status();
 }
 
-inline Status Store::del(std::string_view key, bool* existed) {
+inline Status Store::erase(Map::iterator it) {
+  map_.erase(it);
+  return Status();
+}
+
+inline Store::Map::const_iterator Store::lookup(std::string_view key) const {
   auto it = map_.find(std::string(key));
+  return it;
+}
+
+inline Store::Map::iterator Store::lookup_for_write(std::string_view key) {
+  auto it = map_.find(std::string(key));
+  return it;
+}
+
+inline Status Store::del(std::string_view key, bool* existed) {
+  auto it = lookup_for_write(key);
   if (existed != nullptr) *existed = false;
   if (it == map_.end()) return Status();
-  map_.erase(it);
+  if (Status s = erase(it); !s.ok()) return s;
   if (existed != nullptr) *existed = true;
   return Status();
 }
 
 inline bool Store::exists(std::string_view key) const {
-  return map_.find(std::string(key)) != map_.end();
+  return lookup(key) != map_.end();
 }
 
 inline std::size_t Store::size() const {

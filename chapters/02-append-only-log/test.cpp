@@ -246,11 +246,11 @@ TEST_CASE("the file header is checked: wrong magic, damage and a future version"
   CHECK(open_with(damaged, &header).code() == kl::Status::Code::kCorruption);
 
   std::string future = good.substr(0, 8);
-  kl::detail::put_u32(&future, 2);
+  kl::detail::put_u32(&future, kl::kLogVersion + 1);
   kl::detail::put_u32(&future, kl::detail::crc32c(future));
   s = open_with(future, &header);
   CHECK(s.code() == kl::Status::Code::kNotSupported);
-  CHECK(s.message().find("version 2") != std::string::npos);
+  CHECK(s.message().find("version " + std::to_string(kl::kLogVersion + 1)) != std::string::npos);
 
   CHECK(open_with("KEYX", &header).code() == kl::Status::Code::kCorruption);
 }

@@ -509,11 +509,14 @@ inline FileSystem* default_file_system() {
 // =======================================================================================
 
 enum class RecordType : std::uint8_t {
-  kPut = 1,     // key now has value
+  kPut = 1,     // key now has value (and, from chapter 9, the expiry in the header)
   kDelete = 2,  // key has no value; the value length is 0
 };
 
 inline constexpr char kLogMagic[8] = {'K', 'E', 'Y', 'S', 'T', 'O', 'N', 'E'};
+// The format version this build writes. It reads every version up to this one: a new
+// record type bumps it, so that an older build refuses a log it cannot read by saying so
+// rather than by calling a record it does not know damage.
 inline constexpr std::uint32_t kLogVersion = 1;
 inline constexpr std::size_t kFileHeaderBytes = 8 + 4 + 4;           // magic, version, CRC
 // Header CRC, body CRC, type, key length, value length, expiry.
@@ -655,8 +658,8 @@ class LogWriter {
   Status append(RecordType type, std::string_view key, std::string_view value,
                 std::uint64_t expiry_ms = 0) {
     if (Status s = check_record_limits(key, value); !s.ok()) return s;
-    if (type == RecordType::kDelete && !value.empty()) {
-      return Status::invalid_argument("a delete record has no value");
+    if (type != RecordType::kPut && !value.empty()) {
+      return Status::invalid_argument("only a put record has a value");
     }
     if (!broken_.ok()) return broken_;
     buffer_.clear();
@@ -706,8 +709,8 @@ class LogReader {
     kEnd,          // the clean end of the file
     kIncomplete,   // the file ends inside the record's header or body
     kBadChecksum,  // the header's or the body's CRC does not match its bytes
-    kBadType,      // the type byte is neither put nor delete
-    kBadLength,    // a length beyond the limits, or a delete that carries a value
+    kBadType,      // the type byte names no record type of the file's version
+    kBadLength,    // a length beyond the limits, or a value where the type has none
     kIOError,      // reading failed; see status()
   };
 
@@ -750,14 +753,18 @@ class LogReader {
                                 "(offset 0); the header is damaged");
     }
     const std::uint32_t version = detail::get_u32(p + 8);
-    if (version != kLogVersion) {
+    if (version == 0 || version > kLogVersion) {
       return Status::not_supported(file_->path() + " is a version " + std::to_string(version) +
                                    " log; this build reads version " +
                                    std::to_string(kLogVersion) + ": use a newer Keystonelight");
     }
+    version_ = version;
     *header = Header::kValid;
     return Status();
   }
+
+  // The format version in the file's header, once open() has found it valid.
+  std::uint32_t version() const { return version_; }
 
   // Reads the record at offset() into *record and moves past it. Any other result leaves
   // offset() at the start of the record that could not be read.
@@ -869,12 +876,11 @@ class LogReader {
     const std::uint32_t key_bytes = detail::get_u32(p + 9);
     const std::uint32_t value_bytes = detail::get_u32(p + 13);
     const std::uint64_t expiry_ms = detail::get_u64(p + 17);
-    if (type != static_cast<unsigned char>(RecordType::kPut) &&
-        type != static_cast<unsigned char>(RecordType::kDelete)) {
+    if (type < static_cast<unsigned char>(RecordType::kPut) || type > max_type()) {
       return Result::kBadType;
     }
     if (key_bytes > kMaxKeyBytes || value_bytes > kMaxValueBytes ||
-        (type == static_cast<unsigned char>(RecordType::kDelete) && value_bytes != 0)) {
+        (type != static_cast<unsigned char>(RecordType::kPut) && value_bytes != 0)) {
       return Result::kBadLength;
     }
     // Checked against the file's size before anything is read or allocated: a damaged
@@ -924,7 +930,13 @@ class LogReader {
     return Status();
   }
 
+  // The highest record type the file's version has: a version-1 log holds no kExpire.
+  unsigned char max_type() const {
+    return static_cast<unsigned char>(RecordType::kDelete);
+  }
+
   File* file_;
+  std::uint32_t version_ = kLogVersion;
   std::uint64_t file_size_ = 0;
   std::uint64_t offset_ = 0;
   std::string buffer_;              // bytes [buffer_start_, buffer_start_ + size) of the file
@@ -1064,10 +1076,11 @@ class Disk {
   // The first I/O failure is kept: every later write returns it, because after a failed
   // write or fsync nobody can say what the file holds (Linux may even drop the unwritten
   // pages and report success later).
-  Status append(RecordType type, std::string_view key, std::string_view value) {
+  Status append(RecordType type, std::string_view key, std::string_view value,
+                std::uint64_t expiry_ms = 0) {
     if (Status s = usable(); !s.ok()) return s;
     const std::uint64_t before = log_->size();
-    Status s = log_->append(type, key, value);
+    Status s = log_->append(type, key, value, expiry_ms);
     if (s.ok() && options_.fsync == FsyncPolicy::kAlways) {
       s = log_->sync();
       // The write is reported as failed, so try not to let it come back on reopen.
@@ -1121,15 +1134,18 @@ class Disk {
 
   const Options& options() const { return options_; }
 
-  // Chapter 4's compaction; see Store::compact. `map` is the store's whole contents.
+  // Chapter 4's compaction; see Store::compact. `contents` hands every live entry of the
+  // store to the function it is given, one call each (key, value, expiry; 0: none).
   // *replaced (when not null) says whether the new log took the old one's name: a
   // failure can come before that (the old log stays) or after it (the directory fsync).
-  Status compact(const std::unordered_map<std::string, std::string>& map,
-                 bool* replaced = nullptr) {
+  using Entry = std::function<void(std::string_view key, std::string_view value,
+                                   std::uint64_t expiry_ms)>;
+  using Contents = std::function<void(const Entry& entry)>;
+  Status compact(const Contents& contents, bool* replaced = nullptr) {
     if (replaced != nullptr) *replaced = false;
     if (Status s = usable(); !s.ok()) return s;
     const auto started = std::chrono::steady_clock::now();
-    Status s = rewrite(map, replaced);
+    Status s = rewrite(contents, replaced);
     std::lock_guard<std::mutex> lock(mu_);
     // After a failure, no automatic compaction until the log has grown by
     // compact_min_bytes more, so that a full disk does not make every write try again.
@@ -1167,12 +1183,12 @@ class Disk {
   // policy: it must be whole on disk before its name can replace the log; (3) rename it
   // over the log, which swaps the two in one step; (4) fsync the directory, so that the
   // rename itself survives a power cut; (5) append to the new log from now on.
-  Status rewrite(const std::unordered_map<std::string, std::string>& map, bool* replaced) {
+  Status rewrite(const Contents& contents, bool* replaced) {
     FileSystem* fs = options_.file_system;
     const std::string temp = path_in(options_.dir, kCompactFileName);
     const std::string path = path_in(options_.dir, kLogFileName);
     std::uint64_t size = 0;
-    Status s = write_snapshot(temp, map, &size);
+    Status s = write_snapshot(temp, contents, &size);
     if (s.ok()) s = fs->rename(temp, path);
     if (!s.ok()) {
       if (fs->exists(temp)) (void)fs->remove(temp);
@@ -1196,8 +1212,7 @@ class Disk {
   }
 
   // Steps (1) and (2): the live entries, from memory, into `temp`, synced.
-  Status write_snapshot(const std::string& temp,
-                        const std::unordered_map<std::string, std::string>& map,
+  Status write_snapshot(const std::string& temp, const Contents& contents,
                         std::uint64_t* size) {
     std::unique_ptr<File> file;
     Status s = options_.file_system->open(temp, true, &file);
@@ -1209,10 +1224,11 @@ class Disk {
       *size += chunk.size();
       chunk.clear();
     };
-    for (auto it = map.begin(); it != map.end() && s.ok(); ++it) {
-      encode_record(RecordType::kPut, it->first, it->second, 0, &chunk);
+    contents([&](std::string_view key, std::string_view value, std::uint64_t expiry_ms) {
+      if (!s.ok()) return;  // a failed write ends the file; the rest is not worth encoding
+      encode_record(RecordType::kPut, key, value, expiry_ms, &chunk);
       if (chunk.size() >= kCompactionChunkBytes) flush();
-    }
+    });
     flush();
     if (s.ok()) s = file->sync();
     return s;
@@ -1503,17 +1519,30 @@ class Store {
   std::vector<std::pair<std::string, std::string>> entries() const;
 
  private:
+  using Map = std::unordered_map<std::string, std::string>;
+
   // The one place a value is stored: set() calls it, and so (from chapter 5) do the
   // read-modify-write operations, with the writer lock held.
   Status put(std::string_view key, std::string_view value);
 
+  // The entry of `key`, or map_.end(): lookup() for reads, lookup_for_write() with the
+  // writer lock held. From chapter 9 a key whose time has passed is not found, and
+  // lookup_for_write() removes it, logging the removal.
+  Map::const_iterator lookup(std::string_view key) const;
+  Map::iterator lookup_for_write(std::string_view key);
+
+  // The one place an entry is removed (with the writer lock held, from chapter 5).
+  Status erase(Map::iterator it);
+
   // Append one change to the log of a persistent store (nothing for one in memory),
-  // after checking the limits that the log's format sets.
-  Status log_put(std::string_view key, std::string_view value);
+  // after checking the limits that the log's format sets. The expiry (0: none) stays 0
+  // until chapter 9 gives keys one.
+  Status log_put(std::string_view key, std::string_view value, std::int64_t expire_at_ms = 0);
   Status log_delete(std::string_view key);
 
-  // Replays the log in options.dir into map_ (chapter 3's recovery).
+  // Replays the log in options.dir into map_ (chapter 3's recovery), one record at a time.
   Status recover(const Options& options, FileSystem* fs, std::unique_ptr<LogWriter>* writer);
+  void replay(const Record& record);
 
   // Compacts when the log has grown past the thresholds in Options (chapter 4).
   void maybe_compact();
@@ -1521,9 +1550,12 @@ class Store {
   // Adds (sign +1) or removes (-1) an entry's record from live_bytes_.
   void count_live(int sign, std::string_view key, std::string_view value);
 
+  // What a compaction writes: every live entry, handed to Disk::compact.
+  void contents(const detail::Disk::Entry& entry) const;
+
   // std::unordered_map has no lookup by string_view in C++17, so lookups build a
   // std::string key; short keys fit in its inline buffer and allocate nothing.
-  std::unordered_map<std::string, std::string> map_;
+  Map map_;
   std::unique_ptr<detail::Disk> disk_;  // null for a store in memory
   RecoveryReport recovery_;
   // What a compaction would write for the entries, header excluded: the sum over live
@@ -1532,7 +1564,7 @@ class Store {
 };
 
 inline std::optional<std::string> Store::get(std::string_view key) const {
-  auto it = map_.find(std::string(key));
+  auto it = lookup(key);
   if (it == map_.end()) return std::nullopt;
   return it->second;
 }
@@ -1551,20 +1583,35 @@ inline Status Store::put(std::string_view key, std::string_view value) {
   return Status();
 }
 
-inline Status Store::del(std::string_view key, bool* existed) {
-  auto it = map_.find(std::string(key));
-  if (existed != nullptr) *existed = false;
-  if (it == map_.end()) return Status();
-  if (Status s = log_delete(key); !s.ok()) return s;
-  count_live(-1, key, it->second);
+inline Status Store::erase(Map::iterator it) {
+  if (Status s = log_delete(it->first); !s.ok()) return s;
+  count_live(-1, it->first, it->second);
   map_.erase(it);
-  if (existed != nullptr) *existed = true;
   maybe_compact();
   return Status();
 }
 
+inline Store::Map::const_iterator Store::lookup(std::string_view key) const {
+  auto it = map_.find(std::string(key));
+  return it;
+}
+
+inline Store::Map::iterator Store::lookup_for_write(std::string_view key) {
+  auto it = map_.find(std::string(key));
+  return it;
+}
+
+inline Status Store::del(std::string_view key, bool* existed) {
+  auto it = lookup_for_write(key);
+  if (existed != nullptr) *existed = false;
+  if (it == map_.end()) return Status();
+  if (Status s = erase(it); !s.ok()) return s;
+  if (existed != nullptr) *existed = true;
+  return Status();
+}
+
 inline bool Store::exists(std::string_view key) const {
-  return map_.find(std::string(key)) != map_.end();
+  return lookup(key) != map_.end();
 }
 
 inline std::size_t Store::size() const {
@@ -1653,11 +1700,7 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
   Record record;
   LogReader::Result result;
   while ((result = reader.next(&record)) == LogReader::Result::kRecord) {
-    if (record.type == RecordType::kPut) {
-      map_.insert_or_assign(std::string(record.key), std::string(record.value));
-    } else {
-      map_.erase(std::string(record.key));
-    }
+    replay(record);
     ++recovery_.records;
     if (recovery_.records % 4096 == 0 && options.keep_loading && !options.keep_loading()) {
       return Status::cancelled("loading " + path + " was stopped after " +
@@ -1706,6 +1749,19 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
   return Status();
 }
 
+// Applies one record of the log to the map, as the write that made it did.
+inline void Store::replay(const Record& record) {
+  std::string key(record.key);
+  switch (record.type) {
+    case RecordType::kPut:
+      map_.insert_or_assign(std::move(key), std::string(record.value));
+      break;
+    case RecordType::kDelete:
+      map_.erase(key);
+      break;
+  }
+}
+
 inline Store::~Store() { (void)close(); }
 
 inline Status Store::close() {
@@ -1721,9 +1777,12 @@ inline const Options& Store::options() const {
   return disk_ ? disk_->options() : in_memory;
 }
 
-inline Status Store::log_put(std::string_view key, std::string_view value) {
+inline Status Store::log_put(std::string_view key, std::string_view value,
+                             std::int64_t expire_at_ms) {
   if (Status s = check_record_limits(key, value); !s.ok()) return s;
-  return disk_ ? disk_->append(RecordType::kPut, key, value) : Status();
+  return disk_ ? disk_->append(RecordType::kPut, key, value,
+                               static_cast<std::uint64_t>(expire_at_ms))
+               : Status();
 }
 
 inline Status Store::log_delete(std::string_view key) {
@@ -1744,7 +1803,7 @@ inline Status Store::log_delete(std::string_view key) {
 
 inline Status Store::compact() {
   if (!disk_) return Status();
-  return disk_->compact(map_);
+  return disk_->compact([this](const detail::Disk::Entry& entry) { contents(entry); });
 }
 
 inline Stats Store::stats() const {
@@ -1757,6 +1816,12 @@ inline void Store::maybe_compact() {
   if (!disk_ || !disk_->wants_compaction(live_bytes_)) return;
   if (Status s = compact(); !s.ok()) {
     detail::note(disk_->options().info_log, "automatic compaction failed: " + s.to_string());
+  }
+}
+
+inline void Store::contents(const detail::Disk::Entry& entry) const {
+  for (const auto& [key, value] : map_) {
+    entry(key, value, 0);
   }
 }
 

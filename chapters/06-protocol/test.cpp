@@ -261,7 +261,6 @@ TEST_CASE("SET with NX, XX and GET, and options it does not support") {
   CHECK(f.run({"GET", "new"}) == "$1\r\nv\r\n");
   CHECK(f.run({"SET", "k", "4", "NX", "XX"}) == "-ERR syntax error\r\n");
   CHECK(f.run({"SET", "k", "4", "BOGUS"}) == "-ERR syntax error\r\n");
-  CHECK(f.run({"SET", "k", "4", "EX", "10"}).rfind("-ERR EX is not supported", 0) == 0);
   CHECK(f.run({"GET", "k"}) == "$1\r\n3\r\n");
 }
 
@@ -398,9 +397,10 @@ TEST_CASE("COMPACT and BGREWRITEAOF, INFO, CONFIG GET, COMMAND, CLIENT, SELECT")
   CHECK(f.run({"CONFIG", "GET", "nosuch"}) == "*0\r\n");
   CHECK(f.run({"CONFIG", "SET", "x", "y"}).rfind("-ERR CONFIG SET is not supported", 0) == 0);
   CHECK(f.run({"CONFIG"}) == "-ERR wrong number of arguments for 'config' command\r\n");
-  CHECK(f.run({"COMMAND", "COUNT"}) == ":28\r\n");
+  const std::string count = f.run({"COMMAND", "COUNT"});  // every command, at every stage
+  CHECK(std::stoi(count.substr(1)) >= 28);
   CHECK(f.run({"COMMAND", "DOCS"}) == "*0\r\n");
-  CHECK(f.run({"COMMAND"}).rfind("*28\r\n", 0) == 0);
+  CHECK(f.run({"COMMAND"}).rfind("*" + count.substr(1), 0) == 0);
   CHECK(f.run({"CLIENT", "GETNAME"}) == "$-1\r\n");
   CHECK(f.run({"CLIENT", "SETNAME", "worker-1"}) == "+OK\r\n");
   CHECK(f.run({"CLIENT", "GETNAME"}) == "$8\r\nworker-1\r\n");
@@ -483,6 +483,18 @@ TEST_CASE("total_commands_processed counts commands run, not commands refused") 
   f.run({"GET"});  // wrong number of arguments
   const std::string info = f.run({"INFO", "stats"});
   CHECK(info.find("total_commands_processed:2\r\n") != std::string::npos);  // SET and INFO
+}
+
+}  // TEST_SUITE
+
+// Until chapter 9 gives keys an expiry, SET refuses its expiry options by name.
+TEST_SUITE("up to chapter 8: keys do not expire") {
+
+TEST_CASE("SET refuses the expiry options it does not support yet") {
+  Fixture f;
+  CHECK(f.run({"SET", "k", "3"}) == "+OK\r\n");
+  CHECK(f.run({"SET", "k", "4", "EX", "10"}).rfind("-ERR EX is not supported", 0) == 0);
+  CHECK(f.run({"GET", "k"}) == "$1\r\n3\r\n");
 }
 
 }  // TEST_SUITE
