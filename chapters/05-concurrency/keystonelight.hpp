@@ -1321,6 +1321,14 @@ class Disk {
     return s;
   }
 
+  // Replaces the log with an empty one, as a compaction would, for Store::clear: counted
+  // as neither a compaction nor a failed one.
+  Status clear(bool* replaced) {
+    *replaced = false;
+    if (Status s = usable(); !s.ok()) return s;
+    return rewrite([](const Entry&) {}, replaced);
+  }
+
   // Whether the log has outgrown the live data enough to be worth compacting (and no
   // failed compaction asks to wait for more growth first).
   bool wants_compaction(std::uint64_t live_bytes) const {

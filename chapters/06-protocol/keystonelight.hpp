@@ -1338,6 +1338,14 @@ class Disk {
     return s;
   }
 
+  // Replaces the log with an empty one, as a compaction would, for Store::clear: counted
+  // as neither a compaction nor a failed one.
+  Status clear(bool* replaced) {
+    *replaced = false;
+    if (Status s = usable(); !s.ok()) return s;
+    return rewrite([](const Entry&) {}, replaced);
+  }
+
   // Whether the log has outgrown the live data enough to be worth compacting (and no
   // failed compaction asks to wait for more growth first).
   bool wants_compaction(std::uint64_t live_bytes) const {
@@ -2489,7 +2497,7 @@ inline Status Store::clear() {
     // A compaction of nothing: an empty log replaces the old one in one rename, so a
     // crash leaves all the data or none of it, never some.
     bool replaced = false;
-    if (Status s = disk_->compact([](const detail::Disk::Entry&) {}, &replaced); !s.ok()) {
+    if (Status s = disk_->clear(&replaced); !s.ok()) {
       // Failing after the rename (the Disk has stopped) leaves the empty log in place:
       // the map must say what the log says. Failing before it, as a store that already
       // refuses writes does at once, leaves both untouched.
@@ -2643,6 +2651,7 @@ class RequestParser {
     std::string_view line = in.substr(0, newline);
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (!split_words(line, args)) return fail("unbalanced quotes in request");
+    if (args->size() > limits_.max_args) return fail("too many arguments in inline request");
     pos_ = newline + 1;
     return Result::kCommand;
   }
@@ -2743,6 +2752,19 @@ inline void null_array(std::string* out) { out->append("*-1\r\n"); }
 namespace detail {
 
 inline long process_id() { return static_cast<long>(::getpid()); }
+
+// Whether a secret a client sent equals the configured one, in time that depends only
+// on their lengths, never on where they first differ: a comparison that stops at the
+// first wrong byte would tell a patient attacker, by its timing, how much of a guess was
+// right.
+inline bool same_secret(std::string_view given, std::string_view secret) {
+  if (secret.empty()) return false;
+  unsigned char difference = given.size() == secret.size() ? 0 : 1;
+  for (std::size_t i = 0; i < given.size(); ++i) {
+    difference |= static_cast<unsigned char>(given[i] ^ secret[i % secret.size()]);
+  }
+  return difference == 0;
+}
 
 inline std::string lower(std::string_view text) {
   std::string out(text);
@@ -2968,7 +2990,21 @@ class Dispatcher {
     session->close = true;
     resp::simple(out, "OK");
   }
-  void shutdown(const Args&, Session* session, std::string*) {
+  // SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]. NOSAVE, SAVE, NOW and FORCE change
+  // nothing here: every write is in the log already, and there is no snapshot to save or
+  // replica to wait for. ABORT cancels a shutdown in progress, and no command runs once
+  // one has begun, so it always has nothing to cancel.
+  void shutdown(const Args& a, Session* session, std::string* out) {
+    bool save = false, nosave = false, abort = false;
+    for (std::size_t i = 1; i < a.size(); ++i) {
+      const std::string option = detail::lower(a[i]);
+      if (option == "save") save = true;
+      else if (option == "nosave") nosave = true;
+      else if (option == "abort") abort = true;
+      else if (option != "now" && option != "force") return resp::error(out, "ERR syntax error");
+    }
+    if ((save && nosave) || (abort && a.size() > 2)) return resp::error(out, "ERR syntax error");
+    if (abort) return resp::error(out, "ERR No shutdown in progress.");
     session->shutdown = true;  // as Redis: no reply; the server stops and the link closes
     session->close = true;
   }
@@ -3256,7 +3292,7 @@ inline void Dispatcher::auth(const Args& a, Session* session, std::string* out) 
                             "the default user. Are you sure your configuration is correct?");
   }
   const bool user_ok = a.size() == 2 || a[1] == "default";
-  if (!user_ok || a.back() != config_.requirepass) {
+  if (!detail::same_secret(a.back(), config_.requirepass) || !user_ok) {
     return resp::error(out, "WRONGPASS invalid username-password pair or user is disabled.");
   }
   session->authenticated = true;

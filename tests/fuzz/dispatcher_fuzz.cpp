@@ -86,8 +86,14 @@ std::map<std::string, std::string> contents(const kl::Store& store) {
   return out;
 }
 
+// Both stores read one clock that moves a millisecond per request, so that expiry (and
+// every TTL reply) is the same for both, and the same again on every run of an input.
+std::int64_t g_now_ms = 0;
+
 kl::Options persistent_options(klfuzz::MemoryFileSystem* fs) {
   kl::Options options;
+  options.clock = [] { return g_now_ms; };
+  options.active_expiry = false;  // no thread removing keys at moments of its own
   options.dir = klfuzz::lock_dir();
   options.fsync = kl::FsyncPolicy::kNever;  // no flusher thread
   options.compact_ratio = 0;                // no compactor thread: COMPACT still works
@@ -122,8 +128,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (requests.empty()) return 0;
 
   klfuzz::MemoryFileSystem fs;
+  g_now_ms = 1'700'000'000'000;
   const kl::Options options = persistent_options(&fs);
-  kl::Store memory;
+  kl::Options in_memory = options;
+  in_memory.dir.clear();
+  std::unique_ptr<kl::Store> memory_store;
+  KLFUZZ_CHECK(kl::Store::open(in_memory, &memory_store).ok(), "a store in memory did not open");
+  kl::Store& memory = *memory_store;
   std::unique_ptr<kl::Store> disk;
   const kl::Status opened = kl::Store::open(options, &disk);
   KLFUZZ_CHECK(opened.ok(), "an empty directory did not open: %s", opened.to_string().c_str());
@@ -132,6 +143,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   kl::Session memory_session, disk_session;
 
   for (const auto& request : requests) {
+    ++g_now_ms;
     std::string memory_reply, disk_reply;
     on_memory.execute(request, &memory_session, &memory_reply);
     on_disk.execute(request, &disk_session, &disk_reply);

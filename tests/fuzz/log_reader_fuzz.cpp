@@ -44,8 +44,12 @@ struct Decoded {
 };
 
 // The record format: header CRC (of the 21 bytes after it), body CRC (of key and value),
-// type (1 put, 2 delete), key length, value length, expiry, all little-endian; then the
-// key and the value. Lengths are only believed once the header CRC holds.
+// type (1 put, 2 delete, and from version 2, 3 expire), key length, value length, expiry,
+// all little-endian; then the key and the value. Only a put has a value. Lengths are only
+// believed once the header CRC holds.
+// The file's format version, found by the header check below (one input at a time).
+std::uint32_t g_version = kl::kLogVersion;
+
 Decoded decode(const std::string& b, std::size_t at) {
   Decoded d;
   constexpr std::size_t kHeader = 4 + 4 + 1 + 4 + 4 + 8;
@@ -58,9 +62,9 @@ Decoded decode(const std::string& b, std::size_t at) {
   const std::uint64_t key = u32(b, at + 9), value = u32(b, at + 13);
   d.expiry = u64(b, at + 17);
   d.result = Result::kBadType;
-  if (d.type != 1 && d.type != 2) return d;
+  if (d.type < 1 || d.type > (g_version >= 2 ? 3 : 2)) return d;
   d.result = Result::kBadLength;
-  if (key > kl::kMaxKeyBytes || value > kl::kMaxValueBytes || (d.type == 2 && value != 0)) return d;
+  if (key > kl::kMaxKeyBytes || value > kl::kMaxValueBytes || (d.type != 1 && value != 0)) return d;
   d.size = kHeader + key + value;
   d.result = Result::kIncomplete;
   if (b.size() - at < d.size) return d;
@@ -134,9 +138,20 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   kl::LogReader::Header header;
   const kl::Status opened = reader.open(&header);
-  const std::string expected_header = kl::detail::encode_file_header();
+  // The header of this build's version, or of any older one: each is read.
+  std::string expected_header = kl::detail::encode_file_header();
+  g_version = kl::kLogVersion;
   const std::size_t have = std::min(bytes.size(), expected_header.size());
-  const bool header_ok = bytes.compare(0, have, expected_header, 0, have) == 0;
+  bool header_ok = bytes.compare(0, have, expected_header, 0, have) == 0;
+  for (std::uint32_t older = 1; older < kl::kLogVersion && !header_ok && have == 16; ++older) {
+    std::string header_of(kl::kLogMagic, 8);
+    kl::detail::put_u32(&header_of, older);
+    kl::detail::put_u32(&header_of, kl::detail::crc32c(header_of));
+    if (bytes.compare(0, 16, header_of) == 0) {
+      header_ok = true;
+      g_version = older;
+    }
+  }
   // A whole header with another version is NotSupported, not Corruption; either refuses.
   KLFUZZ_CHECK(opened.ok() == header_ok, "open() said %s", opened.to_string().c_str());
   if (!opened.ok()) return 0;
