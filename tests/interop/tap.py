@@ -48,7 +48,9 @@ def expect_error(call, error_type, fragment, what):
 
 
 def one_line(text):
-    return " ".join(str(text).split())
+    """text on one line of printable characters: an error may quote a binary key."""
+    text = " ".join(str(text).split())
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class Suite:
