@@ -6,7 +6,7 @@
 //   keystonelight-check --export DIR | redis-cli --pipe
 //
 // It reads DIR/keystonelight.log from start to end with the engine's own LogReader and
-// prints what it holds: records (puts, deletes), live keys, how many bytes are live (the
+// prints what it holds: records (puts, deletes, expiry changes), live keys, how many bytes are live (the
 // latest record of each live key: what compaction keeps) and how many are garbage
 // (overwritten and deleted records: what compaction drops), and the first problem, if
 // any, with its byte offset. A problem is one of these kinds, told apart exactly as
@@ -55,8 +55,9 @@
 // A failed write to standard output (EPIPE, a full disk) is exit 3: the export is then
 // incomplete and must not be used. Check the exit status of the exporter, not only of
 // the loader: in `--export DIR | redis-cli --pipe` the shell reports redis-cli's alone
-// unless `set -o pipefail` is on. The log's expiry field is not exported: no build so far
-// writes anything but 0 there, and Store::open ignores it too.
+// unless `set -o pipefail` is on. A key with an expiry is exported as SET key value PXAT
+// time, so that it expires at the same moment in the server that loads it; a key whose
+// time has passed by the export is left out, as Store::open leaves it out.
 //
 // Exit codes (also in --help):
 //   0  the log is clean, or --fix repaired it; with --export, the live keys were
@@ -73,6 +74,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
@@ -206,7 +208,10 @@ unsigned long long ull(std::uint64_t n) { return static_cast<unsigned long long>
 
 void print_record(const Record& record) {
   std::printf("  %12llu  %-6s  %10zu  %12zu  %s\n", ull(record.offset),
-              record.type == RecordType::kPut ? "put" : "delete", record.key.size(),
+              record.type == RecordType::kPut      ? "put"
+              : record.type == RecordType::kDelete ? "delete"
+                                                   : "expire",
+              record.key.size(),
               record.value.size(), printable_key(record.key).c_str());
 }
 
@@ -225,21 +230,24 @@ struct Scan {
   std::uint64_t good_end = 0;  // offset just after the last good record (or the header)
   std::uint64_t puts = 0;
   std::uint64_t deletes = 0;
-  // The latest put of each live key: where that record starts, and its size with header.
+  std::uint64_t expires = 0;  // records that change only a key's expiry (format version 2)
+  // The latest put of each live key: where that record starts, and its size with header;
+  // and the key's expiry (ms since the epoch, 0: none), from that put or a later change.
   struct Latest {
     std::uint64_t offset = 0;
     std::uint64_t size = 0;
+    std::uint64_t expiry_ms = 0;
   };
   std::unordered_map<std::string, Latest> live;
   std::optional<Problem> problem;
 
-  std::uint64_t records() const { return puts + deletes; }
+  std::uint64_t records() const { return puts + deletes + expires; }
   std::uint64_t live_bytes() const {
     std::uint64_t sum = 0;
     for (const auto& entry : live) sum += entry.second.size;
     return sum;
   }
-  // Records that compaction would drop: overwritten puts and every delete.
+  // Records that compaction would drop: overwritten puts, every delete and expiry change.
   std::uint64_t garbage_bytes() const {
     const std::uint64_t records_bytes =
         header == LogReader::Header::kValid ? good_end - keystonelight::kFileHeaderBytes : 0;
@@ -252,10 +260,15 @@ struct Scan {
 void count_record(const Record& record, Scan* scan) {
   if (record.type == RecordType::kPut) {
     ++scan->puts;
-    scan->live.insert_or_assign(std::string(record.key), Scan::Latest{record.offset, record.size});
-  } else {
+    scan->live.insert_or_assign(std::string(record.key),
+                                Scan::Latest{record.offset, record.size, record.expiry_ms});
+  } else if (record.type == RecordType::kDelete) {
     ++scan->deletes;
     scan->live.erase(std::string(record.key));
+  } else {
+    ++scan->expires;
+    auto it = scan->live.find(std::string(record.key));
+    if (it != scan->live.end()) it->second.expiry_ms = record.expiry_ms;
   }
 }
 
@@ -302,8 +315,9 @@ void print_report(const std::string& path, const Scan& scan) {
     }
   }
   std::printf("\n");
-  std::printf("records:        %llu (puts %llu, deletes %llu)%s\n", ull(scan.records()),
-              ull(scan.puts), ull(scan.deletes), scan.problem ? " before the problem" : "");
+  std::printf("records:        %llu (puts %llu, deletes %llu, expiry changes %llu)%s\n",
+              ull(scan.records()), ull(scan.puts), ull(scan.deletes), ull(scan.expires),
+              scan.problem ? " before the problem" : "");
   std::printf("live keys:      %zu\n", scan.live.size());
   std::printf("live bytes:     %llu (the latest record of each live key: compaction keeps them)\n",
               ull(scan.live_bytes()));
@@ -447,13 +461,20 @@ class Output {
   Status status_;
 };
 
-// One RESP2 command, SET key value: lengths in decimal, bytes as they are, so any key or
-// value (CR, LF, NUL, RESP look-alikes) arrives unchanged.
-bool put_set(std::string_view key, std::string_view value, Output* out) {
-  const std::string key_head = "*3\r\n$3\r\nSET\r\n$" + std::to_string(key.size()) + "\r\n";
+// One RESP2 command, SET key value, with PXAT time for a key with an expiry: lengths in
+// decimal, bytes as they are, so any key or value (CR, LF, NUL, RESP look-alikes) arrives
+// unchanged.
+bool put_set(std::string_view key, std::string_view value, std::uint64_t expiry_ms, Output* out) {
+  const std::string key_head = std::string(expiry_ms ? "*5" : "*3") + "\r\n$3\r\nSET\r\n$" +
+                               std::to_string(key.size()) + "\r\n";
   const std::string value_head = "\r\n$" + std::to_string(value.size()) + "\r\n";
+  std::string tail = "\r\n";
+  if (expiry_ms) {
+    const std::string when = std::to_string(expiry_ms);
+    tail += "$4\r\nPXAT\r\n$" + std::to_string(when.size()) + "\r\n" + when + "\r\n";
+  }
   return out->put(key_head) && out->put(key) && out->put(value_head) && out->put(value) &&
-         out->put("\r\n");
+         out->put(tail);
 }
 
 // Writes the latest record of each live key that `scan` found, in log order, reading the
@@ -463,9 +484,16 @@ bool put_set(std::string_view key, std::string_view value, Output* out) {
 // reads back means the disk returns other bytes than before: an error, not damage to
 // diagnose. The export is then incomplete, and so is it after any error returned here.
 Status write_export(File* file, const Scan& scan, Output* out) {
-  std::vector<std::uint64_t> offsets;
+  // Each live key's latest put, by offset, with its expiry; keys whose time has passed
+  // by now stay out, as Store::open would leave them out.
+  const auto now = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::system_clock::now().time_since_epoch()).count());
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> offsets;  // (offset, expiry)
   offsets.reserve(scan.live.size());
-  for (const auto& entry : scan.live) offsets.push_back(entry.second.offset);
+  for (const auto& entry : scan.live) {
+    const std::uint64_t expiry = entry.second.expiry_ms;
+    if (expiry == 0 || now <= expiry) offsets.emplace_back(entry.second.offset, expiry);
+  }
   std::sort(offsets.begin(), offsets.end());
 
   LogReader reader(file);
@@ -482,8 +510,8 @@ Status write_export(File* file, const Scan& scan, Output* out) {
                               "reading, where the first found a whole record: the file "
                               "changed while it was read, or the disk is failing");
     }
-    if (record.offset != offsets[i]) continue;  // overwritten or deleted later
-    if (!put_set(record.key, record.value, out)) return out->status();
+    if (record.offset != offsets[i].first) continue;  // overwritten, deleted or expired
+    if (!put_set(record.key, record.value, offsets[i].second, out)) return out->status();
     ++i;
   }
   return Status();

@@ -2413,6 +2413,10 @@ class Store {
   // The store's clock, now.
   std::int64_t now_ms() const;
 
+  // The number of keys with an expiry, those whose time has passed but that are not yet
+  // removed included (INFO's "expires", as Redis counts it).
+  std::size_t expiring() const;
+
   // Stores `value` under `key`, to expire `ttl` from now; a ttl of zero or less is
   // InvalidArgument ("invalid expire time").
   Status set(std::string_view key, std::string_view value, std::chrono::milliseconds ttl);
@@ -3248,6 +3252,11 @@ inline std::int64_t Store::now_ms() const {
       .count();
 }
 
+inline std::size_t Store::expiring() const {
+  std::shared_lock<detail::SharedMutex> lock(mu_);
+  return expires_.size();
+}
+
 inline std::int64_t Store::expiry_of(const std::string& key) const {
   if (expires_.empty()) return 0;
   auto it = expires_.find(key);
@@ -3957,10 +3966,11 @@ class Dispatcher {
   struct StringOptions {
     Store::SetIf condition = Store::SetIf::kAlways;  // NX, XX
     bool get = false;                                // SET's GET
-    bool keep_ttl = false;                           // SET's KEEPTTL
-    bool persist = false;                            // GETEX's PERSIST
-    std::int64_t unit_ms = 0;  // 1000 (EX, EXAT) or 1 (PX, PXAT); 0: no expiry given
-    bool absolute = false;     // EXAT, PXAT: a time, not a time to live
+    std::string expiry_option;  // "ex", "px", "exat", "pxat", "keepttl" or "persist"; or none
+    bool keep_ttl = false;      // SET's KEEPTTL
+    bool persist = false;       // GETEX's PERSIST
+    std::int64_t unit_ms = 0;   // 1000 (EX, EXAT) or 1 (PX, PXAT); 0: no expiry given
+    bool absolute = false;      // EXAT, PXAT: a time, not a time to live
     const std::string* expire = nullptr;  // the argument after EX, PX, EXAT or PXAT
   };
   static bool string_options(const Args& a, std::size_t first, bool for_set, StringOptions* o,
@@ -4138,7 +4148,9 @@ inline bool Dispatcher::string_options(const Args& a, std::size_t first, bool fo
   for (std::size_t i = first; i < a.size(); ++i) {
     const std::string option = detail::lower(a[i]);
     const bool has_next = i + 1 < a.size();
-    const bool has_expiry = o->unit_ms != 0 || o->keep_ttl || o->persist;
+    // One way of giving the expiry, which may be repeated (the last value counts), as in
+    // Redis; two different ways contradict each other.
+    const bool has_expiry = !o->expiry_option.empty() && o->expiry_option != option;
     if (for_set && option == "nx" && o->condition != Store::SetIf::kIfPresent) {
       o->condition = Store::SetIf::kIfAbsent;
     } else if (for_set && option == "xx" && o->condition != Store::SetIf::kIfAbsent) {
@@ -4147,10 +4159,13 @@ inline bool Dispatcher::string_options(const Args& a, std::size_t first, bool fo
       o->get = true;
     } else if (for_set && option == "keepttl" && !has_expiry) {
       o->keep_ttl = true;
+      o->expiry_option = option;
     } else if (!for_set && option == "persist" && !has_expiry) {
       o->persist = true;
+      o->expiry_option = option;
     } else if ((option == "ex" || option == "px" || option == "exat" || option == "pxat") &&
                !has_expiry && has_next) {
+      o->expiry_option = option;
       o->unit_ms = option[0] == 'e' ? 1000 : 1;
       o->absolute = option.size() == 4;
       o->expire = &a[++i];
@@ -4296,7 +4311,10 @@ inline void Dispatcher::info(const Args& a, Session*, std::string* out) {
   if (wanted("keyspace")) {
     text += "# Keyspace\r\n";
     const std::size_t keys = store_->size();
-    if (keys > 0) field("db0", "keys=" + std::to_string(keys) + ",expires=0,avg_ttl=0");
+    if (keys > 0) {
+      field("db0", "keys=" + std::to_string(keys) + ",expires=" +
+                       std::to_string(store_->expiring()) + ",avg_ttl=0");
+    }
   }
   resp::bulk(out, text);
 }

@@ -327,6 +327,11 @@ TEST_CASE("SET takes EX, PX, EXAT, PXAT, KEEPTTL, GET, NX and XX in any valid mi
   CHECK(s.run({"SET", "k", "v", "EX", "9223372036854775807"}) ==
         "-ERR invalid expire time in 'set' command\r\n");
   CHECK(s.run({"SET", "k", "v", "EX", "ten"}) == "-ERR value is not an integer or out of range\r\n");
+  // One way of giving the expiry may come twice, as in Redis: the last one counts.
+  CHECK(s.run({"SET", "k", "v", "EX", "10", "EX", "20"}) == "+OK\r\n");
+  CHECK(s.run({"TTL", "k"}) == integer(20));
+  CHECK(s.run({"SET", "k", "v", "KEEPTTL", "KEEPTTL", "NX", "NX"}) == "$-1\r\n");
+  CHECK(s.run({"INFO", "keyspace"}).find("db0:keys=1,expires=1,avg_ttl=0") != std::string::npos);
 }
 
 TEST_CASE("EXPIRE, PEXPIRE, EXPIREAT and PEXPIREAT, with their conditions and errors") {

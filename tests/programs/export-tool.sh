@@ -58,6 +58,8 @@ cat > "$work/helper.cpp" <<'EOF'
 // helper many DIR          thousands of keys, overwritten and deleted
 // helper empty DIR         opens and closes a store: a log with its file header only
 // helper badtype DIR       appends a record whose header checksum holds but whose type is 9
+// helper expiring DIR      keys with expiry times: one long passed, one set by an expire
+//                          record, one made persistent again, one put with its time
 // helper verify FILE DIR   parses FILE as SET commands only, strictly, and compares them with
 //                          the store in DIR (a copy: opening it may cut a torn tail);
 //                          prints the number of commands
@@ -357,6 +359,29 @@ int main(int argc, char** argv) {
     return log.good() ? 0 : die("cannot append to the log");
   }
 
+  if (mode == "expiring") {
+    // The store's clock stands in 1970, so a ttl of 5 ms has long passed for the export.
+    kl::Options options;
+    options.dir = dir;
+    options.clock = [] { return std::int64_t{1000000}; };
+    options.active_expiry = false;
+    std::unique_ptr<kl::Store> store;
+    kl::Status s = kl::Store::open(options, &store);
+    const std::int64_t year_2100 = 4102444800000;
+    kl::Store::SetOptions at_2100;
+    at_2100.expire_at_ms = year_2100;
+    bool stored = false;
+    if (s.ok()) s = store->set("gone", "x", std::chrono::milliseconds(5));
+    if (s.ok()) s = store->set("later", "v1");
+    if (s.ok()) s = store->expire_at("later", year_2100);
+    if (s.ok()) s = store->set("plain", "v2");
+    if (s.ok()) s = store->set("persisted", "v3", std::chrono::milliseconds(5));
+    if (s.ok()) s = store->persist("persisted");
+    if (s.ok()) s = store->set("ttl", "v4", at_2100, &stored);
+    if (s.ok()) s = store->close();
+    return s.ok() ? 0 : die(s);
+  }
+
   std::unique_ptr<kl::Store> store;
   if (int r = open_store(dir, &store); r != 0) return r;
   if (mode == "make") {
@@ -570,6 +595,20 @@ out=$(cat "$work/closed.err")
 expect "a closed stdout is refused with exit 3" 3 "standard output is closed"
 holds "a closed stdout does not make the export land in the log" \
   [ "$(sum_of "$work/mixed/$log")" = "$before" ]
+
+# --- Expiry times ------------------------------------------------------------------------
+if "$helper" expiring "$work/expiring" 2> "$work/helper.err"; then
+  run expiring --export "$work/expiring"
+  expect "a log with expiry times exports" 0
+  printf '*5\r\n$3\r\nSET\r\n$5\r\nlater\r\n$2\r\nv1\r\n$4\r\nPXAT\r\n$13\r\n4102444800000\r\n*3\r\n$3\r\nSET\r\n$5\r\nplain\r\n$2\r\nv2\r\n*3\r\n$3\r\nSET\r\n$9\r\npersisted\r\n$2\r\nv3\r\n*5\r\n$3\r\nSET\r\n$3\r\nttl\r\n$2\r\nv4\r\n$4\r\nPXAT\r\n$13\r\n4102444800000\r\n' \
+    > "$work/expected-expiring"
+  holds "keys keep their expiry as PXAT (from a put or an expire record), a persisted key has none, and a key whose time passed is left out" \
+    same expiring.out expected-expiring
+  run expiring-records "$work/expiring"
+  holds "the summary counts the expiry changes" grep -q "expiry changes 2" "$work/expiring-records.out"
+else
+  not_ok "the helper did not write the log with expiry times: $(cat "$work/helper.err")"
+fi
 
 # --- While a store holds the directory ------------------------------------------------------
 copy mixed held
