@@ -1256,6 +1256,10 @@ enum class RecordType : std::uint8_t {
   kExpire = 3,  // key keeps its value, and its expiry becomes the header's (0: none); the
                 // value length is 0. Version 2 of the format (chapter 9) adds it.
 //< chapter 9
+//> chapter 10
+  kBatch = 4,   // several changes that apply together or not at all: no key, and a value
+                // made of entries (see detail::encode_batch_entry). Version 3 (chapter 10).
+//< chapter 10
 };
 
 inline constexpr char kLogMagic[8] = {'K', 'E', 'Y', 'S', 'T', 'O', 'N', 'E'};
@@ -1265,14 +1269,24 @@ inline constexpr char kLogMagic[8] = {'K', 'E', 'Y', 'S', 'T', 'O', 'N', 'E'};
 #if 0 //> chapters 2-8
 inline constexpr std::uint32_t kLogVersion = 1;
 #endif //< chapters 2-8
-//> chapter 9
+#if 0 //> chapters 9-9
 inline constexpr std::uint32_t kLogVersion = 2;
-//< chapter 9
+#endif //< chapters 9-9
+//> chapter 10
+inline constexpr std::uint32_t kLogVersion = 3;
+//< chapter 10
 inline constexpr std::size_t kFileHeaderBytes = 8 + 4 + 4;           // magic, version, CRC
 // Header CRC, body CRC, type, key length, value length, expiry.
 inline constexpr std::size_t kRecordHeaderBytes = 4 + 4 + 1 + 4 + 4 + 8;
 inline constexpr std::uint32_t kMaxKeyBytes = KEYSTONELIGHT_MAX_KEY_BYTES;
 inline constexpr std::uint32_t kMaxValueBytes = KEYSTONELIGHT_MAX_VALUE_BYTES;
+//> chapter 10
+// A batch entry: type, key length, value length, expiry; then its key and value. The
+// batch record's body CRC covers every entry, so an entry carries no CRC of its own.
+inline constexpr std::size_t kBatchEntryHeaderBytes = 1 + 4 + 4 + 8;
+// The most a batch record's entries may hold: what its 32-bit value length can say.
+inline constexpr std::uint64_t kMaxBatchBytes = 0xFFFFFFFFu;
+//< chapter 10
 
 // One record as the reader found it. The views point into the reader's buffer and stay
 // valid until its next call.
@@ -1365,6 +1379,61 @@ inline void encode_record(RecordType type, std::string_view key, std::string_vie
   out->append(key);
   out->append(value);
 }
+//> chapter 10
+
+// Appends one entry of a batch record's value to *out.
+inline void encode_batch_entry(RecordType type, std::string_view key, std::string_view value,
+                               std::uint64_t expiry_ms, std::string* out) {
+  out->push_back(static_cast<char>(type));
+  put_u32(out, static_cast<std::uint32_t>(key.size()));
+  put_u32(out, static_cast<std::uint32_t>(value.size()));
+  put_u64(out, expiry_ms);
+  out->append(key);
+  out->append(value);
+}
+
+// Reads the entries of a batch record's value, one at a time. next() is false at the end
+// or at an entry that does not fit or make sense (valid_batch() says which).
+class BatchReader {
+ public:
+  explicit BatchReader(std::string_view body) : body_(body) {}
+  bool next(Record* entry) {
+    if (body_.size() < kBatchEntryHeaderBytes) return false;
+    const char* p = body_.data();
+    const auto type = static_cast<unsigned char>(p[0]);
+    const std::uint32_t key_bytes = get_u32(p + 1);
+    const std::uint32_t value_bytes = get_u32(p + 5);
+    const std::uint64_t size = kBatchEntryHeaderBytes + std::uint64_t{key_bytes} + value_bytes;
+    if (type < static_cast<unsigned char>(RecordType::kPut) ||
+        type > static_cast<unsigned char>(RecordType::kExpire) || key_bytes > kMaxKeyBytes ||
+        value_bytes > kMaxValueBytes ||
+        (type != static_cast<unsigned char>(RecordType::kPut) && value_bytes != 0) ||
+        size > body_.size()) {
+      return false;
+    }
+    entry->type = static_cast<RecordType>(type);
+    entry->key = body_.substr(kBatchEntryHeaderBytes, key_bytes);
+    entry->value = body_.substr(kBatchEntryHeaderBytes + key_bytes, value_bytes);
+    entry->expiry_ms = get_u64(p + 9);
+    body_.remove_prefix(static_cast<std::size_t>(size));
+    return true;
+  }
+  bool at_end() const { return body_.empty(); }
+
+ private:
+  std::string_view body_;
+};
+
+// Whether a batch record's value is a whole number of entries, at least two, each one a
+// put, delete or expire that a record of its own could hold.
+inline bool valid_batch(std::string_view body) {
+  BatchReader reader(body);
+  Record entry;
+  std::size_t count = 0;
+  while (reader.next(&entry)) ++count;
+  return reader.at_end() && count >= 2;
+}
+//< chapter 10
 
 }  // namespace detail
 
@@ -1381,6 +1450,23 @@ inline Status check_record_limits(std::string_view key, std::string_view value) 
                                     " bytes is longer than the limit of " +
                                     std::to_string(kMaxValueBytes) +
                                     " (KEYSTONELIGHT_MAX_VALUE_BYTES)");
+  }
+  return Status();
+}
+
+// Checks a whole record against the format before it is written.
+inline Status check_record(RecordType type, std::string_view key, std::string_view value) {
+//> chapter 10
+  if (type == RecordType::kBatch) {
+    if (key.empty() && value.size() <= kMaxBatchBytes) return Status();
+    return Status::invalid_argument("a batch of " + std::to_string(value.size()) + " bytes is "
+                                    "more than one record can hold (4 GiB): change fewer keys "
+                                    "at a time");
+  }
+//< chapter 10
+  if (Status s = check_record_limits(key, value); !s.ok()) return s;
+  if (type != RecordType::kPut && !value.empty()) {
+    return Status::invalid_argument("only a put record has a value");
   }
   return Status();
 }
@@ -1407,10 +1493,7 @@ class LogWriter {
   // the file allows), so a failed append never leaves half a record behind.
   Status append(RecordType type, std::string_view key, std::string_view value,
                 std::uint64_t expiry_ms = 0) {
-    if (Status s = check_record_limits(key, value); !s.ok()) return s;
-    if (type != RecordType::kPut && !value.empty()) {
-      return Status::invalid_argument("only a put record has a value");
-    }
+    if (Status s = check_record(type, key, value); !s.ok()) return s;
     if (!broken_.ok()) return broken_;
     buffer_.clear();
     detail::encode_record(type, key, value, expiry_ms, &buffer_);
@@ -1629,10 +1712,19 @@ class LogReader {
     if (type < static_cast<unsigned char>(RecordType::kPut) || type > max_type()) {
       return Result::kBadType;
     }
+#if 0 //> chapters 2-9
     if (key_bytes > kMaxKeyBytes || value_bytes > kMaxValueBytes ||
         (type != static_cast<unsigned char>(RecordType::kPut) && value_bytes != 0)) {
       return Result::kBadLength;
     }
+#endif //< chapters 2-9
+//> chapter 10
+    const bool batch = type == static_cast<unsigned char>(RecordType::kBatch);
+    if (key_bytes > (batch ? 0 : kMaxKeyBytes) || (!batch && value_bytes > kMaxValueBytes) ||
+        (!batch && type != static_cast<unsigned char>(RecordType::kPut) && value_bytes != 0)) {
+      return Result::kBadLength;
+    }
+//< chapter 10
     // Checked against the file's size before anything is read or allocated: a damaged
     // length must not make us read (or reserve) half a gigabyte.
     const std::uint64_t size = kRecordHeaderBytes + std::uint64_t{key_bytes} + value_bytes;
@@ -1649,6 +1741,13 @@ class LogReader {
                                           static_cast<std::size_t>(size) - kRecordHeaderBytes)) {
       return Result::kBadChecksum;
     }
+//> chapter 10
+    // A batch whose CRC holds but whose entries do not add up was written wrong, not
+    // damaged on the way: it is refused all the same, never half applied.
+    if (batch && !detail::valid_batch(std::string_view(p + kRecordHeaderBytes, value_bytes))) {
+      return Result::kBadLength;
+    }
+//< chapter 10
     record->type = static_cast<RecordType>(type);
     record->key = std::string_view(p + kRecordHeaderBytes, key_bytes);
     record->value = std::string_view(p + kRecordHeaderBytes + key_bytes, value_bytes);
@@ -1685,9 +1784,15 @@ class LogReader {
 #if 0 //> chapters 2-8
     return static_cast<unsigned char>(RecordType::kDelete);
 #endif //< chapters 2-8
-//> chapter 9
+#if 0 //> chapters 9-9
     return static_cast<unsigned char>(version_ < 2 ? RecordType::kDelete : RecordType::kExpire);
-//< chapter 9
+#endif //< chapters 9-9
+//> chapter 10
+    const RecordType newest = version_ < 2   ? RecordType::kDelete
+                              : version_ < 3 ? RecordType::kExpire
+                                             : RecordType::kBatch;
+    return static_cast<unsigned char>(newest);
+//< chapter 10
   }
 
   File* file_;
@@ -2419,6 +2524,31 @@ inline bool glob_match(std::string_view pattern, std::string_view text) {
 // fail. Only the destructor must not race with other calls.
 //< chapter 5
 // =======================================================================================
+//> chapter 10
+
+// Changes to apply to a store together (chapter 10): Store::write applies all of them,
+// in order, in one transaction, or none. A plain value: build it, hand it over, reuse it.
+class WriteBatch {
+ public:
+  // Stores `value` under `key`, to expire at `expire_at_ms` (ms since the epoch; 0: never).
+  void set(std::string_view key, std::string_view value, std::int64_t expire_at_ms = 0) {
+    ops_.push_back({false, std::string(key), std::string(value), expire_at_ms});
+  }
+  void del(std::string_view key) { ops_.push_back({true, std::string(key), std::string(), 0}); }
+  std::size_t size() const { return ops_.size(); }
+  void clear() { ops_.clear(); }
+
+ private:
+  friend class Store;
+  struct Op {
+    bool del;
+    std::string key;
+    std::string value;
+    std::int64_t expire_at_ms;
+  };
+  std::vector<Op> ops_;
+};
+//< chapter 10
 
 class Store {
  public:
@@ -2605,6 +2735,49 @@ class Store {
   // stores that turn that off and for tests.
   Status remove_expired(std::size_t sample, std::size_t* removed);
 //< chapter 9
+//> chapter 10
+
+  // Batches and transactions (chapter 10).
+
+  // Runs `fn` as one transaction. The writer lock is held for the whole of it, so no
+  // reader sees part of it and no other write comes between; and every change it makes
+  // goes to the log as one batch record, so a crash keeps all of them or none. When `fn`
+  // returns an error, or the record cannot be written, every change it made is undone
+  // and that error comes back. Inside `fn` the store's members may be called from the
+  // same thread (they see the transaction's own changes, and a transaction() inside
+  // joins this one); compact() is refused there. Other threads wait for the store until
+  // `fn` returns, so `fn` must not wait for them.
+  Status transaction(const std::function<Status()>& fn);
+
+  // Applies every change of `batch`, in order, in one transaction: all of them or none.
+  Status write(const WriteBatch& batch);
+
+  // Keys watched for optimistic locking, as Redis's WATCH: a Watch remembers each key's
+  // version when add() saw it; changed() says whether any has been written since (set,
+  // deleted, its expiry changed, or removed by FLUSHDB) or has expired. Read, decide, then
+  // in transaction() write only if !changed(). A Watch costs nothing to writers of keys
+  // nobody watches. It must not outlive its store; one thread uses it at a time.
+  class Watch {
+   public:
+    explicit Watch(Store* store) : store_(store) {}
+    ~Watch() { clear(); }
+    Watch(const Watch&) = delete;
+    Watch& operator=(const Watch&) = delete;
+    void add(std::string_view key);
+    bool changed() const;
+    void clear();  // stops watching every key
+    bool empty() const { return keys_.empty(); }
+
+   private:
+    struct Key {
+      std::string key;
+      std::uint64_t version;  // Watched::version when added
+      bool live;              // the key had a value then
+    };
+    Store* store_;
+    std::vector<Key> keys_;
+  };
+//< chapter 10
 
   // Whether `key` has a value.
   bool exists(std::string_view key) const;
@@ -2679,6 +2852,8 @@ class Store {
   bool keeps_undo() const;
   void remember(std::string_view key, std::optional<std::string> previous);
   void undo_unsynced();
+  struct Undo;
+  void restore(Undo* undo);
 
   // The background compaction thread: started by open() when automatic compaction is on,
   // woken by maybe_compact(), stopped and joined by close().
@@ -2717,7 +2892,18 @@ class Store {
   using WritersMutex = detail::OrderedMutex<1>;
   using CompactorMutex = detail::OrderedMutex<3>;
   struct WriteLock {  // a writer's two locks, in order
+#if 0 //> chapters 5-9
     explicit WriteLock(Store* store) : writers(store->writers_mu_), map(store->mu_) {}
+#endif //< chapters 5-9
+//> chapter 10
+    // Inside a transaction its thread holds both already (chapter 10): it takes neither.
+    explicit WriteLock(Store* store)
+        : writers(store->writers_mu_, std::defer_lock), map(store->mu_, std::defer_lock) {
+      if (store->in_transaction()) return;
+      writers.lock();
+      map.lock();
+    }
+//< chapter 10
     std::unique_lock<WritersMutex> writers;
     std::unique_lock<detail::SharedMutex> map;
   };
@@ -2773,6 +2959,38 @@ class Store {
   std::thread expiry_thread_;     // started under the writer lock, joined by stop_expiry()
   std::uint64_t expiry_seed_ = 0x9E3779B97F4A7C15u;  // remove_expired's random walk
 //< chapter 9
+//> chapter 10
+
+  // Transactions (chapter 10). The running transaction's batch: the log entries of its
+  // changes, and what each replaced, to put back if it fails. Set, read and cleared by
+  // the transaction's own thread, under the writer lock.
+  struct Batch {
+    std::string entries;    // encoded batch entries (a persistent store's only)
+    std::size_t count = 0;  // entries in it
+    std::deque<Undo> undo;  // what each change replaced, oldest first
+  };
+  Batch* batch_ = nullptr;
+  std::atomic<std::thread::id> owner_{};  // the thread running a transaction, if any
+  bool in_transaction() const { return owner_.load() == std::this_thread::get_id(); }
+  Status add_to_batch(RecordType type, std::string_view key, std::string_view value,
+                      std::int64_t expiry_ms);
+  Status commit(Batch* batch);     // one record for the whole batch; undoes it on failure
+  void roll_back(Batch* batch);    // puts back what the batch's changes replaced
+
+  // WATCH's bookkeeping: for each key some Watch watches, how many do, and a version that
+  // every change to the key moves on (touch(), from put, erase and change_expiry).
+  // Guarded by the writer lock.
+  struct Watched {
+    std::size_t watchers = 0;
+    std::uint64_t version = 0;
+  };
+  std::unordered_map<std::string, Watched> watched_;
+  std::uint64_t watch_clock_ = 0;
+  void touch(const std::string& key) {
+    if (watched_.empty()) return;
+    if (auto it = watched_.find(key); it != watched_.end()) it->second.version = ++watch_clock_;
+  }
+//< chapter 10
 };
 
 inline std::optional<std::string> Store::get(std::string_view key) const {
@@ -2829,6 +3047,9 @@ inline Status Store::put(std::string_view key, std::string_view value, std::int6
 //> chapter 9
   set_expiry(it->first, expire_at_ms);
 //< chapter 9
+//> chapter 10
+  touch(it->first);
+//< chapter 10
 //> chapter 4
   maybe_compact();
 //< chapter 4
@@ -2848,6 +3069,9 @@ inline Status Store::erase(Map::iterator it) {
 //> chapter 9
   expires_.erase(it->first);
 //< chapter 9
+//> chapter 10
+  touch(it->first);
+//< chapter 10
   map_.erase(it);
 //> chapter 4
   maybe_compact();
@@ -3131,6 +3355,14 @@ inline void Store::replay(const Record& record) {
       else expires_.erase(key);
       break;
 //< chapter 9
+//> chapter 10
+    case RecordType::kBatch: {  // the reader checked every entry before handing it over
+      detail::BatchReader entries(record.value);
+      Record entry;
+      while (entries.next(&entry)) replay(entry);
+      break;
+    }
+//< chapter 10
   }
 }
 
@@ -3159,12 +3391,18 @@ inline const Options& Store::options() const {
 inline Status Store::log_put(std::string_view key, std::string_view value,
                              std::int64_t expire_at_ms) {
   if (Status s = check_record_limits(key, value); !s.ok()) return s;
+//> chapter 10
+  if (batch_ != nullptr) return add_to_batch(RecordType::kPut, key, value, expire_at_ms);
+//< chapter 10
   return disk_ ? disk_->append(RecordType::kPut, key, value,
                                static_cast<std::uint64_t>(expire_at_ms))
                : Status();
 }
 
 inline Status Store::log_delete(std::string_view key) {
+//> chapter 10
+  if (batch_ != nullptr) return add_to_batch(RecordType::kDelete, key, {}, 0);
+//< chapter 10
   return disk_ ? disk_->append(RecordType::kDelete, key, {}) : Status();
 }
 //< chapter 3
@@ -3184,6 +3422,12 @@ inline Status Store::log_delete(std::string_view key) {
 
 inline Status Store::compact() {
   if (!disk_) return Status();
+//> chapter 10
+  if (in_transaction()) {
+    return Status::invalid_argument("a compaction cannot run inside a transaction, which "
+                                    "holds the writer lock it needs: compact after it");
+  }
+//< chapter 10
 //> chapter 5
   // Writers wait, so the map the new log is made from is the map when it replaces the
   // old one; readers go on, since nothing changes the map meanwhile.
@@ -3194,7 +3438,13 @@ inline Status Store::compact() {
 
 inline Stats Store::stats() const {
 //> chapter 5
+#if 0 //> chapters 5-9
   std::shared_lock<detail::SharedMutex> lock(mu_);
+#endif //< chapters 5-9
+//> chapter 10
+  std::shared_lock<detail::SharedMutex> lock(mu_, std::defer_lock);
+  if (!in_transaction()) lock.lock();
+//< chapter 10
 //< chapter 5
   Stats stats = disk_ ? disk_->stats() : Stats();
   stats.live_bytes = (disk_ ? kFileHeaderBytes : 0) + live_bytes_;
@@ -3259,6 +3509,9 @@ inline void Store::count_live(int sign, std::string_view key, std::string_view v
 // =======================================================================================
 
 inline Status Store::finish_write(WriteLock& lock) {
+//> chapter 10
+  if (!lock.writers.owns_lock()) return Status();  // in a transaction: its commit waits
+//< chapter 10
   if (!disk_) return Status();
   const std::uint64_t ticket = disk_->appended();  // still under the lock: our record's number
   lock.map.unlock();
@@ -3270,6 +3523,9 @@ inline Status Store::finish_write(WriteLock& lock) {
 
 template <typename Peek>
 auto Store::read(Peek peek) const -> decltype(peek()) {
+//> chapter 10
+  if (in_transaction()) return peek();  // its thread holds the lock, and its writes wait
+//< chapter 10
   std::shared_lock<detail::SharedMutex> lock(mu_);
   auto found = peek();
   if (!disk_ || undone_) return found;
@@ -3284,10 +3540,23 @@ auto Store::read(Peek peek) const -> decltype(peek()) {
 }
 
 inline bool Store::keeps_undo() const {
+#if 0 //> chapters 5-9
   return disk_ && disk_->options().fsync == FsyncPolicy::kAlways;
+#endif //< chapters 5-9
+//> chapter 10
+  // A transaction keeps what it replaced too, to undo it when it fails.
+  return batch_ != nullptr || (disk_ && disk_->options().fsync == FsyncPolicy::kAlways);
+//< chapter 10
 }
 
 inline void Store::remember(std::string_view key, std::optional<std::string> previous) {
+//> chapter 10
+  if (batch_ != nullptr) {  // kept by the transaction, and handed to undo_ when it commits
+    batch_->undo.push_back({0, std::string(key), std::move(previous)});
+    if (batch_->undo.back().previous) batch_->undo.back().previous_expiry = expiry_of(batch_->undo.back().key);
+    return;
+  }
+//< chapter 10
   // Tickets grow in the order of the log; undo_unsynced() relies on it.
   assert(undo_.empty() || undo_.back().ticket < disk_->appended());
   const std::uint64_t synced = disk_->synced();
@@ -3306,22 +3575,24 @@ inline void Store::undo_unsynced() {
   if (undone_) return;
   undone_ = true;
   const std::uint64_t synced = disk_->synced();
-  for (; !undo_.empty() && undo_.back().ticket > synced; undo_.pop_back()) {
-    Undo& undo = undo_.back();
-    if (auto it = map_.find(undo.key); it != map_.end()) {
-      count_live(-1, undo.key, it->second);
-      map_.erase(it);
-    }
-//> chapter 9
-    expires_.erase(undo.key);
-    if (undo.previous && undo.previous_expiry != 0) expires_[undo.key] = undo.previous_expiry;
-//< chapter 9
-    if (undo.previous) {
-      count_live(+1, undo.key, *undo.previous);
-      map_.emplace(std::move(undo.key), std::move(*undo.previous));
-    }
-  }
+  for (; !undo_.empty() && undo_.back().ticket > synced; undo_.pop_back()) restore(&undo_.back());
   undo_.clear();
+}
+
+// Puts back what one write replaced (the writer lock held).
+inline void Store::restore(Undo* undo) {
+  if (auto it = map_.find(undo->key); it != map_.end()) {
+    count_live(-1, undo->key, it->second);
+    map_.erase(it);
+  }
+//> chapter 9
+  expires_.erase(undo->key);
+  if (undo->previous && undo->previous_expiry != 0) expires_[undo->key] = undo->previous_expiry;
+//< chapter 9
+  if (undo->previous) {
+    count_live(+1, undo->key, *undo->previous);
+    map_.emplace(std::move(undo->key), std::move(*undo->previous));
+  }
 }
 
 inline Status Store::increment(std::string_view key, std::int64_t delta, std::int64_t* result) {
@@ -3429,14 +3700,23 @@ inline Status Store::set_all(const std::vector<std::pair<std::string_view, std::
   for (const auto& [key, value] : pairs) {  // refuse before writing any, not halfway
     if (Status s = check_record_limits(key, value); !s.ok()) return s;
   }
+//> chapter 10
+  return transaction([&] {  // one batch record: a crash keeps every pair or none
+//< chapter 10
   WriteLock lock(this);
   for (const auto& [key, value] : pairs) {
     if (Status s = put(key, value); !s.ok()) return s;
   }
   return finish_write(lock);
+//> chapter 10
+  });
+//< chapter 10
 }
 
 inline Status Store::del_all(const std::vector<std::string_view>& keys, std::size_t* removed) {
+//> chapter 10
+  return transaction([&] {  // one batch record: a crash keeps every removal or none
+//< chapter 10
   WriteLock lock(this);
   *removed = 0;
   for (std::string_view key : keys) {
@@ -3446,6 +3726,9 @@ inline Status Store::del_all(const std::vector<std::string_view>& keys, std::siz
     ++*removed;
   }
   return finish_write(lock);
+//> chapter 10
+  });
+//< chapter 10
 }
 
 inline std::vector<std::optional<std::string>> Store::get_all(
@@ -3525,6 +3808,19 @@ inline std::vector<std::string> Store::keys(std::string_view pattern, const Read
 
 inline Status Store::clear() {
   WriteLock lock(this);
+//> chapter 10
+  if (in_transaction()) {
+    // The log cannot be swapped under a transaction's batch: each key gets a delete in
+    // it instead, so that the whole transaction still lands as one record.
+    for (auto it = map_.begin(); it != map_.end();) {
+      auto next = std::next(it);
+      if (Status s = erase(it); !s.ok()) return s;
+      it = next;
+    }
+    return Status();
+  }
+  for (auto& entry : watched_) entry.second.version = ++watch_clock_;  // every key changes
+//< chapter 10
   if (disk_) {
     // A compaction of nothing: an empty log replaces the old one in one rename, so a
     // crash leaves all the data or none of it, never some.
@@ -3582,8 +3878,7 @@ inline std::int64_t Store::now_ms() const {
 }
 
 inline std::size_t Store::expiring() const {
-  std::shared_lock<detail::SharedMutex> lock(mu_);
-  return expires_.size();
+  return read([&] { return expires_.size(); });
 }
 
 inline std::int64_t Store::expiry_of(const std::string& key) const {
@@ -3613,6 +3908,9 @@ inline void Store::set_expiry(const std::string& key, std::int64_t expire_at_ms)
 }
 
 inline Status Store::log_expire(const std::string& key, std::int64_t when_ms) {
+//> chapter 10
+  if (batch_ != nullptr) return add_to_batch(RecordType::kExpire, key, {}, when_ms);
+//< chapter 10
   return disk_ ? disk_->append(RecordType::kExpire, key, {}, static_cast<std::uint64_t>(when_ms))
                : Status();
 }
@@ -3622,6 +3920,9 @@ inline Status Store::change_expiry(Map::iterator it, std::int64_t when_ms) {
   if (Status s = log_expire(it->first, when_ms); !s.ok()) return s;
   if (keeps_undo()) remember(it->first, it->second);
   set_expiry(it->first, when_ms);
+//> chapter 10
+  touch(it->first);
+//< chapter 10
   return Status();
 }
 
@@ -3775,6 +4076,149 @@ inline void Store::stop_expiry() {
   if (expiry_thread_.joinable()) expiry_thread_.join();
 }
 //< chapter 9
+//> chapter 10
+
+// =======================================================================================
+// Chapter 10: batches and transactions
+//
+// MSET of ten keys was ten records: a crash between the fourth and the fifth kept four,
+// and no client was ever told. A transaction fixes that for MSET, DEL of many keys,
+// MULTI/EXEC and the embedded WriteBatch alike: its thread takes the writer lock for the
+// whole of it (readers see all of it or none of it), its changes apply to the map as
+// they come (later commands see earlier ones), and their log entries gather in a batch
+// that is written as one record when it ends: one write(2), one CRC over all of it, so a
+// crash keeps all of it or none. If that record cannot be written, or the transaction
+// fails, what its changes replaced is put back before anyone can see it.
+//
+//   batch record   header (25 bytes, type 4, key length 0) | entry | entry | ...
+//   entry          type (1) | key length (4) | value length (4) | expiry (8) | key | value
+//
+// A transaction of one change writes an ordinary record; of none, nothing.
+//
+// WATCH is optimistic locking: each watched key has a version that every change to it
+// moves on; EXEC, inside its transaction, compares. Keys nobody watches pay one check
+// of an empty table per change.
+// =======================================================================================
+
+inline Status Store::transaction(const std::function<Status()>& fn) {
+  if (in_transaction()) return fn();  // joins the transaction already running
+  WriteLock lock(this);
+  Batch batch;
+  batch_ = &batch;
+  owner_ = std::this_thread::get_id();
+  Status s;
+  try {
+    s = fn();
+  } catch (...) {
+    owner_ = std::thread::id();
+    batch_ = nullptr;
+    roll_back(&batch);
+    throw;
+  }
+  owner_ = std::thread::id();
+  batch_ = nullptr;
+  if (!s.ok()) {
+    roll_back(&batch);
+    return s;
+  }
+  if (Status c = commit(&batch); !c.ok()) return c;
+  return finish_write(lock);
+}
+
+inline Status Store::write(const WriteBatch& batch) {
+  for (const WriteBatch::Op& op : batch.ops_) {  // refuse before changing anything
+    if (Status s = check_record_limits(op.key, op.value); !s.ok()) return s;
+  }
+  return transaction([&] {
+    for (const WriteBatch::Op& op : batch.ops_) {
+      Status s;
+      if (op.del) {
+        auto it = lookup_for_write(op.key);
+        if (it != map_.end()) s = erase(it);
+      } else if (op.expire_at_ms != 0 && now_ms() > op.expire_at_ms) {
+        auto it = lookup_for_write(op.key);  // its time has passed: what remains is absence
+        if (it != map_.end()) s = erase(it);
+      } else {
+        s = put(op.key, op.value, op.expire_at_ms);
+      }
+      if (!s.ok()) return s;
+    }
+    return Status();
+  });
+}
+
+inline Status Store::add_to_batch(RecordType type, std::string_view key, std::string_view value,
+                                  std::int64_t expiry_ms) {
+  if (!disk_) return Status();  // a store in memory logs nothing
+  detail::encode_batch_entry(type, key, value, static_cast<std::uint64_t>(expiry_ms),
+                             &batch_->entries);
+  ++batch_->count;
+  return Status();
+}
+
+inline Status Store::commit(Batch* batch) {
+  Status s;
+  if (batch->count == 1) {  // one change: an ordinary record says it
+    detail::BatchReader entries(batch->entries);
+    Record entry;
+    entries.next(&entry);
+    s = disk_->append(entry.type, entry.key, entry.value, entry.expiry_ms);
+  } else if (batch->count > 1) {
+    s = check_record(RecordType::kBatch, {}, batch->entries);
+    if (s.ok()) s = disk_->append(RecordType::kBatch, {}, batch->entries);
+  }
+  if (!s.ok()) {
+    roll_back(batch);
+    return s;
+  }
+  if (disk_ && disk_->options().fsync == FsyncPolicy::kAlways && !batch->undo.empty()) {
+    // Until the fsync that covers the record, a failure must still be able to undo it.
+    const std::uint64_t synced = disk_->synced();
+    while (!undo_.empty() && undo_.front().ticket <= synced) undo_.pop_front();
+    for (Undo& undo : batch->undo) {
+      undo.ticket = disk_->appended();
+      undo_.push_back(std::move(undo));
+    }
+  }
+  return Status();
+}
+
+inline void Store::roll_back(Batch* batch) {
+  for (; !batch->undo.empty(); batch->undo.pop_back()) {
+    touch(batch->undo.back().key);  // a watcher saw it change, and change back
+    restore(&batch->undo.back());
+  }
+}
+
+inline void Store::Watch::add(std::string_view key) {
+  WriteLock lock(store_);
+  Watched& watched = store_->watched_[std::string(key)];
+  ++watched.watchers;
+  keys_.push_back({std::string(key), watched.version, store_->lookup(key) != store_->map_.end()});
+}
+
+inline bool Store::Watch::changed() const {
+  WriteLock lock(store_);
+  for (const Key& k : keys_) {
+    auto it = store_->watched_.find(k.key);
+    assert(it != store_->watched_.end());  // we watch it, so it has an entry
+    if (it->second.version != k.version) return true;
+    // Expired since add(), though nobody has removed it yet: a change all the same.
+    if (k.live && store_->lookup(k.key) == store_->map_.end()) return true;
+  }
+  return false;
+}
+
+inline void Store::Watch::clear() {
+  if (keys_.empty()) return;
+  WriteLock lock(store_);
+  for (const Key& k : keys_) {
+    auto it = store_->watched_.find(k.key);
+    if (it != store_->watched_.end() && --it->second.watchers == 0) store_->watched_.erase(it);
+  }
+  keys_.clear();
+}
+//< chapter 10
 
 // =======================================================================================
 // Chapter 6: the protocol
@@ -4050,6 +4494,14 @@ struct Session {
   std::string name;            // CLIENT SETNAME
   bool close = false;          // close the connection once the replies are sent (QUIT)
   bool shutdown = false;       // SHUTDOWN was asked for: the server decides what follows
+//> chapter 10
+  // MULTI ... EXEC (chapter 10): the commands queued, and whether one was refused while
+  // queuing (EXEC then aborts); the keys WATCHed (null until the first WATCH).
+  bool multi = false;
+  bool multi_failed = false;
+  std::vector<std::vector<std::string>> queued;
+  std::unique_ptr<Store::Watch> watch;
+//< chapter 10
 };
 
 // Figures the server keeps current for INFO (chapter 7 fills the client counts).
@@ -4119,6 +4571,10 @@ class Dispatcher {
     kReadOnly = 2,  // reads keys, changes nothing
     kAdmin = 4,     // about the server, not the data
     kNoAuth = 8,    // allowed before AUTH
+//> chapter 10
+    kNotQueued = 16,  // runs at once inside MULTI (EXEC, DISCARD, WATCH, MULTI, QUIT)
+    kNoMulti = 32,    // refused inside MULTI
+//< chapter 10
   };
   struct Command {
     const char* name;
@@ -4131,6 +4587,10 @@ class Dispatcher {
   };
   static const std::vector<Command>& commands();
   static const Command* find(const std::string& lowercase_name);
+  // The command `args` names, once it is known to exist, to have the words it needs and
+  // to be allowed for this session; otherwise null, with the error reply written.
+  const Command* check(const Args& args, const Session* session, std::string* out) const;
+  void run(const Command& command, const Args& args, Session* session, std::string* out);
 
   static void reply_status(std::string* out, const Status& s) {
     if (s.ok()) resp::simple(out, "OK");
@@ -4344,6 +4804,39 @@ class Dispatcher {
   }
   void getex(const Args& a, Session*, std::string* out);
 //< chapter 9
+//> chapter 10
+
+  // Transactions (chapter 10): MULTI queues what follows, EXEC runs it in one
+  // Store::transaction, unless a WATCHed key changed since WATCH.
+  void multi(const Args&, Session* session, std::string* out) {
+    if (session->multi) return resp::error(out, "ERR MULTI calls can not be nested");
+    session->multi = true;
+    resp::simple(out, "OK");
+  }
+  void exec(const Args&, Session* session, std::string* out);
+  void discard(const Args&, Session* session, std::string* out) {
+    if (!session->multi) return resp::error(out, "ERR DISCARD without MULTI");
+    end_multi(session);
+    resp::simple(out, "OK");
+  }
+  void watch(const Args& a, Session* session, std::string* out) {
+    if (session->multi) return resp::error(out, "ERR WATCH inside MULTI is not allowed");
+    if (!session->watch) session->watch.reset(new Store::Watch(store_));
+    for (std::size_t i = 1; i < a.size(); ++i) session->watch->add(a[i]);
+    resp::simple(out, "OK");
+  }
+  void unwatch(const Args&, Session* session, std::string* out) {
+    if (session->watch) session->watch->clear();
+    resp::simple(out, "OK");
+  }
+  // Leaves MULTI (EXEC and DISCARD both): the queue and every WATCH are dropped.
+  static void end_multi(Session* session) {
+    session->multi = false;
+    session->multi_failed = false;
+    session->queued.clear();
+    if (session->watch) session->watch->clear();
+  }
+//< chapter 10
 
   Store* store_;
   const ServerConfig config_;
@@ -4401,8 +4894,14 @@ inline const std::vector<Dispatcher::Command>& Dispatcher::commands() {
       {"command",        -1, 0,                   0, 0, 0, &Dispatcher::command},
       {"client",         -2, 0,                   0, 0, 0, &Dispatcher::client},
       {"select",          2, 0,                   0, 0, 0, &Dispatcher::select},
+#if 0 //> chapters 6-9
       {"quit",           -1, kNoAuth,             0, 0, 0, &Dispatcher::quit},
       {"shutdown",       -1, kAdmin,              0, 0, 0, &Dispatcher::shutdown},
+#endif //< chapters 6-9
+//> chapter 10
+      {"quit",           -1, kNoAuth | kNotQueued, 0, 0, 0, &Dispatcher::quit},
+      {"shutdown",       -1, kAdmin | kNoMulti,   0, 0, 0, &Dispatcher::shutdown},
+//< chapter 10
       {"auth",           -2, kNoAuth,             0, 0, 0, &Dispatcher::auth},
 //> chapter 9
       {"expire",         -3, kWrite,              1, 1, 1, &Dispatcher::expire},
@@ -4418,6 +4917,13 @@ inline const std::vector<Dispatcher::Command>& Dispatcher::commands() {
       {"psetex",          4, kWrite,              1, 1, 1, &Dispatcher::setex},
       {"getex",          -2, kWrite,              1, 1, 1, &Dispatcher::getex},
 //< chapter 9
+//> chapter 10
+      {"multi",           1, kNotQueued,          0, 0, 0, &Dispatcher::multi},
+      {"exec",            1, kNotQueued,          0, 0, 0, &Dispatcher::exec},
+      {"discard",         1, kNotQueued,          0, 0, 0, &Dispatcher::discard},
+      {"watch",          -2, kNotQueued,          1, -1, 1, &Dispatcher::watch},
+      {"unwatch",         1, 0,                   0, 0, 0, &Dispatcher::unwatch},
+//< chapter 10
   };
   return table;
 }
@@ -4433,7 +4939,33 @@ inline const Dispatcher::Command* Dispatcher::find(const std::string& lowercase_
 }
 
 inline void Dispatcher::execute(const Args& args, Session* session, std::string* out) {
-  if (args.empty()) return resp::error(out, "ERR empty command");  // the parser never makes one
+  const Command* command = check(args, session, out);
+//> chapter 10
+  if (command == nullptr && session->multi) session->multi_failed = true;  // EXEC aborts
+  if (command != nullptr && session->multi && !(command->flags & kNotQueued)) {
+    if (command->flags & kNoMulti) {
+      session->multi_failed = true;
+      return resp::error(out, "ERR Command not allowed inside a transaction");
+    }
+    session->queued.push_back(args);
+    return resp::simple(out, "QUEUED");
+  }
+//< chapter 10
+  if (command != nullptr) run(*command, args, session, out);
+}
+
+inline void Dispatcher::run(const Command& command, const Args& args, Session* session,
+                            std::string* out) {
+  ++counters_.total_commands;  // as Redis counts: commands run, not commands refused
+  (this->*(command.handler))(args, session, out);
+}
+
+inline const Dispatcher::Command* Dispatcher::check(const Args& args, const Session* session,
+                                                    std::string* out) const {
+  if (args.empty()) {  // the parser never makes one
+    resp::error(out, "ERR empty command");
+    return nullptr;
+  }
   const std::string name = detail::lower(args[0]);
   const Command* command = find(name);
   if (command == nullptr) {
@@ -4443,20 +4975,51 @@ inline void Dispatcher::execute(const Args& args, Session* session, std::string*
     for (std::size_t i = 1; i < args.size() && message.size() < 256; ++i) {
       message += "'" + args[i].substr(0, 64) + "' ";
     }
-    return resp::error(out, message);
+    resp::error(out, message);
+    return nullptr;
   }
   const auto words = static_cast<int>(std::min<std::size_t>(args.size(), 1 << 30));
   if ((command->arity > 0 && words != command->arity) ||
       (command->arity < 0 && words < -command->arity)) {
-    return resp::error(out, std::string("ERR wrong number of arguments for '") + command->name +
-                                "' command");
+    resp::error(out, std::string("ERR wrong number of arguments for '") + command->name +
+                         "' command");
+    return nullptr;
   }
   if (!config_.requirepass.empty() && !session->authenticated && !(command->flags & kNoAuth)) {
-    return resp::error(out, "NOAUTH Authentication required.");
+    resp::error(out, "NOAUTH Authentication required.");
+    return nullptr;
   }
-  ++counters_.total_commands;  // as Redis counts: commands run, not commands refused
-  (this->*(command->handler))(args, session, out);
+  return command;
 }
+
+//> chapter 10
+inline void Dispatcher::exec(const Args&, Session* session, std::string* out) {
+  if (!session->multi) return resp::error(out, "ERR EXEC without MULTI");
+  if (session->multi_failed) {
+    end_multi(session);
+    return resp::error(out, "EXECABORT Transaction discarded because of previous errors.");
+  }
+  const std::vector<Args> queued = std::move(session->queued);
+  session->multi = false;
+  bool aborted = false;
+  std::string replies;
+  Status s = store_->transaction([&] {
+    // Inside the transaction, so nothing can change a watched key between the check and
+    // the commands.
+    if (session->watch && session->watch->changed()) {
+      aborted = true;
+      return Status();
+    }
+    for (const Args& args : queued) run(*find(detail::lower(args[0])), args, session, &replies);
+    return Status();
+  });
+  end_multi(session);
+  if (!s.ok()) return reply_status(out, s);  // the batch was not written: nothing happened
+  if (aborted) return resp::null_array(out);
+  resp::array(out, queued.size());
+  out->append(replies);
+}
+//< chapter 10
 
 inline void Dispatcher::set(const Args& a, Session*, std::string* out) {
 #if 0 //> chapters 6-8

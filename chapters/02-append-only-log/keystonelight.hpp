@@ -526,6 +526,15 @@ inline Status check_record_limits(std::string_view key, std::string_view value) 
   return Status();
 }
 
+// Checks a whole record against the format before it is written.
+inline Status check_record(RecordType type, std::string_view key, std::string_view value) {
+  if (Status s = check_record_limits(key, value); !s.ok()) return s;
+  if (type != RecordType::kPut && !value.empty()) {
+    return Status::invalid_argument("only a put record has a value");
+  }
+  return Status();
+}
+
 // Appends records to a log file. Each record is handed to the file in one append, so
 // when append() returns OK the whole record has reached the file (the operating system's
 // cache, that is; sync() takes it to the disk). Not thread-safe, except that sync() may
@@ -548,10 +557,7 @@ class LogWriter {
   // the file allows), so a failed append never leaves half a record behind.
   Status append(RecordType type, std::string_view key, std::string_view value,
                 std::uint64_t expiry_ms = 0) {
-    if (Status s = check_record_limits(key, value); !s.ok()) return s;
-    if (type != RecordType::kPut && !value.empty()) {
-      return Status::invalid_argument("only a put record has a value");
-    }
+    if (Status s = check_record(type, key, value); !s.ok()) return s;
     if (!broken_.ok()) return broken_;
     buffer_.clear();
     detail::encode_record(type, key, value, expiry_ms, &buffer_);

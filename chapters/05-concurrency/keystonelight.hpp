@@ -745,6 +745,15 @@ inline Status check_record_limits(std::string_view key, std::string_view value) 
   return Status();
 }
 
+// Checks a whole record against the format before it is written.
+inline Status check_record(RecordType type, std::string_view key, std::string_view value) {
+  if (Status s = check_record_limits(key, value); !s.ok()) return s;
+  if (type != RecordType::kPut && !value.empty()) {
+    return Status::invalid_argument("only a put record has a value");
+  }
+  return Status();
+}
+
 // Appends records to a log file. Each record is handed to the file in one append, so
 // when append() returns OK the whole record has reached the file (the operating system's
 // cache, that is; sync() takes it to the disk). Not thread-safe, except that sync() may
@@ -767,10 +776,7 @@ class LogWriter {
   // the file allows), so a failed append never leaves half a record behind.
   Status append(RecordType type, std::string_view key, std::string_view value,
                 std::uint64_t expiry_ms = 0) {
-    if (Status s = check_record_limits(key, value); !s.ok()) return s;
-    if (type != RecordType::kPut && !value.empty()) {
-      return Status::invalid_argument("only a put record has a value");
-    }
+    if (Status s = check_record(type, key, value); !s.ok()) return s;
     if (!broken_.ok()) return broken_;
     buffer_.clear();
     detail::encode_record(type, key, value, expiry_ms, &buffer_);
@@ -1798,6 +1804,8 @@ class Store {
   bool keeps_undo() const;
   void remember(std::string_view key, std::optional<std::string> previous);
   void undo_unsynced();
+  struct Undo;
+  void restore(Undo* undo);
 
   // The background compaction thread: started by open() when automatic compaction is on,
   // woken by maybe_compact(), stopped and joined by close().
@@ -2203,18 +2211,20 @@ inline void Store::undo_unsynced() {
   if (undone_) return;
   undone_ = true;
   const std::uint64_t synced = disk_->synced();
-  for (; !undo_.empty() && undo_.back().ticket > synced; undo_.pop_back()) {
-    Undo& undo = undo_.back();
-    if (auto it = map_.find(undo.key); it != map_.end()) {
-      count_live(-1, undo.key, it->second);
-      map_.erase(it);
-    }
-    if (undo.previous) {
-      count_live(+1, undo.key, *undo.previous);
-      map_.emplace(std::move(undo.key), std::move(*undo.previous));
-    }
-  }
+  for (; !undo_.empty() && undo_.back().ticket > synced; undo_.pop_back()) restore(&undo_.back());
   undo_.clear();
+}
+
+// Puts back what one write replaced (the writer lock held).
+inline void Store::restore(Undo* undo) {
+  if (auto it = map_.find(undo->key); it != map_.end()) {
+    count_live(-1, undo->key, it->second);
+    map_.erase(it);
+  }
+  if (undo->previous) {
+    count_live(+1, undo->key, *undo->previous);
+    map_.emplace(std::move(undo->key), std::move(*undo->previous));
+  }
 }
 
 inline Status Store::increment(std::string_view key, std::int64_t delta, std::int64_t* result) {

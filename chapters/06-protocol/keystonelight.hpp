@@ -762,6 +762,15 @@ inline Status check_record_limits(std::string_view key, std::string_view value) 
   return Status();
 }
 
+// Checks a whole record against the format before it is written.
+inline Status check_record(RecordType type, std::string_view key, std::string_view value) {
+  if (Status s = check_record_limits(key, value); !s.ok()) return s;
+  if (type != RecordType::kPut && !value.empty()) {
+    return Status::invalid_argument("only a put record has a value");
+  }
+  return Status();
+}
+
 // Appends records to a log file. Each record is handed to the file in one append, so
 // when append() returns OK the whole record has reached the file (the operating system's
 // cache, that is; sync() takes it to the disk). Not thread-safe, except that sync() may
@@ -784,10 +793,7 @@ class LogWriter {
   // the file allows), so a failed append never leaves half a record behind.
   Status append(RecordType type, std::string_view key, std::string_view value,
                 std::uint64_t expiry_ms = 0) {
-    if (Status s = check_record_limits(key, value); !s.ok()) return s;
-    if (type != RecordType::kPut && !value.empty()) {
-      return Status::invalid_argument("only a put record has a value");
-    }
+    if (Status s = check_record(type, key, value); !s.ok()) return s;
     if (!broken_.ok()) return broken_;
     buffer_.clear();
     detail::encode_record(type, key, value, expiry_ms, &buffer_);
@@ -1900,6 +1906,8 @@ class Store {
   bool keeps_undo() const;
   void remember(std::string_view key, std::optional<std::string> previous);
   void undo_unsynced();
+  struct Undo;
+  void restore(Undo* undo);
 
   // The background compaction thread: started by open() when automatic compaction is on,
   // woken by maybe_compact(), stopped and joined by close().
@@ -2305,18 +2313,20 @@ inline void Store::undo_unsynced() {
   if (undone_) return;
   undone_ = true;
   const std::uint64_t synced = disk_->synced();
-  for (; !undo_.empty() && undo_.back().ticket > synced; undo_.pop_back()) {
-    Undo& undo = undo_.back();
-    if (auto it = map_.find(undo.key); it != map_.end()) {
-      count_live(-1, undo.key, it->second);
-      map_.erase(it);
-    }
-    if (undo.previous) {
-      count_live(+1, undo.key, *undo.previous);
-      map_.emplace(std::move(undo.key), std::move(*undo.previous));
-    }
-  }
+  for (; !undo_.empty() && undo_.back().ticket > synced; undo_.pop_back()) restore(&undo_.back());
   undo_.clear();
+}
+
+// Puts back what one write replaced (the writer lock held).
+inline void Store::restore(Undo* undo) {
+  if (auto it = map_.find(undo->key); it != map_.end()) {
+    count_live(-1, undo->key, it->second);
+    map_.erase(it);
+  }
+  if (undo->previous) {
+    count_live(+1, undo->key, *undo->previous);
+    map_.emplace(std::move(undo->key), std::move(*undo->previous));
+  }
 }
 
 inline Status Store::increment(std::string_view key, std::int64_t delta, std::int64_t* result) {
@@ -2845,6 +2855,10 @@ class Dispatcher {
   };
   static const std::vector<Command>& commands();
   static const Command* find(const std::string& lowercase_name);
+  // The command `args` names, once it is known to exist, to have the words it needs and
+  // to be allowed for this session; otherwise null, with the error reply written.
+  const Command* check(const Args& args, const Session* session, std::string* out) const;
+  void run(const Command& command, const Args& args, Session* session, std::string* out);
 
   static void reply_status(std::string* out, const Status& s) {
     if (s.ok()) resp::simple(out, "OK");
@@ -3084,7 +3098,22 @@ inline const Dispatcher::Command* Dispatcher::find(const std::string& lowercase_
 }
 
 inline void Dispatcher::execute(const Args& args, Session* session, std::string* out) {
-  if (args.empty()) return resp::error(out, "ERR empty command");  // the parser never makes one
+  const Command* command = check(args, session, out);
+  if (command != nullptr) run(*command, args, session, out);
+}
+
+inline void Dispatcher::run(const Command& command, const Args& args, Session* session,
+                            std::string* out) {
+  ++counters_.total_commands;  // as Redis counts: commands run, not commands refused
+  (this->*(command.handler))(args, session, out);
+}
+
+inline const Dispatcher::Command* Dispatcher::check(const Args& args, const Session* session,
+                                                    std::string* out) const {
+  if (args.empty()) {  // the parser never makes one
+    resp::error(out, "ERR empty command");
+    return nullptr;
+  }
   const std::string name = detail::lower(args[0]);
   const Command* command = find(name);
   if (command == nullptr) {
@@ -3094,19 +3123,21 @@ inline void Dispatcher::execute(const Args& args, Session* session, std::string*
     for (std::size_t i = 1; i < args.size() && message.size() < 256; ++i) {
       message += "'" + args[i].substr(0, 64) + "' ";
     }
-    return resp::error(out, message);
+    resp::error(out, message);
+    return nullptr;
   }
   const auto words = static_cast<int>(std::min<std::size_t>(args.size(), 1 << 30));
   if ((command->arity > 0 && words != command->arity) ||
       (command->arity < 0 && words < -command->arity)) {
-    return resp::error(out, std::string("ERR wrong number of arguments for '") + command->name +
-                                "' command");
+    resp::error(out, std::string("ERR wrong number of arguments for '") + command->name +
+                         "' command");
+    return nullptr;
   }
   if (!config_.requirepass.empty() && !session->authenticated && !(command->flags & kNoAuth)) {
-    return resp::error(out, "NOAUTH Authentication required.");
+    resp::error(out, "NOAUTH Authentication required.");
+    return nullptr;
   }
-  ++counters_.total_commands;  // as Redis counts: commands run, not commands refused
-  (this->*(command->handler))(args, session, out);
+  return command;
 }
 
 inline void Dispatcher::set(const Args& a, Session*, std::string* out) {
