@@ -475,9 +475,9 @@ inline std::uint64_t get_u64(const char* p) {
 }
 
 // The 16 bytes every log starts with.
-inline std::string encode_file_header() {
+inline std::string encode_file_header(std::uint32_t version = kLogVersion) {
   std::string header(kLogMagic, sizeof(kLogMagic));
-  put_u32(&header, kLogVersion);
+  put_u32(&header, version);
   put_u32(&header, crc32c(header));
   return header;
 }
@@ -626,7 +626,6 @@ class LogReader {
   // at the first record (or, for kMissing and kTorn, at the end).
   Status open(Header* header) {
     if (Status s = file_->size(&file_size_); !s.ok()) return s;
-    const std::string expected = detail::encode_file_header();
     const std::size_t have =
         static_cast<std::size_t>(std::min<std::uint64_t>(file_size_, kFileHeaderBytes));
     const char* p = nullptr;
@@ -634,7 +633,13 @@ class LogReader {
     const std::string_view found(p, have);
     offset_ = have;
     if (have < kFileHeaderBytes) {
-      if (expected.compare(0, have, found) != 0) {
+      // A crash while a log was created, by this build or an older one (whose header
+      // says its own version): a prefix of any header this build reads.
+      bool torn = false;
+      for (std::uint32_t version = 1; version <= kLogVersion && !torn; ++version) {
+        torn = detail::encode_file_header(version).compare(0, have, found) == 0;
+      }
+      if (!torn) {
         return Status::corruption(file_->path() + " is " + std::to_string(have) +
                                   " bytes long and does not start like a Keystonelight log");
       }

@@ -280,6 +280,21 @@ TEST_CASE("a version-1 log opens, and is rewritten as the current version") {
   CHECK(store->expire_time("old") == kStart + 100);
 }
 
+TEST_CASE("a header torn while an older build created the log is a torn header, not damage") {
+  kltest::TempDir dir;
+  std::string v1(kl::kLogMagic, 8);
+  kl::detail::put_u32(&v1, 1);
+  {
+    std::unique_ptr<kl::File> file;
+    REQUIRE(kl::default_file_system()->open(dir.file(kl::kLogFileName), true, &file).ok());
+    REQUIRE(file->append(v1.substr(0, 10)).ok());  // the magic and half the version
+  }
+  TestClock clock;
+  auto store = open_store(options_with(clock, dir.path()));
+  CHECK(store->size() == 0);
+  REQUIRE(store->set("k", "v").ok());
+}
+
 TEST_CASE("a version-1 log that holds a kExpire record is damaged, not misread") {
   kltest::TempDir dir;
   std::string v1(kl::kLogMagic, 8);

@@ -47,6 +47,26 @@ struct Decoded {
 // type (1 put, 2 delete, and from version 2, 3 expire), key length, value length, expiry,
 // all little-endian; then the key and the value. Only a put has a value. Lengths are only
 // believed once the header CRC holds.
+// A batch record's value: two or more entries, each type (1 put, 2 delete, 3 expire),
+// key length, value length (0 unless a put), expiry, key, value, with the limits of a
+// record of its own, filling the value exactly.
+bool entries_add_up(const std::string& v) {
+  constexpr std::size_t kEntry = 1 + 4 + 4 + 8;
+  std::size_t at = 0, count = 0;
+  while (at < v.size()) {
+    if (v.size() - at < kEntry) return false;
+    const auto type = static_cast<unsigned char>(v[at]);
+    const std::uint64_t key = u32(v, at + 1), value = u32(v, at + 5);
+    if (type < 1 || type > 3 || key > kl::kMaxKeyBytes || value > kl::kMaxValueBytes ||
+        (type != 1 && value != 0) || v.size() - at - kEntry < key + value) {
+      return false;
+    }
+    at += kEntry + key + value;
+    ++count;
+  }
+  return count >= 2;
+}
+
 // The file's format version, found by the header check below (one input at a time).
 std::uint32_t g_version = kl::kLogVersion;
 
@@ -62,9 +82,12 @@ Decoded decode(const std::string& b, std::size_t at) {
   const std::uint64_t key = u32(b, at + 9), value = u32(b, at + 13);
   d.expiry = u64(b, at + 17);
   d.result = Result::kBadType;
-  if (d.type < 1 || d.type > (g_version >= 2 ? 3 : 2)) return d;
+  if (d.type < 1 || d.type > g_version + 1) return d;  // version N has types 1 to N + 1
   d.result = Result::kBadLength;
-  if (key > kl::kMaxKeyBytes || value > kl::kMaxValueBytes || (d.type != 1 && value != 0)) return d;
+  const bool batch = d.type == 4;
+  if (batch ? key != 0 : key > kl::kMaxKeyBytes || value > kl::kMaxValueBytes || (d.type != 1 && value != 0)) {
+    return d;
+  }
   d.size = kHeader + key + value;
   d.result = Result::kIncomplete;
   if (b.size() - at < d.size) return d;
@@ -72,6 +95,8 @@ Decoded decode(const std::string& b, std::size_t at) {
   if (u32(b, at + 4) != kl::detail::crc32c(std::string_view(b).substr(at + kHeader, key + value))) {
     return d;
   }
+  d.result = Result::kBadLength;
+  if (batch && !entries_add_up(b.substr(at + kHeader, value))) return d;
   d.result = Result::kRecord;
   d.key = b.substr(at + kHeader, key);
   d.value = b.substr(at + kHeader + key, value);
@@ -143,11 +168,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   g_version = kl::kLogVersion;
   const std::size_t have = std::min(bytes.size(), expected_header.size());
   bool header_ok = bytes.compare(0, have, expected_header, 0, have) == 0;
-  for (std::uint32_t older = 1; older < kl::kLogVersion && !header_ok && have == 16; ++older) {
+  // (A prefix of one, too: a crash while an older build created its log.)
+  for (std::uint32_t older = 1; older < kl::kLogVersion && !header_ok; ++older) {
     std::string header_of(kl::kLogMagic, 8);
     kl::detail::put_u32(&header_of, older);
     kl::detail::put_u32(&header_of, kl::detail::crc32c(header_of));
-    if (bytes.compare(0, 16, header_of) == 0) {
+    if (bytes.compare(0, have, header_of, 0, have) == 0) {
       header_ok = true;
       g_version = older;
     }

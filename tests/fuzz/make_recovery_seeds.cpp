@@ -54,6 +54,19 @@ int main(int argc, char** argv) {
   write(dir, "torn-tail", three.substr(0, three.size() - 7));
   write(dir, "zeros-after-tail", three + std::string(40, '\0'));
 
+  // Format version 3: expiry times, an expire record and batches (one torn at the end).
+  std::string batch;
+  kl::detail::encode_batch_entry(RecordType::kPut, "c", "3", 1'800'000'000'000, &batch);
+  kl::detail::encode_batch_entry(RecordType::kDelete, "b", "", 0, &batch);
+  kl::detail::encode_batch_entry(RecordType::kExpire, "a", "", 1'600'000'000'000, &batch);
+  std::string timed = header;
+  kl::detail::encode_record(RecordType::kPut, "a", "1", 1'900'000'000'000, &timed);
+  timed += record(RecordType::kPut, "b", "two");
+  kl::detail::encode_record(RecordType::kExpire, "b", "", 1'900'000'000'000, &timed);
+  const std::string batched = timed + record(RecordType::kBatch, "", batch);
+  write(dir, "expiry-and-batch", batched);
+  write(dir, "torn-batch", batched.substr(0, batched.size() - 20));
+
   std::string flipped_middle = many;  // a bit of the third record's value: damage, refused
   flipped_middle[header.size() + 2 * (25 + 4) + 25 + 4] ^= 0x10;
   write(dir, "flipped-bit-middle", flipped_middle);
