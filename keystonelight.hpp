@@ -2510,6 +2510,234 @@ inline bool glob_match(std::string_view pattern, std::string_view text) {
 }
 
 }  // namespace detail
+//> chapter 11
+
+namespace detail {
+
+// The store's hash table (chapter 11), in place of std::unordered_map, for two things
+// the standard one cannot give: a lookup by std::string_view, with no std::string made
+// to ask; and a cursor for SCAN that stays valid while the table grows. Chained, with a
+// power-of-two number of buckets, so a key's bucket is the low bits of its hash; that is
+// what makes Redis's reverse-binary cursor work (see scan()). It offers the part of
+// std::unordered_map's interface the store uses, with the same iterator rules: an insert
+// may invalidate every iterator, an erase only the erased one. It never shrinks.
+class Table {
+ public:
+  using value_type = std::pair<const std::string, std::string>;
+
+ private:
+  struct Node {
+    Node* next;
+    std::size_t hash;
+    value_type entry;
+  };
+
+ public:
+  template <bool kConst>
+  class Iterator {
+   public:
+    using iterator_category = std::forward_iterator_tag;
+    using value_type = Table::value_type;
+    using difference_type = std::ptrdiff_t;
+    using pointer = std::conditional_t<kConst, const value_type*, value_type*>;
+    using reference = std::conditional_t<kConst, const value_type&, value_type&>;
+    Iterator() = default;
+    template <bool kOther, typename = std::enable_if_t<kConst && !kOther>>
+    Iterator(const Iterator<kOther>& other)  // NOLINT: iterator to const_iterator, as std's
+        : table_(other.table_), bucket_(other.bucket_), node_(other.node_) {}
+    reference operator*() const { return node_->entry; }
+    pointer operator->() const { return &node_->entry; }
+    Iterator& operator++() {
+      node_ = node_->next;
+      if (node_ == nullptr) settle(bucket_ + 1);
+      return *this;
+    }
+    Iterator operator++(int) {
+      Iterator before = *this;
+      ++*this;
+      return before;
+    }
+    friend bool operator==(const Iterator& a, const Iterator& b) { return a.node_ == b.node_; }
+    friend bool operator!=(const Iterator& a, const Iterator& b) { return a.node_ != b.node_; }
+
+   private:
+    friend class Table;
+    Iterator(const Table* table, std::size_t bucket, Node* node)
+        : table_(table), bucket_(bucket), node_(node) {}
+    void settle(std::size_t bucket) {  // the first node in `bucket` or after; end() if none
+      for (bucket_ = bucket; bucket_ < table_->buckets_.size(); ++bucket_) {
+        if ((node_ = table_->buckets_[bucket_]) != nullptr) return;
+      }
+      node_ = nullptr;
+    }
+    const Table* table_ = nullptr;
+    std::size_t bucket_ = 0;
+    Node* node_ = nullptr;
+  };
+  using iterator = Iterator<false>;
+  using const_iterator = Iterator<true>;
+
+  Table() = default;
+  ~Table() { clear(); }
+  Table(const Table&) = delete;
+  Table& operator=(const Table&) = delete;
+
+  std::size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  std::size_t bucket_count() const { return buckets_.size(); }
+
+  iterator begin() { return first(); }
+  iterator end() { return iterator(this, buckets_.size(), nullptr); }
+  const_iterator begin() const { return const_cast<Table*>(this)->first(); }
+  const_iterator end() const { return const_iterator(this, buckets_.size(), nullptr); }
+
+  iterator find(std::string_view key) { return locate(key, hash_of(key)); }
+  const_iterator find(std::string_view key) const {
+    return const_cast<Table*>(this)->locate(key, hash_of(key));
+  }
+  std::size_t count(std::string_view key) const { return find(key) != end() ? 1 : 0; }
+
+  // Finds `key`, or adds it with `value`; says which.
+  std::pair<iterator, bool> emplace(std::string key, std::string value = std::string()) {
+    const std::size_t hash = hash_of(key);
+    if (iterator it = locate(key, hash); it != end()) return {it, false};
+    if (size_ >= buckets_.size()) resize(buckets_.empty() ? kMinBuckets : 2 * buckets_.size());
+    const std::size_t bucket = hash & (buckets_.size() - 1);
+    buckets_[bucket] = new Node{buckets_[bucket], hash, {std::move(key), std::move(value)}};
+    ++size_;
+    return {iterator(this, bucket, buckets_[bucket]), true};
+  }
+  std::pair<iterator, bool> try_emplace(std::string key) { return emplace(std::move(key)); }
+  std::pair<iterator, bool> insert_or_assign(std::string key, std::string value) {
+    auto [it, added] = emplace(std::move(key));
+    it->second = std::move(value);
+    return {it, added};
+  }
+
+  // Removes the entry at `it`; returns the one after it.
+  iterator erase(const_iterator it) {
+    iterator next(this, it.bucket_, it.node_);
+    ++next;
+    Node** link = &buckets_[it.bucket_];
+    while (*link != it.node_) link = &(*link)->next;
+    *link = it.node_->next;
+    delete it.node_;
+    --size_;
+    return next;
+  }
+  std::size_t erase(std::string_view key) {
+    const_iterator it = find(key);
+    if (it == end()) return 0;
+    erase(it);
+    return 1;
+  }
+
+  void clear() {
+    for (Node*& head : buckets_) {
+      while (head != nullptr) {
+        Node* next = head->next;
+        delete head;
+        head = next;
+      }
+    }
+    buckets_.clear();
+    buckets_.shrink_to_fit();
+    size_ = 0;
+  }
+
+  // SCAN: calls `visit` for every entry of the bucket `cursor` names and the buckets
+  // after it in cursor order, until at least `want` entries or `want` x 10 buckets were
+  // visited, and returns the cursor to continue from (0: the walk is over). When `visit`
+  // returns false the step ends at once, with the cursor of the bucket it was in (which
+  // the next step visits again). Redis's
+  // reverse-binary cursor (dictScan): the cursor counts with its bits reversed, so the
+  // walk visits a bucket's "children" in a table twice as large right after one another
+  // and, as the table grows between calls, never skips a bucket it has not visited
+  // (some entries may come twice). An entry present for the whole walk is visited.
+  template <typename Visit>
+  std::uint64_t scan(std::uint64_t cursor, std::size_t want, Visit visit) const {
+    if (buckets_.empty()) return 0;
+    const std::uint64_t mask = buckets_.size() - 1;
+    std::size_t seen = 0;
+    for (std::size_t visited = 0; visited < 10 * std::max<std::size_t>(want, 1); ++visited) {
+      for (const Node* n = buckets_[cursor & mask]; n != nullptr; n = n->next, ++seen) {
+        if (!visit(n->entry)) return cursor;
+      }
+      cursor |= ~mask;  // then add one to the reversed bits that count
+      cursor = reverse_bits(reverse_bits(cursor) + 1);
+      if (cursor == 0 || seen >= want) break;
+    }
+    return cursor;
+  }
+
+  // An entry picked at random (end() when empty): a random bucket, then a random entry
+  // of its chain, as Redis's dictGetRandomKey; entries in long chains are a little less
+  // likely, which RANDOMKEY may live with.
+  const_iterator random(std::uint64_t* seed) const {
+    if (size_ == 0) return end();
+    while (true) {
+      const std::size_t bucket = static_cast<std::size_t>(next_random(seed)) & (buckets_.size() - 1);
+      std::size_t length = 0;
+      for (const Node* n = buckets_[bucket]; n != nullptr; n = n->next) ++length;
+      if (length == 0) continue;  // with at least one entry per bucket on average, rare
+      Node* n = buckets_[bucket];
+      for (std::size_t pick = static_cast<std::size_t>(next_random(seed) % length); pick > 0; --pick) {
+        n = n->next;
+      }
+      return const_iterator(this, bucket, n);
+    }
+  }
+
+  static std::uint64_t next_random(std::uint64_t* seed) {  // splitmix64
+    std::uint64_t z = (*seed += 0x9E3779B97F4A7C15u);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBu;
+    return z ^ (z >> 31);
+  }
+
+ private:
+  static constexpr std::size_t kMinBuckets = 16;
+
+  static std::size_t hash_of(std::string_view key) { return std::hash<std::string_view>()(key); }
+  static std::uint64_t reverse_bits(std::uint64_t v) {
+    std::uint64_t r = 0;
+    for (int i = 0; i < 64; ++i, v >>= 1) r = (r << 1) | (v & 1);
+    return r;
+  }
+
+  iterator first() {
+    iterator it(this, 0, nullptr);
+    it.settle(0);
+    return it;
+  }
+  iterator locate(std::string_view key, std::size_t hash) {
+    if (buckets_.empty()) return end();
+    const std::size_t bucket = hash & (buckets_.size() - 1);
+    for (Node* n = buckets_[bucket]; n != nullptr; n = n->next) {
+      if (n->hash == hash && n->entry.first == key) return iterator(this, bucket, n);
+    }
+    return end();
+  }
+  void resize(std::size_t count) {
+    std::vector<Node*> grown(count, nullptr);
+    for (Node* head : buckets_) {
+      while (head != nullptr) {
+        Node* next = head->next;
+        Node*& slot = grown[head->hash & (count - 1)];
+        head->next = slot;
+        slot = head;
+        head = next;
+      }
+    }
+    buckets_.swap(grown);
+  }
+
+  std::vector<Node*> buckets_;  // a power of two of them, or none
+  std::size_t size_ = 0;
+};
+
+}  // namespace detail
+//< chapter 11
 //< chapter 6
 
 // =======================================================================================
@@ -2756,6 +2984,33 @@ class Store {
 
   // Applies every change of `batch`, in order, in one transaction: all of them or none.
   Status write(const WriteBatch& batch);
+//> chapter 11
+
+  // The keyspace (chapter 11).
+
+  // One step of a walk over every key, as Redis's SCAN: the live keys matching the glob
+  // `pattern` (empty: every key) among the next `count` or so, into *keys, and the cursor
+  // to pass next; 0 starts a walk and, returned, ends it. A key present for the whole
+  // walk is returned at least once, however the table grows meanwhile (a key may come
+  // twice), and the cursor is a plain number a client can keep. `bound` stops the step,
+  // with *complete false, before the keys copied pass bound.max_bytes or once *bound.stop.
+  std::uint64_t scan(std::uint64_t cursor, std::size_t count, std::string_view pattern,
+                     const ReadBound& bound, std::vector<std::string>* keys,
+                     bool* complete = nullptr) const;
+
+  // A live key picked at random; std::nullopt when there is none.
+  std::optional<std::string> random_key() const;
+
+  // Moves the value and expiry of `from` to `to`, replacing what `to` held, as Redis's
+  // RENAME; with `if_absent`, only when `to` holds nothing (RENAMENX). *found says
+  // whether `from` exists, *moved whether anything moved. One transaction.
+  Status rename(std::string_view from, std::string_view to, bool if_absent, bool* found,
+                bool* moved);
+
+  // Copies the value and expiry of `from` to `to`, as Redis's COPY: only when `to` holds
+  // nothing, unless `replace`. *copied says whether it did.
+  Status copy(std::string_view from, std::string_view to, bool replace, bool* copied);
+//< chapter 11
 
   // Keys watched for optimistic locking, as Redis's WATCH: a Watch remembers each key's
   // version when add() saw it; changed() says whether any has been written since (set,
@@ -2795,7 +3050,12 @@ class Store {
   std::vector<std::pair<std::string, std::string>> entries() const;
 
  private:
+#if 0 //> chapters 1-10
   using Map = std::unordered_map<std::string, std::string>;
+#endif //< chapters 1-10
+//> chapter 11
+  using Map = detail::Table;
+//< chapter 11
 
   // The one place a value is stored: set() calls it, and so (from chapter 5) do the
   // read-modify-write operations, with the writer lock held.
@@ -2868,8 +3128,13 @@ class Store {
 //< chapter 5
 
 //< chapter 3
+#if 0 //> chapters 1-10
   // std::unordered_map has no lookup by string_view in C++17, so lookups build a
   // std::string key; short keys fit in its inline buffer and allocate nothing.
+#endif //< chapters 1-10
+//> chapter 11
+  // Chapter 11's own table: lookups by string_view, and a cursor for SCAN.
+//< chapter 11
   Map map_;
 //> chapter 3
   std::unique_ptr<detail::Disk> disk_;  // null for a store in memory
@@ -2996,6 +3261,10 @@ class Store {
     if (auto it = watched_.find(key); it != watched_.end()) it->second.version = ++watch_clock_;
   }
 //< chapter 10
+//> chapter 11
+
+  mutable std::atomic<std::uint64_t> random_seed_{0x2545F4914F6CDD1Du};  // random_key()'s
+//< chapter 11
 };
 
 inline std::optional<std::string> Store::get(std::string_view key) const {
@@ -3085,7 +3354,12 @@ inline Status Store::erase(Map::iterator it) {
 }
 
 inline Store::Map::const_iterator Store::lookup(std::string_view key) const {
+#if 0 //> chapters 1-10
   auto it = map_.find(std::string(key));
+#endif //< chapters 1-10
+//> chapter 11
+  auto it = map_.find(key);  // no std::string to make: the table takes a string_view
+//< chapter 11
 //> chapter 9
   if (it != map_.end() && expired(it->first)) return map_.end();
 //< chapter 9
@@ -3093,7 +3367,12 @@ inline Store::Map::const_iterator Store::lookup(std::string_view key) const {
 }
 
 inline Store::Map::iterator Store::lookup_for_write(std::string_view key) {
+#if 0 //> chapters 1-10
   auto it = map_.find(std::string(key));
+#endif //< chapters 1-10
+//> chapter 11
+  auto it = map_.find(key);
+//< chapter 11
 //> chapter 9
   if (it != map_.end() && expired(it->first)) {
     // Its time has passed: remove it for good, and say so in the log, so that a restart
@@ -3824,7 +4103,9 @@ inline Status Store::clear() {
     }
     return Status();
   }
-  for (auto& entry : watched_) entry.second.version = ++watch_clock_;  // every key changes
+  for (auto& [key, watched] : watched_) {  // every key that exists changes (Redis's rule)
+    if (lookup(key) != map_.end()) watched.version = ++watch_clock_;
+  }
 //< chapter 10
   if (disk_) {
     // A compaction of nothing: an empty log replaces the old one in one rename, so a
@@ -4224,6 +4505,97 @@ inline void Store::Watch::clear() {
   keys_.clear();
 }
 //< chapter 10
+//> chapter 11
+
+// =======================================================================================
+// Chapter 11: the keyspace
+//
+// SCAN walks every key a few at a time, with a cursor that is a plain number: no state
+// on the server, so a client may stop, keep the cursor and go on tomorrow. The promise:
+// a key present from the first call to the last is returned at least once, whatever
+// happens meanwhile. An std::unordered_map cannot keep it: its bucket count is prime and
+// a rehash moves every key, so a position means nothing after one. Our own table keeps
+// a power of two of buckets, and the cursor walks them in reverse-binary order (see
+// detail::Table::scan), which stays right across a growth. The table also looks keys up
+// by std::string_view, with no std::string made per lookup.
+// =======================================================================================
+
+inline std::uint64_t Store::scan(std::uint64_t cursor, std::size_t count,
+                                 std::string_view pattern, const ReadBound& bound,
+                                 std::vector<std::string>* keys, bool* complete) const {
+  bool whole = true;
+  auto [next, found] = read([&] {
+    std::vector<std::string> matching;
+    std::size_t copied = 0;
+    whole = true;
+    const std::uint64_t after = map_.scan(cursor, count, [&](const Map::value_type& entry) {
+      if ((bound.stop != nullptr && bound.stop->load(std::memory_order_relaxed)) ||
+          entry.first.size() > bound.max_bytes - copied) {
+        whole = false;
+        return false;
+      }
+      if ((pattern.empty() || detail::glob_match(pattern, entry.first)) && !expired(entry.first)) {
+        copied += entry.first.size();
+        matching.push_back(entry.first);
+      }
+      return true;
+    });
+    return std::make_pair(after, std::move(matching));
+  });
+  *keys = std::move(found);
+  if (complete != nullptr) *complete = whole;
+  return next;
+}
+
+inline std::optional<std::string> Store::random_key() const {
+  return read([&]() -> std::optional<std::string> {
+    std::uint64_t seed = random_seed_.fetch_add(0x9E3779B97F4A7C15u, std::memory_order_relaxed);
+    // Picks that land on expired keys try again; a store full of them falls back on a walk.
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      auto it = map_.random(&seed);
+      if (it == map_.end()) return std::nullopt;
+      if (!expired(it->first)) return it->first;
+    }
+    for (const auto& entry : map_) {
+      if (!expired(entry.first)) return entry.first;
+    }
+    return std::nullopt;
+  });
+}
+
+inline Status Store::rename(std::string_view from, std::string_view to, bool if_absent,
+                            bool* found, bool* moved) {
+  *found = *moved = false;
+  return transaction([&] {
+    auto it = lookup_for_write(from);
+    if (it == map_.end()) return Status();
+    *found = true;
+    if (from == to) {  // Redis: RENAME k k is OK, RENAMENX k k moves nothing
+      *moved = !if_absent;
+      return Status();
+    }
+    if (if_absent && lookup_for_write(to) != map_.end()) return Status();
+    const std::string value = it->second;
+    const std::int64_t expiry = expiry_of(it->first);
+    if (Status s = put(to, value, expiry); !s.ok()) return s;
+    if (Status s = erase(lookup_for_write(from)); !s.ok()) return s;  // put may move entries
+    *moved = true;
+    return Status();
+  });
+}
+
+inline Status Store::copy(std::string_view from, std::string_view to, bool replace, bool* copied) {
+  *copied = false;
+  return transaction([&] {
+    auto it = lookup_for_write(from);
+    if (it == map_.end() || (!replace && lookup_for_write(to) != map_.end())) return Status();
+    const std::string value = it->second;
+    if (Status s = put(to, value, expiry_of(it->first)); !s.ok()) return s;
+    *copied = true;
+    return Status();
+  });
+}
+//< chapter 11
 
 // =======================================================================================
 // Chapter 6: the protocol
@@ -4842,6 +5214,29 @@ class Dispatcher {
     if (session->watch) session->watch->clear();
   }
 //< chapter 10
+//> chapter 11
+
+  // The keyspace (chapter 11).
+  void scan(const Args& a, Session*, std::string* out);
+  void randomkey(const Args&, Session*, std::string* out) {
+    std::optional<std::string> key = store_->random_key();
+    if (key) resp::bulk(out, *key);
+    else resp::null_bulk(out);
+  }
+  void type(const Args& a, Session*, std::string* out) {
+    resp::simple(out, store_->exists(a[1]) ? "string" : "none");  // every value is a string
+  }
+  void rename(const Args& a, Session*, std::string* out) {
+    const bool nx = detail::lower(a[0]) == "renamenx";
+    bool found = false, moved = false;
+    Status s = store_->rename(a[1], a[2], nx, &found, &moved);
+    if (!s.ok()) return reply_status(out, s);
+    if (!found) return resp::error(out, "ERR no such key");
+    if (nx) resp::integer(out, moved ? 1 : 0);
+    else resp::simple(out, "OK");
+  }
+  void copy(const Args& a, Session*, std::string* out);
+//< chapter 11
 
   Store* store_;
   const ServerConfig config_;
@@ -4929,6 +5324,16 @@ inline const std::vector<Dispatcher::Command>& Dispatcher::commands() {
       {"watch",          -2, kNotQueued,          1, -1, 1, &Dispatcher::watch},
       {"unwatch",         1, 0,                   0, 0, 0, &Dispatcher::unwatch},
 //< chapter 10
+//> chapter 11
+      {"scan",           -2, kReadOnly,           0, 0, 0, &Dispatcher::scan},
+      {"randomkey",       1, kReadOnly,           0, 0, 0, &Dispatcher::randomkey},
+      {"type",            2, kReadOnly,           1, 1, 1, &Dispatcher::type},
+      {"touch",          -2, kReadOnly,           1, -1, 1, &Dispatcher::exists},
+      {"unlink",         -2, kWrite,              1, -1, 1, &Dispatcher::del},
+      {"rename",          3, kWrite,              1, 2, 1, &Dispatcher::rename},
+      {"renamenx",        3, kWrite,              1, 2, 1, &Dispatcher::rename},
+      {"copy",           -3, kWrite,              1, 2, 1, &Dispatcher::copy},
+//< chapter 11
   };
   return table;
 }
@@ -5025,6 +5430,81 @@ inline void Dispatcher::exec(const Args&, Session* session, std::string* out) {
   out->append(replies);
 }
 //< chapter 10
+//> chapter 11
+
+// SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]. Every value is a string, so
+// TYPE string filters nothing and any other type leaves nothing.
+inline void Dispatcher::scan(const Args& a, Session*, std::string* out) {
+  std::uint64_t cursor = 0;
+  if (a[1].empty() || a[1].size() > 20 ||
+      a[1].find_first_not_of("0123456789") != std::string::npos ||
+      (a[1].size() == 20 && a[1] > "18446744073709551615")) {
+    return resp::error(out, "ERR invalid cursor");
+  }
+  for (char c : a[1]) cursor = cursor * 10 + static_cast<std::uint64_t>(c - '0');
+  std::string pattern;
+  std::int64_t count = 10;
+  bool any_type = true, strings = true;
+  for (std::size_t i = 2; i < a.size(); i += 2) {
+    const std::string option = detail::lower(a[i]);
+    if (i + 1 >= a.size()) return resp::error(out, "ERR syntax error");
+    if (option == "match") {
+      pattern = a[i + 1] == "*" ? std::string() : a[i + 1];
+    } else if (option == "count") {
+      if (!integer_arg(a[i + 1], &count, out)) return;
+      if (count < 1) return resp::error(out, "ERR syntax error");
+    } else if (option == "type") {
+      any_type = false;
+      strings = detail::lower(a[i + 1]) == "string";
+    } else {
+      return resp::error(out, "ERR syntax error");
+    }
+  }
+  const Store::ReadBound b = bound();
+  bool complete = false;
+  std::vector<std::string> keys;
+  const std::uint64_t next = store_->scan(cursor, static_cast<std::size_t>(count), pattern, b,
+                                          &keys, &complete);
+  if (!any_type && !strings) keys.clear();
+  if (!complete && stopped("scan", out)) return;
+  if (!complete) {
+    return resp::error(out, "ERR the reply to 'scan' would exceed the client output limit of " +
+                                std::to_string(b.max_bytes) + " bytes (max_output_bytes): ask "
+                                "for a smaller COUNT");
+  }
+  std::string array;
+  reply_all("scan", keys, true, b, &array);
+  if (array[0] == '-') {  // an error instead: the keys are too many
+    out->append(array);
+    return;
+  }
+  resp::array(out, 2);
+  resp::bulk(out, std::to_string(next));
+  out->append(array);
+}
+
+// COPY source destination [DB 0] [REPLACE]: one database here, so DB can only be 0.
+inline void Dispatcher::copy(const Args& a, Session*, std::string* out) {
+  bool replace = false;
+  for (std::size_t i = 3; i < a.size(); ++i) {
+    const std::string option = detail::lower(a[i]);
+    if (option == "replace") {
+      replace = true;
+    } else if (option == "db" && i + 1 < a.size()) {
+      std::int64_t db = 0;
+      if (!integer_arg(a[++i], &db, out)) return;
+      if (db != 0) return resp::error(out, "ERR DB index is out of range");
+    } else {
+      return resp::error(out, "ERR syntax error");
+    }
+  }
+  if (a[1] == a[2]) return resp::error(out, "ERR source and destination objects are the same");
+  bool copied = false;
+  Status s = store_->copy(a[1], a[2], replace, &copied);
+  if (s.ok()) resp::integer(out, copied ? 1 : 0);
+  else reply_status(out, s);
+}
+//< chapter 11
 
 inline void Dispatcher::set(const Args& a, Session*, std::string* out) {
 #if 0 //> chapters 6-8

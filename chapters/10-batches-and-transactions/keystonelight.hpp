@@ -3428,7 +3428,9 @@ inline Status Store::clear() {
     }
     return Status();
   }
-  for (auto& entry : watched_) entry.second.version = ++watch_clock_;  // every key changes
+  for (auto& [key, watched] : watched_) {  // every key that exists changes (Redis's rule)
+    if (lookup(key) != map_.end()) watched.version = ++watch_clock_;
+  }
   if (disk_) {
     // A compaction of nothing: an empty log replaces the old one in one rename, so a
     // crash leaves all the data or none of it, never some.

@@ -235,6 +235,13 @@ TEST_CASE("a Watch notices a write, a delete, an expiry change, an expiry and FL
     REQUIRE(store->expire_at("k", now + 100).ok());
   }));
   CHECK_FALSE(changed_after([&] { REQUIRE(store->set("unwatched", "v").ok()); }));
+  {  // FLUSHDB changes only the watched keys that exist, as in Redis
+    REQUIRE(store->del("k").ok());
+    kl::Store::Watch missing(store.get());
+    missing.add("k");
+    REQUIRE(store->clear().ok());
+    CHECK_FALSE(missing.changed());
+  }
   // Expired since it was watched, though nobody has removed it yet.
   REQUIRE(store->set("k", "v").ok());
   REQUIRE(store->expire_at("k", now + 10).ok());
