@@ -210,7 +210,8 @@ void print_record(const Record& record) {
   std::printf("  %12llu  %-6s  %10zu  %12zu  %s\n", ull(record.offset),
               record.type == RecordType::kPut      ? "put"
               : record.type == RecordType::kDelete ? "delete"
-                                                   : "expire",
+              : record.type == RecordType::kExpire ? "expire"
+                                                   : "batch",
               record.key.size(),
               record.value.size(), printable_key(record.key).c_str());
 }
@@ -231,17 +232,23 @@ struct Scan {
   std::uint64_t puts = 0;
   std::uint64_t deletes = 0;
   std::uint64_t expires = 0;  // records that change only a key's expiry (format version 2)
-  // The latest put of each live key: where that record starts, and its size with header;
-  // and the key's expiry (ms since the epoch, 0: none), from that put or a later change.
+  std::uint64_t batches = 0;  // batch records (format version 3); their entries count above
+  // The latest put of each live key: where that record starts, and its size with header
+  // (for an entry of a batch record, the record's offset, the entry's number in it, and
+  // the size a record of its own would have); and the key's expiry (ms since the epoch,
+  // 0: none), from that put or a later change.
   struct Latest {
     std::uint64_t offset = 0;
     std::uint64_t size = 0;
     std::uint64_t expiry_ms = 0;
+    std::size_t entry = 0;  // 0: a record of its own; n: the n-th entry of a batch
   };
   std::unordered_map<std::string, Latest> live;
   std::optional<Problem> problem;
 
-  std::uint64_t records() const { return puts + deletes + expires; }
+  // Whole records; a batch is one, however many entries it holds.
+  std::uint64_t records() const { return puts + deletes + expires + batches - entries; }
+  std::uint64_t entries = 0;  // the changes inside batch records (counted in puts, ...)
   std::uint64_t live_bytes() const {
     std::uint64_t sum = 0;
     for (const auto& entry : live) sum += entry.second.size;
@@ -251,17 +258,30 @@ struct Scan {
   std::uint64_t garbage_bytes() const {
     const std::uint64_t records_bytes =
         header == LogReader::Header::kValid ? good_end - keystonelight::kFileHeaderBytes : 0;
-    return records_bytes - live_bytes();
+    // (A batch entry counts as the record a compaction would write for it, a few bytes
+    // more than the entry: hence no less than zero.)
+    return records_bytes > live_bytes() ? records_bytes - live_bytes() : 0;
   }
   std::uint64_t damaged_bytes() const { return file_size - good_end; }
 };
 
-// Replays one record into the scan's picture of the live keys.
-void count_record(const Record& record, Scan* scan) {
-  if (record.type == RecordType::kPut) {
+// Replays one record into the scan's picture of the live keys: for a batch, each of its
+// entries, numbered from 1.
+void count_record(const Record& record, Scan* scan, std::size_t entry = 0) {
+  if (record.type == RecordType::kBatch) {
+    ++scan->batches;
+    keystonelight::detail::BatchReader entries(record.value);
+    Record change;
+    for (std::size_t n = 1; entries.next(&change); ++n) {
+      change.offset = record.offset;
+      change.size = keystonelight::kRecordHeaderBytes + change.key.size() + change.value.size();
+      ++scan->entries;
+      count_record(change, scan, n);
+    }
+  } else if (record.type == RecordType::kPut) {
     ++scan->puts;
     scan->live.insert_or_assign(std::string(record.key),
-                                Scan::Latest{record.offset, record.size, record.expiry_ms});
+                                Scan::Latest{record.offset, record.size, record.expiry_ms, entry});
   } else if (record.type == RecordType::kDelete) {
     ++scan->deletes;
     scan->live.erase(std::string(record.key));
@@ -315,8 +335,14 @@ void print_report(const std::string& path, const Scan& scan) {
     }
   }
   std::printf("\n");
-  std::printf("records:        %llu (puts %llu, deletes %llu, expiry changes %llu)%s\n",
-              ull(scan.records()), ull(scan.puts), ull(scan.deletes), ull(scan.expires),
+  // Expiry changes and batches only where the log has them (format versions 2 and 3).
+  std::string kinds = "puts " + std::to_string(scan.puts) + ", deletes " + std::to_string(scan.deletes);
+  if (scan.expires > 0) kinds += ", expiry changes " + std::to_string(scan.expires);
+  if (scan.batches > 0) {
+    kinds += "; " + std::to_string(scan.entries) + " of them in " + std::to_string(scan.batches) +
+             " batches";
+  }
+  std::printf("records:        %llu (%s)%s\n", ull(scan.records()), kinds.c_str(),
               scan.problem ? " before the problem" : "");
   std::printf("live keys:      %zu\n", scan.live.size());
   std::printf("live bytes:     %llu (the latest record of each live key: compaction keeps them)\n",
@@ -488,11 +514,19 @@ Status write_export(File* file, const Scan& scan, Output* out) {
   // by now stay out, as Store::open would leave them out.
   const auto now = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::system_clock::now().time_since_epoch()).count());
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> offsets;  // (offset, expiry)
+  struct Wanted {
+    std::uint64_t offset;
+    std::size_t entry;  // 0, or the entry's number in the batch record at offset
+    std::uint64_t expiry_ms;
+    bool operator<(const Wanted& o) const {
+      return offset != o.offset ? offset < o.offset : entry < o.entry;
+    }
+  };
+  std::vector<Wanted> offsets;
   offsets.reserve(scan.live.size());
   for (const auto& entry : scan.live) {
     const std::uint64_t expiry = entry.second.expiry_ms;
-    if (expiry == 0 || now <= expiry) offsets.emplace_back(entry.second.offset, expiry);
+    if (expiry == 0 || now <= expiry) offsets.push_back({entry.second.offset, entry.second.entry, expiry});
   }
   std::sort(offsets.begin(), offsets.end());
 
@@ -510,9 +544,22 @@ Status write_export(File* file, const Scan& scan, Output* out) {
                               "reading, where the first found a whole record: the file "
                               "changed while it was read, or the disk is failing");
     }
-    if (record.offset != offsets[i].first) continue;  // overwritten, deleted or expired
-    if (!put_set(record.key, record.value, offsets[i].second, out)) return out->status();
-    ++i;
+    if (record.offset != offsets[i].offset) continue;  // overwritten, deleted or expired
+    if (offsets[i].entry == 0) {
+      if (!put_set(record.key, record.value, offsets[i].expiry_ms, out)) return out->status();
+      ++i;
+      continue;
+    }
+    // The live puts among a batch's entries, in their order.
+    keystonelight::detail::BatchReader entries(record.value);
+    Record change;
+    for (std::size_t n = 1; entries.next(&change) && i < offsets.size() &&
+                            offsets[i].offset == record.offset;
+         ++n) {
+      if (offsets[i].entry != n) continue;
+      if (!put_set(change.key, change.value, offsets[i].expiry_ms, out)) return out->status();
+      ++i;
+    }
   }
   return Status();
 }

@@ -59,7 +59,8 @@ cat > "$work/helper.cpp" <<'EOF'
 // helper empty DIR         opens and closes a store: a log with its file header only
 // helper badtype DIR       appends a record whose header checksum holds but whose type is 9
 // helper expiring DIR      keys with expiry times: one long passed, one set by an expire
-//                          record, one made persistent again, one put with its time
+//                          record, one made persistent again, one put with its time;
+//                          then batch records that put two keys and delete two
 // helper verify FILE DIR   parses FILE as SET commands only, strictly, and compares them with
 //                          the store in DIR (a copy: opening it may cut a torn tail);
 //                          prints the number of commands
@@ -378,6 +379,10 @@ int main(int argc, char** argv) {
     if (s.ok()) s = store->set("persisted", "v3", std::chrono::milliseconds(5));
     if (s.ok()) s = store->persist("persisted");
     if (s.ok()) s = store->set("ttl", "v4", at_2100, &stored);
+    // Batch records: one that puts two keys, one that deletes one of them and "plain".
+    std::size_t removed = 0;
+    if (s.ok()) s = store->set_all({{"m1", "a"}, {"m2", "b"}});
+    if (s.ok()) s = store->del_all({"m1", "plain"}, &removed);
     if (s.ok()) s = store->close();
     return s.ok() ? 0 : die(s);
   }
@@ -600,12 +605,13 @@ holds "a closed stdout does not make the export land in the log" \
 if "$helper" expiring "$work/expiring" 2> "$work/helper.err"; then
   run expiring --export "$work/expiring"
   expect "a log with expiry times exports" 0
-  printf '*5\r\n$3\r\nSET\r\n$5\r\nlater\r\n$2\r\nv1\r\n$4\r\nPXAT\r\n$13\r\n4102444800000\r\n*3\r\n$3\r\nSET\r\n$5\r\nplain\r\n$2\r\nv2\r\n*3\r\n$3\r\nSET\r\n$9\r\npersisted\r\n$2\r\nv3\r\n*5\r\n$3\r\nSET\r\n$3\r\nttl\r\n$2\r\nv4\r\n$4\r\nPXAT\r\n$13\r\n4102444800000\r\n' \
+  printf '*5\r\n$3\r\nSET\r\n$5\r\nlater\r\n$2\r\nv1\r\n$4\r\nPXAT\r\n$13\r\n4102444800000\r\n*3\r\n$3\r\nSET\r\n$9\r\npersisted\r\n$2\r\nv3\r\n*5\r\n$3\r\nSET\r\n$3\r\nttl\r\n$2\r\nv4\r\n$4\r\nPXAT\r\n$13\r\n4102444800000\r\n*3\r\n$3\r\nSET\r\n$2\r\nm2\r\n$1\r\nb\r\n' \
     > "$work/expected-expiring"
-  holds "keys keep their expiry as PXAT (from a put or an expire record), a persisted key has none, and a key whose time passed is left out" \
+  holds "keys keep their expiry as PXAT (from a put or an expire record), a persisted key has none, a key whose time passed is left out, and batch records are read entry by entry" \
     same expiring.out expected-expiring
   run expiring-records "$work/expiring"
-  holds "the summary counts the expiry changes" grep -q "expiry changes 2" "$work/expiring-records.out"
+  holds "the summary counts the expiry changes and the batches" \
+    grep -q "expiry changes 2; 4 of them in 2 batches" "$work/expiring-records.out"
 else
   not_ok "the helper did not write the log with expiry times: $(cat "$work/helper.err")"
 fi
