@@ -124,6 +124,21 @@ TEST_CASE("a batch that cannot be written is undone before anyone sees it") {
   CHECK(contents(*store) == Model{{"a", "old"}});
 }
 
+TEST_CASE("a failed fsync under always undoes a whole batch, for the writer and for readers") {
+  kltest::TempDir dir;
+  kltest::FaultyFileSystem fs;
+  kl::Options options = options_for(dir.path());
+  options.fsync = kl::FsyncPolicy::kAlways;
+  options.file_system = &fs;
+  auto store = open_store(options);
+  REQUIRE(store->set("a", "old").ok());
+  fs.arm(kltest::Op::kSync, 0, kltest::Fault::kFail, "Input/output error");
+  kl::Status s = store->set_all({{"a", "new"}, {"b", "new"}});
+  CHECK(s.code() == Code::kIOError);
+  CHECK(contents(*store) == Model{{"a", "old"}});  // written to the file, but never durable
+  CHECK(store->set("c", "v").code() == Code::kIOError);  // and the store refuses writes now
+}
+
 TEST_CASE("MSET, DEL of many keys and a transaction each write one batch record") {
   kltest::TempDir dir;
   auto store = open_store(options_for(dir.path()));
