@@ -19,12 +19,13 @@ import sys
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ for tap.py in the work tree
-from tap import Suite, expect, expect_between, expect_error
+from tap import Skip, Suite, expect, expect_between, expect_error
 
 try:
     import django
     from django.conf import settings
     import django_redis  # noqa: F401: only to say what is missing
+    import redis
 except ImportError as e:
     print(f"Bail out! {e}: apt-get install python3-django-redis, and run this with "
           "/usr/bin/python3")
@@ -128,6 +129,15 @@ def _():
 
 @suite.check("incr of a missing key raises ValueError")
 def _():
+    # django-redis's incr is a Lua script (EVAL). A server without scripting makes it fall
+    # back on EXISTS, TTL, GET and SET, which is not atomic and, for a missing key, raises
+    # TypeError instead of ValueError: a django-redis bug that this check cannot get past.
+    try:
+        cache.client.get_client().execute_command("EVAL", "return 1", 0)
+    except redis.exceptions.ResponseError as e:
+        if "unknown command" in str(e):
+            raise Skip("the server has no EVAL (scripting), which django-redis's incr uses")
+        raise
     cache.delete("count-missing")
     expect_error(lambda: cache.incr("count-missing"), ValueError, "", "incr")
     expect_error(lambda: cache.decr("count-missing"), ValueError, "", "decr")

@@ -53,6 +53,11 @@ def one_line(text):
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+class Skip(Exception):
+    """Raised by a check that cannot run against this server, with the reason: the check
+    is reported as `ok N - name # SKIP reason`, and counted apart."""
+
+
 class Suite:
     def __init__(self, description):
         self.description = description
@@ -84,10 +89,13 @@ class Suite:
                 print(f"Bail out! {one_line(type(e).__name__ + ': ' + str(e))}", flush=True)
                 return 2
         print(f"1..{len(self.checks)}", flush=True)
-        failed = 0
+        failed = skipped = 0
         for number, (name, function) in enumerate(self.checks, 1):
             try:
                 function()
+            except Skip as e:
+                skipped += 1
+                print(f"ok {number} - {name} # SKIP {one_line(e)}", flush=True)
             except Failure as e:
                 failed += 1
                 print(f"not ok {number} - {name}: {one_line(e)}", flush=True)
@@ -102,5 +110,6 @@ class Suite:
                       f"{where}", flush=True)
             else:
                 print(f"ok {number} - {name}", flush=True)
-        print(f"# {len(self.checks) - failed} passed, {failed} failed", flush=True)
+        print(f"# {len(self.checks) - failed - skipped} passed, {failed} failed, "
+              f"{skipped} skipped", flush=True)
         return 1 if failed else 0
