@@ -38,10 +38,10 @@
                                set_all, del_all, get_all, keys, clear (6)
        The protocol            RequestParser, resp:: replies, Dispatcher and its commands (6)
 //< chapter 6
-//> chapter 11
+//> chapter 12
                                the string and bitmap commands: INCRBYFLOAT, GETRANGE,
                                SETRANGE, LCS, SETBIT, BITCOUNT, BITPOS, BITOP ... (11)
-//< chapter 11
+//< chapter 12
 //> chapter 7
        The TCP server          Server: listener, a thread per connection, pipelining,
                                limits, graceful stop; Client and Reply (7)
@@ -245,9 +245,9 @@
 
 #include <signal.h>
 //< chapter 8
-//> chapter 11
+//> chapter 12
 #include <cmath>
-//< chapter 11
+//< chapter 12
 
 namespace keystonelight {
 
@@ -4844,9 +4844,9 @@ class Dispatcher {
     if (session->watch) session->watch->clear();
   }
 //< chapter 10
-//> chapter 11
+//> chapter 12
 
-  // Strings as Redis sees them (chapter 11): the rest of Redis's string group, and the
+  // Strings as Redis sees them (chapter 12): the rest of Redis's string group, and the
   // bitmap commands. A write that changes a value in place runs through modify(): read,
   // change and write in one Store::transaction, keeping the key's expiry; `change` gets
   // the value (nullopt: no key), may rewrite it, writes its reply to *reply, and returns
@@ -4875,7 +4875,7 @@ class Dispatcher {
   // there) and BYTE or BIT (if `i + 2` is); as bits [*first, *last], empty if first > last.
   static bool bit_range(const Args& a, std::size_t i, std::size_t size, std::int64_t* first,
                         std::int64_t* last, std::string* out);
-//< chapter 11
+//< chapter 12
 
   Store* store_;
   const ServerConfig config_;
@@ -4963,7 +4963,7 @@ inline const std::vector<Dispatcher::Command>& Dispatcher::commands() {
       {"watch",          -2, kNotQueued,          1, -1, 1, &Dispatcher::watch},
       {"unwatch",         1, 0,                   0, 0, 0, &Dispatcher::unwatch},
 //< chapter 10
-//> chapter 11
+//> chapter 12
       {"incrbyfloat",     3, kWrite,              1, 1, 1, &Dispatcher::incrbyfloat},
       {"getrange",        4, kReadOnly,           1, 1, 1, &Dispatcher::getrange},
       {"substr",          4, kReadOnly,           1, 1, 1, &Dispatcher::getrange},
@@ -4978,7 +4978,7 @@ inline const std::vector<Dispatcher::Command>& Dispatcher::commands() {
       {"bitcount",       -2, kReadOnly,           1, 1, 1, &Dispatcher::bitcount},
       {"bitpos",         -3, kReadOnly,           1, 1, 1, &Dispatcher::bitpos},
       {"bitop",          -4, kWrite,              2, -1, 1, &Dispatcher::bitop},
-//< chapter 11
+//< chapter 12
   };
   return table;
 }
@@ -5075,10 +5075,10 @@ inline void Dispatcher::exec(const Args&, Session* session, std::string* out) {
   out->append(replies);
 }
 //< chapter 10
-//> chapter 11
+//> chapter 12
 
 // ---------------------------------------------------------------------------------------
-// Chapter 11: strings as Redis sees them. A Redis string is bytes; some commands read the
+// Chapter 12: strings as Redis sees them. A Redis string is bytes; some commands read the
 // bytes as a number (INCRBYFLOAT), some as a bitmap (SETBIT, BITCOUNT, BITPOS, BITOP),
 // some as a string to cut or patch (GETRANGE, SETRANGE, LCS). Every one that reads and
 // then writes does both in one Store::transaction. No length or offset a client sends is
@@ -5490,7 +5490,7 @@ inline void Dispatcher::bitop(const Args& a, Session*, std::string* out) {
   if (s.ok()) resp::integer(out, static_cast<std::int64_t>(length));
   else reply_status(out, s);
 }
-//< chapter 11
+//< chapter 12
 
 inline void Dispatcher::set(const Args& a, Session*, std::string* out) {
 #if 0 //> chapters 6-8

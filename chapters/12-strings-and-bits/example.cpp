@@ -1,4 +1,4 @@
-// Chapter 11's example: strings as Redis sees them. The same bytes used as a bitmap of
+// Chapter 12's example: strings as Redis sees them. The same bytes used as a bitmap of
 // daily active users, as a decimal number, as a fixed-width record patched in place, as
 // names claimed all together or not at all, and as text two versions of which share a
 // longest common subsequence. Then the store is opened again, to show what the log kept.

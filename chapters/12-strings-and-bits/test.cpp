@@ -1,4 +1,4 @@
-// Chapter 11: strings as Redis sees them. The rest of Redis's string group and the bitmap
+// Chapter 12: strings as Redis sees them. The rest of Redis's string group and the bitmap
 // commands, with Redis 7's replies and error texts word for word (the cases come from
 // Redis's documentation and its edge cases); every read-modify-write is atomic for
 // readers, for other writers and across a crash; no offset a client sends allocates
@@ -65,7 +65,7 @@ const std::string kNil = "$-1\r\n";
 
 }  // namespace
 
-TEST_SUITE("chapter 11: strings as Redis sees them") {
+TEST_SUITE("chapter 12: strings as Redis sees them") {
 
 TEST_CASE("INCRBYFLOAT adds in long double and prints the sum as Redis does") {
   kl::Store store;
