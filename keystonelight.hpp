@@ -18,6 +18,12 @@
                                reader-writer lock (5), sockets (7), PidFile, SignalWaiter (8)
        The log                 CRC-32C, the record format, LogWriter, LogReader (2)
 //< chapter 2
+//> chapter 9
+                               the expire record, format version 2 (9)
+//< chapter 9
+//> chapter 10
+                               the batch record, format version 3 (10)
+//< chapter 10
 //> chapter 3
        The persistent log      FsyncPolicy, Options, Disk: the log, its lock and fsyncs (3),
                                compaction (4), group commit (5); diagnose: what a bad record
@@ -36,8 +42,36 @@
 //< chapter 5
 //> chapter 6
                                set_all, del_all, get_all, keys, clear (6)
+//< chapter 6
+//> chapter 9
+                               keys that expire: set with a ttl, expire_at, persist,
+                               expire_time, lazy and active expiry (9)
+//< chapter 9
+//> chapter 10
+                               transaction, WriteBatch, Watch (10)
+//< chapter 10
+//> chapter 11
+                               its own hash table (detail::Table), scan, random_key,
+                               rename, copy (11)
+//< chapter 11
+//> chapter 6
        The protocol            RequestParser, resp:: replies, Dispatcher and its commands (6)
 //< chapter 6
+//> chapter 9
+                               EXPIRE and its kin, TTL and its kin, PERSIST, SET's EX, PX,
+                               EXAT, PXAT and KEEPTTL, SETEX, PSETEX, GETEX (9)
+//< chapter 9
+//> chapter 10
+                               MULTI, EXEC, DISCARD, WATCH, UNWATCH (10)
+//< chapter 10
+//> chapter 11
+                               SCAN, RANDOMKEY, TYPE, TOUCH, UNLINK, RENAME, RENAMENX,
+                               COPY (11)
+//< chapter 11
+//> chapter 12
+                               the string and bitmap commands: INCRBYFLOAT, GETRANGE,
+                               SETRANGE, LCS, SETBIT, BITCOUNT, BITPOS, BITOP ... (12)
+//< chapter 12
 //> chapter 7
        The TCP server          Server: listener, a thread per connection, pipelining,
                                limits, graceful stop; Client and Reply (7)
@@ -241,6 +275,9 @@
 
 #include <signal.h>
 //< chapter 8
+//> chapter 12
+#include <cmath>
+//< chapter 12
 
 namespace keystonelight {
 
@@ -5237,6 +5274,38 @@ class Dispatcher {
   }
   void copy(const Args& a, Session*, std::string* out);
 //< chapter 11
+//> chapter 12
+
+  // Strings as Redis sees them (chapter 12): the rest of Redis's string group, and the
+  // bitmap commands. A write that changes a value in place runs through modify(): read,
+  // change and write in one Store::transaction, keeping the key's expiry; `change` gets
+  // the value (nullopt: no key), may rewrite it, writes its reply to *reply, and returns
+  // whether there is anything to store. The reply goes out once the write is logged.
+  template <typename Change>
+  void modify(const std::string& key, std::string* out, const Change& change);
+  void incrbyfloat(const Args& a, Session*, std::string* out);
+  void getrange(const Args& a, Session*, std::string* out);  // and SUBSTR
+  void setrange(const Args& a, Session*, std::string* out);
+  void getset(const Args& a, Session*, std::string* out) {  // SET key value GET
+    StringOptions o;
+    o.get = true;
+    set_with(a, a[2], o, out);
+  }
+  void getdel(const Args& a, Session*, std::string* out);
+  void msetnx(const Args& a, Session*, std::string* out);  // and SETNX, its one-key form
+  void lcs(const Args& a, Session*, std::string* out);
+  void setbit(const Args& a, Session*, std::string* out);
+  void getbit(const Args& a, Session*, std::string* out);
+  void bitcount(const Args& a, Session*, std::string* out);
+  void bitpos(const Args& a, Session*, std::string* out);
+  void bitop(const Args& a, Session*, std::string* out);
+  // SETBIT's and GETBIT's offset, within kMaxValueBytes; false with the error written.
+  static bool bit_offset(const std::string& text, std::uint64_t* offset, std::string* out);
+  // BITCOUNT's and BITPOS's range: `a` from word `i` on holds start, end (if `i + 1` is
+  // there) and BYTE or BIT (if `i + 2` is); as bits [*first, *last], empty if first > last.
+  static bool bit_range(const Args& a, std::size_t i, std::size_t size, std::int64_t* first,
+                        std::int64_t* last, std::string* out);
+//< chapter 12
 
   Store* store_;
   const ServerConfig config_;
@@ -5334,6 +5403,22 @@ inline const std::vector<Dispatcher::Command>& Dispatcher::commands() {
       {"renamenx",        3, kWrite,              1, 2, 1, &Dispatcher::rename},
       {"copy",           -3, kWrite,              1, 2, 1, &Dispatcher::copy},
 //< chapter 11
+//> chapter 12
+      {"incrbyfloat",     3, kWrite,              1, 1, 1, &Dispatcher::incrbyfloat},
+      {"getrange",        4, kReadOnly,           1, 1, 1, &Dispatcher::getrange},
+      {"substr",          4, kReadOnly,           1, 1, 1, &Dispatcher::getrange},
+      {"setrange",        4, kWrite,              1, 1, 1, &Dispatcher::setrange},
+      {"getset",          3, kWrite,              1, 1, 1, &Dispatcher::getset},
+      {"getdel",          2, kWrite,              1, 1, 1, &Dispatcher::getdel},
+      {"setnx",           3, kWrite,              1, 1, 1, &Dispatcher::msetnx},
+      {"msetnx",         -3, kWrite,              1, -1, 2, &Dispatcher::msetnx},
+      {"lcs",            -3, kReadOnly,           1, 2, 1, &Dispatcher::lcs},
+      {"setbit",          4, kWrite,              1, 1, 1, &Dispatcher::setbit},
+      {"getbit",          3, kReadOnly,           1, 1, 1, &Dispatcher::getbit},
+      {"bitcount",       -2, kReadOnly,           1, 1, 1, &Dispatcher::bitcount},
+      {"bitpos",         -3, kReadOnly,           1, 1, 1, &Dispatcher::bitpos},
+      {"bitop",          -4, kWrite,              2, -1, 1, &Dispatcher::bitop},
+//< chapter 12
   };
   return table;
 }
@@ -5505,6 +5590,422 @@ inline void Dispatcher::copy(const Args& a, Session*, std::string* out) {
   else reply_status(out, s);
 }
 //< chapter 11
+//> chapter 12
+
+// ---------------------------------------------------------------------------------------
+// Chapter 12: strings as Redis sees them. A Redis string is bytes; some commands read the
+// bytes as a number (INCRBYFLOAT), some as a bitmap (SETBIT, BITCOUNT, BITPOS, BITOP),
+// some as a string to cut or patch (GETRANGE, SETRANGE, LCS). Every one that reads and
+// then writes does both in one Store::transaction. No length or offset a client sends is
+// allocated before it is checked against kMaxValueBytes, Redis's proto-max-bulk-len.
+// ---------------------------------------------------------------------------------------
+
+namespace detail {
+
+// The longest text Redis reads as a long double (MAX_LONG_DOUBLE_CHARS); it also holds
+// every long double printed with %.17Lf (the largest has 4933 digits before the point).
+inline constexpr std::size_t kMaxLongDoubleChars = 5 * 1024;
+
+// A number as Redis's string2ld reads one: all of the text, no space before it, not NaN,
+// not out of range; "inf" and hexadecimal floats are numbers, as strtold says.
+inline bool parse_long_double(std::string_view text, long double* value) {
+  if (text.empty() || text.size() >= kMaxLongDoubleChars || text[0] == ' ' ||
+      (text[0] >= '\t' && text[0] <= '\r')) {
+    return false;
+  }
+  const std::string copy(text);  // strtold needs a NUL; a NUL inside the text stops it short
+  char* end = nullptr;
+  errno = 0;
+  const long double v = std::strtold(copy.c_str(), &end);
+  if (end != copy.c_str() + copy.size() || std::isnan(v) ||
+      (errno == ERANGE && (std::isinf(v) || v == 0))) {
+    return false;
+  }
+  *value = v;
+  return true;
+}
+
+// Redis's human-friendly form of a long double (ld2string's LD_STR_HUMAN): 17 digits after
+// the point, then trailing zeros, and a point left bare, dropped; "-0" is "0". So
+// 10.5 + 0.1 is "10.6" (not 10.59999...: the sum is a long double), and 5.0e3 + 200 is
+// "5200". The value must be finite.
+inline std::string format_long_double(long double v) {
+  std::string text(kMaxLongDoubleChars, '\0');
+  text.resize(static_cast<std::size_t>(std::snprintf(&text[0], text.size(), "%.17Lf", v)));
+  if (text.find('.') != std::string::npos) {
+    while (text.back() == '0') text.pop_back();
+    if (text.back() == '.') text.pop_back();
+  }
+  return text == "-0" ? "0" : text;
+}
+
+// The bits of byte `byte` that lie in the bit range [first, last] (bit 0 is the most
+// significant bit of byte 0, as Redis numbers them).
+inline unsigned edge_mask(std::int64_t byte, std::int64_t first, std::int64_t last) {
+  unsigned mask = 0xFF;
+  if (byte == first >> 3) mask &= 0xFFu >> (first & 7);
+  if (byte == last >> 3) mask &= (0xFFu << (7 - (last & 7))) & 0xFF;
+  return mask;
+}
+
+inline std::int64_t count_bits(std::string_view v, std::int64_t first, std::int64_t last) {
+  std::int64_t count = 0;
+  for (std::int64_t byte = first >> 3; first <= last && byte <= last >> 3; ++byte) {
+    const unsigned bits = static_cast<unsigned char>(v[static_cast<std::size_t>(byte)]);
+    count += __builtin_popcount(bits & edge_mask(byte, first, last));
+  }
+  return count;
+}
+
+// The first bit in [first, last] that is `one`; -1 when there is none.
+inline std::int64_t find_bit(std::string_view v, bool one, std::int64_t first, std::int64_t last) {
+  for (std::int64_t byte = first >> 3; first <= last && byte <= last >> 3; ++byte) {
+    unsigned bits = static_cast<unsigned char>(v[static_cast<std::size_t>(byte)]);
+    bits = (one ? bits : ~bits) & edge_mask(byte, first, last);
+    if (bits != 0) return byte * 8 + (__builtin_clz(bits) - 24);  // clz of a 32-bit unsigned
+  }
+  return -1;
+}
+
+}  // namespace detail
+
+template <typename Change>
+inline void Dispatcher::modify(const std::string& key, std::string* out, const Change& change) {
+  std::string reply;
+  Status s = store_->transaction([&] {
+    std::optional<std::string> value = store_->get(key);
+    if (!change(&value, &reply)) return Status();
+    Store::SetOptions keep;
+    keep.keep_ttl = true;  // a change in place keeps the key's expiry, as in Redis
+    bool stored = false;
+    return store_->set(key, *value, keep, &stored);
+  });
+  if (s.ok()) out->append(reply);
+  else reply_status(out, s);
+}
+
+// INCRBYFLOAT key increment: the sum, in long double, as Redis formats it.
+inline void Dispatcher::incrbyfloat(const Args& a, Session*, std::string* out) {
+  modify(a[1], out, [&](std::optional<std::string>* value, std::string* reply) {
+    long double number = 0, increment = 0;
+    if ((*value && !detail::parse_long_double(**value, &number)) ||
+        !detail::parse_long_double(a[2], &increment)) {
+      resp::error(reply, "ERR value is not a valid float");
+      return false;
+    }
+    number += increment;
+    if (std::isnan(number) || std::isinf(number)) {
+      resp::error(reply, "ERR increment would produce NaN or Infinity");
+      return false;
+    }
+    *value = detail::format_long_double(number);
+    resp::bulk(reply, **value);
+    return true;
+  });
+}
+
+// GETRANGE key start end (and SUBSTR): both ends included, negative ones from the end.
+inline void Dispatcher::getrange(const Args& a, Session*, std::string* out) {
+  std::int64_t start = 0, end = 0;
+  if (!integer_arg(a[2], &start, out) || !integer_arg(a[3], &end, out)) return;
+  const std::string value = store_->get(a[1]).value_or("");
+  const auto size = static_cast<std::int64_t>(value.size());
+  if (start < 0 && end < 0 && start > end) return resp::bulk(out, "");
+  if (start < 0) start = std::max<std::int64_t>(0, size + start);
+  if (end < 0) end = std::max<std::int64_t>(0, size + end);
+  end = std::min(end, size - 1);
+  if (start > end) return resp::bulk(out, "");
+  resp::bulk(out, std::string_view(value).substr(static_cast<std::size_t>(start),
+                                                 static_cast<std::size_t>(end - start + 1)));
+}
+
+// SETRANGE key offset value: writes value at offset, padding with zero bytes; the length.
+inline void Dispatcher::setrange(const Args& a, Session*, std::string* out) {
+  std::int64_t offset = 0;
+  if (!integer_arg(a[2], &offset, out)) return;
+  if (offset < 0) return resp::error(out, "ERR offset is out of range");
+  const std::string& patch = a[3];
+  const auto at = static_cast<std::size_t>(offset);
+  modify(a[1], out, [&](std::optional<std::string>* value, std::string* reply) {
+    if (patch.empty()) {  // nothing to write: the length as it is, and no key is made
+      resp::integer(reply, *value ? static_cast<std::int64_t>((*value)->size()) : 0);
+      return false;
+    }
+    // Checked before anything grows: 64 bits hold any offset plus any argument.
+    if (static_cast<std::uint64_t>(offset) + patch.size() > kMaxValueBytes) {
+      resp::error(reply, "ERR string exceeds maximum allowed size (proto-max-bulk-len)");
+      return false;
+    }
+    std::string& v = *value ? **value : value->emplace();
+    if (v.size() < at + patch.size()) v.resize(at + patch.size(), '\0');
+    v.replace(at, patch.size(), patch);
+    resp::integer(reply, static_cast<std::int64_t>(v.size()));
+    return true;
+  });
+}
+
+// GETDEL key: the value, and the key removed in the same transaction.
+inline void Dispatcher::getdel(const Args& a, Session*, std::string* out) {
+  std::optional<std::string> value;
+  Status s = store_->transaction([&] {
+    value = store_->get(a[1]);
+    return value ? store_->del(a[1]) : Status();
+  });
+  if (!s.ok()) return reply_status(out, s);
+  if (value) resp::bulk(out, *value);
+  else resp::null_bulk(out);
+}
+
+// MSETNX key value [key value ...], and SETNX key value: all the keys are set, or, if any
+// of them exists, none; 1 or 0. One transaction, so one batch record in the log.
+inline void Dispatcher::msetnx(const Args& a, Session*, std::string* out) {
+  if (a.size() % 2 == 0) return resp::error(out, "ERR wrong number of arguments for 'msetnx' command");
+  std::vector<std::pair<std::string_view, std::string_view>> pairs;
+  for (std::size_t i = 1; i + 1 < a.size(); i += 2) pairs.emplace_back(a[i], a[i + 1]);
+  bool stored = false;
+  Status s = store_->transaction([&] {
+    for (const auto& pair : pairs) {
+      if (store_->exists(pair.first)) return Status();
+    }
+    stored = true;
+    return store_->set_all(pairs);
+  });
+  if (s.ok()) resp::integer(out, stored ? 1 : 0);
+  else reply_status(out, s);
+}
+
+// LCS key1 key2 [LEN] [IDX] [MINMATCHLEN n] [WITHMATCHLEN]: the longest common
+// subsequence, by Redis's dynamic programming over a table of (|x|+1) x (|y|+1) lengths,
+// which Redis refuses to allocate past proto-max-bulk-len bytes; so does this.
+inline void Dispatcher::lcs(const Args& a, Session*, std::string* out) {
+  bool len = false, idx = false, with_len = false;
+  std::int64_t min_len = 0;
+  for (std::size_t i = 3; i < a.size(); ++i) {
+    const std::string option = detail::lower(a[i]);
+    if (option == "len") {
+      len = true;
+    } else if (option == "idx") {
+      idx = true;
+    } else if (option == "withmatchlen") {
+      with_len = true;
+    } else if (option == "minmatchlen" && i + 1 < a.size()) {
+      if (!integer_arg(a[++i], &min_len, out)) return;
+    } else {
+      return resp::error(out, "ERR syntax error");
+    }
+  }
+  if (len && idx) {
+    return resp::error(out, "ERR If you want both the length and indexes, please just use IDX.");
+  }
+  const std::vector<std::optional<std::string>> values = store_->get_all({a[1], a[2]});
+  const std::string none;
+  const std::string& x = values[0] ? *values[0] : none;
+  const std::string& y = values[1] ? *values[1] : none;
+  // table[i * w + j]: the length of the LCS of x's first i bytes and y's first j.
+  const std::size_t w = y.size() + 1;
+  if (x.size() + 1 > kMaxValueBytes / sizeof(std::uint32_t) / w) {
+    return resp::error(out, "ERR Insufficient memory, transient memory for LCS exceeds "
+                            "proto-max-bulk-len");
+  }
+  std::vector<std::uint32_t> table;
+  try {
+    table.resize((x.size() + 1) * w);
+  } catch (const std::bad_alloc&) {
+    return resp::error(out, "ERR Insufficient memory, failed allocating transient memory for LCS");
+  }
+  for (std::size_t i = 1; i <= x.size(); ++i) {
+    for (std::size_t j = 1; j <= y.size(); ++j) {
+      table[i * w + j] = x[i - 1] == y[j - 1]
+                             ? table[(i - 1) * w + j - 1] + 1
+                             : std::max(table[(i - 1) * w + j], table[i * w + j - 1]);
+    }
+  }
+  const std::uint32_t length = table.back();
+  if (len) return resp::integer(out, length);
+  // Back from the end, as Redis walks: the common bytes, and the ranges that match (the
+  // last first), [a_start, a_end] in x beside [b_start, b_end] in y.
+  auto n = [](std::size_t v) { return static_cast<std::int64_t>(v); };
+  std::string common(length, '\0'), matches;
+  std::size_t count = 0, i = x.size(), j = y.size(), k = length;
+  std::size_t a_start = 0, a_end = 0, b_start = 0, b_end = 0;
+  bool in_range = false;
+  while (i > 0 && j > 0) {
+    bool emit = in_range;  // a step that does not match ends the range
+    if (x[i - 1] == y[j - 1]) {
+      common[--k] = x[i - 1];
+      if (!in_range) {
+        a_end = i - 1;
+        b_end = j - 1;
+        in_range = true;
+      }
+      a_start = --i;
+      b_start = --j;
+      emit = i == 0 || j == 0;
+    } else if (table[(i - 1) * w + j] > table[i * w + j - 1]) {
+      --i;
+    } else {
+      --j;
+    }
+    if (!emit) continue;
+    in_range = false;
+    if (n(a_end - a_start + 1) < min_len) continue;
+    ++count;
+    resp::array(&matches, with_len ? 3 : 2);
+    resp::array(&matches, 2);
+    resp::integer(&matches, n(a_start));
+    resp::integer(&matches, n(a_end));
+    resp::array(&matches, 2);
+    resp::integer(&matches, n(b_start));
+    resp::integer(&matches, n(b_end));
+    if (with_len) resp::integer(&matches, n(a_end - a_start + 1));
+  }
+  if (!idx) return resp::bulk(out, common);
+  resp::array(out, 4);  // a map in RESP3: matches, then len
+  resp::bulk(out, "matches");
+  resp::array(out, count);
+  out->append(matches);
+  resp::bulk(out, "len");
+  resp::integer(out, length);
+}
+
+inline bool Dispatcher::bit_offset(const std::string& text, std::uint64_t* offset,
+                                   std::string* out) {
+  std::int64_t n = 0;
+  if (!detail::parse_int64(text, &n) || n < 0 || static_cast<std::uint64_t>(n >> 3) >= kMaxValueBytes) {
+    resp::error(out, "ERR bit offset is not an integer or out of range");
+    return false;
+  }
+  *offset = static_cast<std::uint64_t>(n);
+  return true;
+}
+
+// SETBIT key offset 0|1: the bit's old value; the value grows, zero-padded, to reach it.
+inline void Dispatcher::setbit(const Args& a, Session*, std::string* out) {
+  std::uint64_t offset = 0;
+  std::int64_t on = 0;
+  if (!bit_offset(a[2], &offset, out)) return;
+  if (!detail::parse_int64(a[3], &on) || (on != 0 && on != 1)) {
+    return resp::error(out, "ERR bit is not an integer or out of range");
+  }
+  const auto byte = static_cast<std::size_t>(offset >> 3);
+  const auto mask = static_cast<char>(0x80 >> (offset & 7));
+  modify(a[1], out, [&](std::optional<std::string>* value, std::string* reply) {
+    std::string& v = *value ? **value : value->emplace();
+    const bool grows = v.size() <= byte;
+    if (grows) v.resize(byte + 1, '\0');
+    const bool was = (v[byte] & mask) != 0;
+    v[byte] = static_cast<char>(on ? v[byte] | mask : v[byte] & ~mask);
+    resp::integer(reply, was ? 1 : 0);
+    return grows || was != (on == 1);  // an unchanged value is not written again
+  });
+}
+
+inline void Dispatcher::getbit(const Args& a, Session*, std::string* out) {
+  std::uint64_t offset = 0;
+  if (!bit_offset(a[2], &offset, out)) return;
+  const std::optional<std::string> value = store_->get(a[1]);
+  const auto byte = static_cast<std::size_t>(offset >> 3);
+  const bool set = value && byte < value->size() && ((*value)[byte] & (0x80 >> (offset & 7)));
+  resp::integer(out, set ? 1 : 0);
+}
+
+inline bool Dispatcher::bit_range(const Args& a, std::size_t i, std::size_t size,
+                                  std::int64_t* first, std::int64_t* last, std::string* out) {
+  std::int64_t start = 0, end = -1;  // no end: the value's end
+  if (!integer_arg(a[i], &start, out)) return false;
+  bool bits = false;
+  if (a.size() > i + 2) {
+    bits = detail::lower(a[i + 2]) == "bit";
+    if (!bits && detail::lower(a[i + 2]) != "byte") {
+      resp::error(out, "ERR syntax error");
+      return false;
+    }
+  }
+  if (a.size() > i + 1 && !integer_arg(a[i + 1], &end, out)) return false;
+  const std::int64_t total = static_cast<std::int64_t>(size) * (bits ? 8 : 1);
+  if (start < 0) start = std::max<std::int64_t>(0, total + start);
+  if (end < 0) end = std::max<std::int64_t>(0, total + end);
+  end = std::min(end, total - 1);
+  *first = 1;  // empty, unless start <= end
+  *last = 0;
+  if (start <= end) {
+    *first = bits ? start : start * 8;
+    *last = bits ? end : end * 8 + 7;
+  }
+  return true;
+}
+
+// BITCOUNT key [start end [BYTE|BIT]]: the bits set in the range.
+inline void Dispatcher::bitcount(const Args& a, Session*, std::string* out) {
+  const std::optional<std::string> value = store_->get(a[1]);
+  if (!value) return resp::integer(out, 0);
+  if (a.size() == 3 || a.size() > 5) return resp::error(out, "ERR syntax error");
+  std::int64_t first = 0, last = static_cast<std::int64_t>(value->size()) * 8 - 1;
+  std::int64_t start = 0, end = 0;  // both from the end, and the wrong way round: nothing
+  if (a.size() > 2 && detail::parse_int64(a[2], &start) && detail::parse_int64(a[3], &end) &&
+      start < 0 && end < 0 && start > end) {
+    return resp::integer(out, 0);
+  }
+  if (a.size() > 2 && !bit_range(a, 2, value->size(), &first, &last, out)) return;
+  resp::integer(out, detail::count_bits(*value, first, last));
+}
+
+// BITPOS key 0|1 [start [end [BYTE|BIT]]]: the first such bit. Past the end of a value
+// all bits are 0, so looking for a 0 without an end may find the bit after the value.
+inline void Dispatcher::bitpos(const Args& a, Session*, std::string* out) {
+  std::int64_t bit = 0;
+  if (!integer_arg(a[2], &bit, out)) return;
+  if (bit != 0 && bit != 1) return resp::error(out, "ERR The bit argument must be 1 or 0.");
+  const std::optional<std::string> value = store_->get(a[1]);
+  if (!value) return resp::integer(out, bit ? -1 : 0);
+  if (a.size() > 6) return resp::error(out, "ERR syntax error");
+  std::int64_t first = 0, last = static_cast<std::int64_t>(value->size()) * 8 - 1;
+  if (a.size() > 3 && !bit_range(a, 3, value->size(), &first, &last, out)) return;
+  const std::int64_t found = detail::find_bit(*value, bit == 1, first, last);
+  const bool end_given = a.size() > 4;
+  resp::integer(out, found >= 0 || bit == 1 || end_given || first > last ? found : last + 1);
+}
+
+// BITOP AND|OR|XOR|NOT destkey key [key ...]: the result, as long as the longest source
+// (the shorter ones read as zero-padded), stored under destkey with no expiry; an empty
+// result deletes destkey. Reads and write are one transaction. Replies the length.
+inline void Dispatcher::bitop(const Args& a, Session*, std::string* out) {
+  const std::string op = detail::lower(a[1]);
+  if (op != "and" && op != "or" && op != "xor" && op != "not") {
+    return resp::error(out, "ERR syntax error");
+  }
+  if (op == "not" && a.size() != 4) {
+    return resp::error(out, "ERR BITOP NOT must be called with a single source key.");
+  }
+  const char kind = op[0];  // a, o, x or n
+  const std::string none;
+  std::size_t length = 0;
+  Status s = store_->transaction([&] {
+    const std::vector<std::optional<std::string>> sources =
+        store_->get_all(std::vector<std::string_view>(a.begin() + 3, a.end()));
+    for (const auto& v : sources) length = std::max(length, v ? v->size() : 0);
+    if (length == 0) return store_->del(a[2]);
+    std::string result = sources[0].value_or("");
+    result.resize(length, '\0');
+    for (std::size_t k = 1; k < sources.size(); ++k) {
+      const std::string& v = sources[k] ? *sources[k] : none;
+      for (std::size_t i = 0; i < length; ++i) {
+        const char b = i < v.size() ? v[i] : '\0';
+        result[i] = static_cast<char>(kind == 'a'   ? result[i] & b
+                                      : kind == 'o' ? result[i] | b
+                                                    : result[i] ^ b);
+      }
+    }
+    if (kind == 'n') {
+      for (char& c : result) c = static_cast<char>(~c);
+    }
+    bool stored = false;
+    return store_->set(a[2], result, Store::SetOptions(), &stored);
+  });
+  if (s.ok()) resp::integer(out, static_cast<std::int64_t>(length));
+  else reply_status(out, s);
+}
+//< chapter 12
 
 inline void Dispatcher::set(const Args& a, Session*, std::string* out) {
 #if 0 //> chapters 6-8

@@ -18,6 +18,8 @@
        Platform                FileSystem and POSIX files (2), the directory lock (3), the
                                reader-writer lock (5), sockets (7), PidFile, SignalWaiter (8)
        The log                 CRC-32C, the record format, LogWriter, LogReader (2)
+                               the expire record, format version 2 (9)
+                               the batch record, format version 3 (10)
        The persistent log      FsyncPolicy, Options, Disk: the log, its lock and fsyncs (3),
                                compaction (4), group commit (5); diagnose: what a bad record
                                means (3)
@@ -27,7 +29,17 @@
                                the locks, reads that wait for durability, increment,
                                append, conditional set, the background compactor (5)
                                set_all, del_all, get_all, keys, clear (6)
+                               keys that expire: set with a ttl, expire_at, persist,
+                               expire_time, lazy and active expiry (9)
+                               transaction, WriteBatch, Watch (10)
+                               its own hash table (detail::Table), scan, random_key,
+                               rename, copy (11)
        The protocol            RequestParser, resp:: replies, Dispatcher and its commands (6)
+                               EXPIRE and its kin, TTL and its kin, PERSIST, SET's EX, PX,
+                               EXAT, PXAT and KEEPTTL, SETEX, PSETEX, GETEX (9)
+                               MULTI, EXEC, DISCARD, WATCH, UNWATCH (10)
+                               SCAN, RANDOMKEY, TYPE, TOUCH, UNLINK, RENAME, RENAMENX,
+                               COPY (11)
        The TCP server          Server: listener, a thread per connection, pipelining,
                                limits, graceful stop; Client and Reply (7)
        Process management      the PID file and signal thread are platform code; the server
