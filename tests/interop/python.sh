@@ -45,11 +45,18 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-[ -x "$python" ] || give_up "error: $python is missing: apt-get install -y python3"
+# Without the Python packages (and no root to install them) the tests are skipped, loudly,
+# as the redis-cli tests are without redis-tools; CI installs them first, so it never skips.
+skip_all() {
+  echo "python-interop: skipped: $1; as root: apt-get install -y python3-redis python3-django-redis"
+  echo "$suite: 0 passed, 0 failed"
+  exit 0
+}
+[ -x "$python" ] || skip_all "$python is missing"
 sh "$here/../../tools/ensure-package.sh" python3-redis "$python" -c 'import redis' ||
-  give_up "error: redis-py is missing for $python (python3-redis)"
+  skip_all "redis-py is missing for $python (python3-redis)"
 sh "$here/../../tools/ensure-package.sh" python3-django-redis "$python" -c 'import django_redis' ||
-  give_up "error: django-redis is missing for $python (python3-django-redis)"
+  skip_all "django-redis is missing for $python (python3-django-redis)"
 
 # free_port: a port nobody listens on now (the system's pick; it may be taken again
 # before the server binds it, so start_redis tries again when its server exits).
