@@ -4104,12 +4104,15 @@ inline std::uint64_t Store::scan(std::uint64_t cursor, std::size_t count,
     std::size_t copied = 0;
     whole = true;
     const std::uint64_t after = map_.scan(cursor, count, [&](const Map::value_type& entry) {
-      if ((bound.stop != nullptr && bound.stop->load(std::memory_order_relaxed)) ||
-          entry.first.size() > bound.max_bytes - copied) {
+      if (bound.stop != nullptr && bound.stop->load(std::memory_order_relaxed)) {
         whole = false;
         return false;
       }
       if ((pattern.empty() || detail::glob_match(pattern, entry.first)) && !expired(entry.first)) {
+        if (entry.first.size() > bound.max_bytes - copied) {  // the copy must not happen
+          whole = false;
+          return false;
+        }
         copied += entry.first.size();
         matching.push_back(entry.first);
       }
