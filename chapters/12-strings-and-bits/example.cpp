@@ -28,7 +28,8 @@ int fail(const kl::Status& s) {
 // Bytes as redis-cli shows them: printable ones as they are, others as \xHH.
 std::string quoted(const std::string& bytes) {
   std::string out = "\"";
-  for (unsigned char c : bytes) {
+  for (char byte : bytes) {
+    const auto c = static_cast<unsigned char>(byte);
     char hex[5];
     std::snprintf(hex, sizeof hex, "\\x%02x", c);
     out += c >= 0x20 && c < 0x7f && c != '"' && c != '\\' ? std::string(1, static_cast<char>(c)) : hex;
