@@ -294,6 +294,10 @@ TEST_CASE("MULTI queues, EXEC runs the queue as one transaction, DISCARD drops i
   CHECK(c.run({"MULTI"}) == "-ERR MULTI calls can not be nested\r\n");
   CHECK(c.run({"WATCH", "a"}) == "-ERR WATCH inside MULTI is not allowed\r\n");
   CHECK(c.run({"EXEC"}) == "*0\r\n");
+  // A compaction inside EXEC is refused, by a store in memory as by a persistent one.
+  CHECK(c.run({"MULTI"}) == "+OK\r\n");
+  CHECK(c.run({"COMPACT"}) == "+QUEUED\r\n");
+  CHECK(c.run({"EXEC"}).rfind("*1\r\n-ERR a compaction cannot run inside a transaction", 0) == 0);
 }
 
 TEST_CASE("a command refused while queuing aborts the whole EXEC") {

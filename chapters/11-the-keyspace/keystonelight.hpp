@@ -3378,11 +3378,11 @@ inline Status Store::log_delete(std::string_view key) {
 // =======================================================================================
 
 inline Status Store::compact() {
-  if (!disk_) return Status();
-  if (in_transaction()) {
+  if (in_transaction()) {  // refused in memory too, so that both kinds of store agree
     return Status::invalid_argument("a compaction cannot run inside a transaction, which "
                                     "holds the writer lock it needs: compact after it");
   }
+  if (!disk_) return Status();
   // Writers wait, so the map the new log is made from is the map when it replaces the
   // old one; readers go on, since nothing changes the map meanwhile.
   std::lock_guard<WritersMutex> no_writers(writers_mu_);
