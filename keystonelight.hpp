@@ -84,7 +84,7 @@
    COMPILE-TIME OPTIONS: define before including to change a default.
 
 //> chapter 2
-       KEYSTONELIGHT_MAX_KEY_BYTES        65536      longest key a record may hold
+       KEYSTONELIGHT_MAX_KEY_BYTES        1048576    longest key a record may hold
        KEYSTONELIGHT_MAX_VALUE_BYTES      536870912  longest value a record may hold
 //< chapter 2
 //> chapter 3
@@ -139,7 +139,7 @@
 // The largest key and value a log record may hold. A reader treats a larger length as
 // damage, so raise them freely but lower them only for new data directories.
 #ifndef KEYSTONELIGHT_MAX_KEY_BYTES
-#define KEYSTONELIGHT_MAX_KEY_BYTES (64 * 1024)
+#define KEYSTONELIGHT_MAX_KEY_BYTES (1024 * 1024)
 #endif
 #ifndef KEYSTONELIGHT_MAX_VALUE_BYTES
 #define KEYSTONELIGHT_MAX_VALUE_BYTES (512 * 1024 * 1024)
@@ -2493,11 +2493,16 @@ inline bool parse_int64(std::string_view text, std::int64_t* value) {
 namespace detail {
 
 // Redis's glob for KEYS: * any run, ? any byte, [abc] [^abc] [a-z] a set, \x a literal x.
-inline bool glob_match(std::string_view pattern, std::string_view text) {
+// It costs up to the product of the two lengths (a * retried at every byte), so a long
+// match looks at *stop now and then and, once it is set, gives up and says no match.
+inline bool glob_match(std::string_view pattern, std::string_view text,
+                       const std::atomic<bool>* stop = nullptr) {
   std::size_t p = 0, t = 0;
   std::size_t star = std::string_view::npos, resume = 0;  // the last * and where it resumes
+  std::size_t retries = 0;
   while (t < text.size()) {
     if (p < pattern.size() && pattern[p] == '*') {
+      if (p + 1 == pattern.size()) return true;  // a final * takes the rest, whatever it is
       star = p++;
       resume = t;
       continue;
@@ -2539,6 +2544,9 @@ inline bool glob_match(std::string_view pattern, std::string_view text) {
       }
     }
     if (star == std::string_view::npos) return false;  // no * to stretch
+    if (++retries % 4096 == 0 && stop != nullptr && stop->load(std::memory_order_relaxed)) {
+      return false;
+    }
     p = star + 1;
     t = ++resume;
   }
@@ -4110,7 +4118,7 @@ inline std::vector<std::string> Store::keys(std::string_view pattern, const Read
         whole = false;
         break;
       }
-      if (!detail::glob_match(pattern, entry.first)) continue;
+      if (!detail::glob_match(pattern, entry.first, bound.stop)) continue;
 //> chapter 9
       if (expired(entry.first)) continue;
 //< chapter 9
@@ -4121,6 +4129,8 @@ inline std::vector<std::string> Store::keys(std::string_view pattern, const Read
       copied += entry.first.size();
       found.push_back(entry.first);
     }
+    // A match that a stop cut short said no: the walk is not whole, even at its last key.
+    if (bound.stop != nullptr && bound.stop->load(std::memory_order_relaxed)) whole = false;
     return found;
   });
   if (complete != nullptr) *complete = whole;
@@ -4570,7 +4580,8 @@ inline std::uint64_t Store::scan(std::uint64_t cursor, std::size_t count,
         whole = false;
         return false;
       }
-      if ((pattern.empty() || detail::glob_match(pattern, entry.first)) && !expired(entry.first)) {
+      if ((pattern.empty() || detail::glob_match(pattern, entry.first, bound.stop)) &&
+          !expired(entry.first)) {
         if (entry.first.size() > bound.max_bytes - copied) {  // the copy must not happen
           whole = false;
           return false;
@@ -4580,6 +4591,7 @@ inline std::uint64_t Store::scan(std::uint64_t cursor, std::size_t count,
       }
       return true;
     });
+    if (bound.stop != nullptr && bound.stop->load(std::memory_order_relaxed)) whole = false;
     return std::make_pair(after, std::move(matching));
   });
   *keys = std::move(found);

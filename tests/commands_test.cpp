@@ -2,6 +2,7 @@
 // the argument limit for inline requests, FLUSHDB's place in the statistics, AUTH.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -42,6 +43,30 @@ TEST_CASE("SHUTDOWN takes NOSAVE, SAVE, NOW and FORCE; ABORT has no shutdown to 
   kl::Session session;
   CHECK(run(&dispatcher, &session, {"SHUTDOWN", "ABORT"}) == "-ERR No shutdown in progress.\r\n");
   CHECK_FALSE(session.shutdown);
+}
+
+TEST_CASE("a 1 MiB key works with every kind of command") {
+  kl::Store store;
+  kl::Dispatcher dispatcher(&store);
+  kl::Session session;
+  const std::string key(std::size_t{1} << 20, 'k');
+  CHECK(run(&dispatcher, &session, {"SET", key, "v", "PX", "100000"}) == "+OK\r\n");
+  CHECK(run(&dispatcher, &session, {"APPEND", key, "w"}) == ":2\r\n");
+  CHECK(run(&dispatcher, &session, {"GET", key}) == "$2\r\nvw\r\n");
+  CHECK(run(&dispatcher, &session, {"KEYS", "k*k"}).size() == 4 + 10 + key.size() + 2);
+  CHECK(run(&dispatcher, &session, {"RENAME", key, "short"}) == "+OK\r\n");
+  CHECK(run(&dispatcher, &session, {"COPY", "short", key}) == ":1\r\n");
+  CHECK(run(&dispatcher, &session, {"EXISTS", key, "short"}) == ":2\r\n");
+}
+
+TEST_CASE("a costly glob match gives up when the server stops, even inside one key") {
+  // '*a*a…b' against a long run of 'a': each * is retried at every byte, about
+  // 10^10 steps; the stop must end it at once, not when the key is done.
+  const std::string pattern = std::string("*a").append(5000, 'a') + "*b";
+  const std::string text(std::size_t{1} << 20, 'a');
+  std::atomic<bool> stop{true};
+  CHECK_FALSE(kl::detail::glob_match(pattern, text, &stop));
+  CHECK(kl::detail::glob_match("*a*", text, &stop));  // a cheap match still answers
 }
 
 TEST_CASE("an inline request is held to max_args like an array") {

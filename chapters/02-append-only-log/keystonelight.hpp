@@ -22,7 +22,7 @@
 
    COMPILE-TIME OPTIONS: define before including to change a default.
 
-       KEYSTONELIGHT_MAX_KEY_BYTES        65536      longest key a record may hold
+       KEYSTONELIGHT_MAX_KEY_BYTES        1048576    longest key a record may hold
        KEYSTONELIGHT_MAX_VALUE_BYTES      536870912  longest value a record may hold
 
    CHAPTER MARKERS: a comment line made of two slashes, an angle bracket and a chapter
@@ -52,7 +52,7 @@
 // The largest key and value a log record may hold. A reader treats a larger length as
 // damage, so raise them freely but lower them only for new data directories.
 #ifndef KEYSTONELIGHT_MAX_KEY_BYTES
-#define KEYSTONELIGHT_MAX_KEY_BYTES (64 * 1024)
+#define KEYSTONELIGHT_MAX_KEY_BYTES (1024 * 1024)
 #endif
 #ifndef KEYSTONELIGHT_MAX_VALUE_BYTES
 #define KEYSTONELIGHT_MAX_VALUE_BYTES (512 * 1024 * 1024)

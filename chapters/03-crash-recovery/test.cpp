@@ -423,6 +423,21 @@ TEST_CASE("a store opened without a directory stays in memory and makes no files
   CHECK(store->recovery().records == 0);
 }
 
+TEST_CASE("a key of 1 MiB is written, recovered and compacted like any other") {
+  kltest::TempDir dir;
+  const std::string key(std::size_t{1} << 20, 'k');
+  {
+    auto store = open_store(options_for(dir));
+    REQUIRE(store->set(key, "value of a long key").ok());
+    REQUIRE(store->set("short", "v").ok());
+    CHECK(store->close().ok());
+  }
+  auto store = open_store(options_for(dir));
+  CHECK(store->get(key) == "value of a long key");
+  CHECK(store->get("short") == "v");
+  CHECK(store->recovery().records == 2);
+}
+
 TEST_CASE("keys and values over the limits are refused before anything is written") {
   kltest::TempDir dir;
   auto store = open_store(options_for(dir));
