@@ -1297,6 +1297,11 @@ enum class RecordType : std::uint8_t {
   kBatch = 4,   // several changes that apply together or not at all: no key, and a value
                 // made of entries (see detail::encode_batch_entry). Version 3 (chapter 10).
 //< chapter 10
+//> chapter 12
+  kAppend = 5,  // the value grows by the record's value at its end (a missing key starts
+                // empty); the expiry stays as it was. Version 4 (chapter 12): an APPEND
+                // of k bytes logs k bytes, not the whole value.
+//< chapter 12
 };
 
 inline constexpr char kLogMagic[8] = {'K', 'E', 'Y', 'S', 'T', 'O', 'N', 'E'};
@@ -1309,14 +1314,25 @@ inline constexpr std::uint32_t kLogVersion = 1;
 #if 0 //> chapters 9-9
 inline constexpr std::uint32_t kLogVersion = 2;
 #endif //< chapters 9-9
-//> chapter 10
+#if 0 //> chapters 10-11
 inline constexpr std::uint32_t kLogVersion = 3;
-//< chapter 10
+#endif //< chapters 10-11
+//> chapter 12
+inline constexpr std::uint32_t kLogVersion = 4;
+//< chapter 12
 inline constexpr std::size_t kFileHeaderBytes = 8 + 4 + 4;           // magic, version, CRC
 // Header CRC, body CRC, type, key length, value length, expiry.
 inline constexpr std::size_t kRecordHeaderBytes = 4 + 4 + 1 + 4 + 4 + 8;
 inline constexpr std::uint32_t kMaxKeyBytes = KEYSTONELIGHT_MAX_KEY_BYTES;
 inline constexpr std::uint32_t kMaxValueBytes = KEYSTONELIGHT_MAX_VALUE_BYTES;
+//> chapter 12
+// Whether records of this type have a value: a put's, and an append's piece. Every other
+// change has a value length of 0 (a batch's value is its entries: read apart).
+inline constexpr bool carries_value(unsigned char type) {
+  return type == static_cast<unsigned char>(RecordType::kPut) ||
+         type == static_cast<unsigned char>(RecordType::kAppend);
+}
+//< chapter 12
 //> chapter 10
 // A batch entry: type, key length, value length, expiry; then its key and value. The
 // batch record's body CRC covers every entry, so an entry carries no CRC of its own.
@@ -1441,6 +1457,7 @@ class BatchReader {
     const std::uint32_t key_bytes = get_u32(p + 1);
     const std::uint32_t value_bytes = get_u32(p + 5);
     const std::uint64_t size = kBatchEntryHeaderBytes + std::uint64_t{key_bytes} + value_bytes;
+#if 0 //> chapters 10-11
     if (type < static_cast<unsigned char>(RecordType::kPut) ||
         type > static_cast<unsigned char>(RecordType::kExpire) || key_bytes > kMaxKeyBytes ||
         value_bytes > kMaxValueBytes ||
@@ -1448,6 +1465,17 @@ class BatchReader {
         size > body_.size()) {
       return false;
     }
+#endif //< chapters 10-11
+//> chapter 12
+    // Any change but a batch: batches do not nest.
+    if (type < static_cast<unsigned char>(RecordType::kPut) ||
+        type > static_cast<unsigned char>(RecordType::kAppend) ||
+        type == static_cast<unsigned char>(RecordType::kBatch) || key_bytes > kMaxKeyBytes ||
+        value_bytes > kMaxValueBytes || (!carries_value(type) && value_bytes != 0) ||
+        size > body_.size()) {
+      return false;
+    }
+//< chapter 12
     entry->type = static_cast<RecordType>(type);
     entry->key = body_.substr(kBatchEntryHeaderBytes, key_bytes);
     entry->value = body_.substr(kBatchEntryHeaderBytes + key_bytes, value_bytes);
@@ -1502,9 +1530,16 @@ inline Status check_record(RecordType type, std::string_view key, std::string_vi
   }
 //< chapter 10
   if (Status s = check_record_limits(key, value); !s.ok()) return s;
+#if 0 //> chapters 2-11
   if (type != RecordType::kPut && !value.empty()) {
     return Status::invalid_argument("only a put record has a value");
   }
+#endif //< chapters 2-11
+//> chapter 12
+  if (!carries_value(static_cast<unsigned char>(type)) && !value.empty()) {
+    return Status::invalid_argument("only a put or an append record has a value");
+  }
+//< chapter 12
   return Status();
 }
 
@@ -1762,11 +1797,19 @@ class LogReader {
 #endif //< chapters 2-9
 //> chapter 10
     const bool batch = type == static_cast<unsigned char>(RecordType::kBatch);
+#if 0 //> chapters 10-11
     if (key_bytes > (batch ? 0 : kMaxKeyBytes) || (!batch && value_bytes > kMaxValueBytes) ||
         (!batch && type != static_cast<unsigned char>(RecordType::kPut) && value_bytes != 0)) {
       return Result::kBadLength;
     }
+#endif //< chapters 10-11
 //< chapter 10
+//> chapter 12
+    if (key_bytes > (batch ? 0 : kMaxKeyBytes) || (!batch && value_bytes > kMaxValueBytes) ||
+        (!batch && !carries_value(type) && value_bytes != 0)) {
+      return Result::kBadLength;
+    }
+//< chapter 12
     // Checked against the file's size before anything is read or allocated: a damaged
     // length must not make us read (or reserve) half a gigabyte.
     const std::uint64_t size = kRecordHeaderBytes + std::uint64_t{key_bytes} + value_bytes;
@@ -1829,12 +1872,19 @@ class LogReader {
 #if 0 //> chapters 9-9
     return static_cast<unsigned char>(version_ < 2 ? RecordType::kDelete : RecordType::kExpire);
 #endif //< chapters 9-9
-//> chapter 10
+#if 0 //> chapters 10-11
     const RecordType newest = version_ < 2   ? RecordType::kDelete
                               : version_ < 3 ? RecordType::kExpire
                                              : RecordType::kBatch;
     return static_cast<unsigned char>(newest);
-//< chapter 10
+#endif //< chapters 10-11
+//> chapter 12
+    const RecordType newest = version_ < 2   ? RecordType::kDelete
+                              : version_ < 3 ? RecordType::kExpire
+                              : version_ < 4 ? RecordType::kBatch
+                                             : RecordType::kAppend;
+    return static_cast<unsigned char>(newest);
+//< chapter 12
   }
 
   File* file_;
@@ -3120,6 +3170,12 @@ class Store {
 
   // The one place an entry is removed (with the writer lock held, from chapter 5).
   Status erase(Map::iterator it);
+//> chapter 12
+  // The one place a value grows at its end (APPEND, chapter 12): logged as a kAppend
+  // record of the suffix alone, and undone, when it must be, by cutting the suffix off.
+  // `it` is the key's entry, or map_.end() to create it. The writer lock held.
+  Status extend(Map::iterator it, std::string_view key, std::string_view suffix);
+//< chapter 12
 
 //> chapter 3
   // Append one change to the log of a persistent store (nothing for one in memory),
@@ -3239,6 +3295,9 @@ class Store {
 //> chapter 9
     std::int64_t previous_expiry = 0;     // and its expiry
 //< chapter 9
+//> chapter 12
+    std::size_t appended = 0;  // not 0: an append added this many bytes to a value kept
+//< chapter 12
   };
   std::deque<Undo> undo_;
   bool undone_ = false;  // a failed fsync's writes were undone: every later write fails
@@ -3397,6 +3456,32 @@ inline Status Store::erase(Map::iterator it) {
 //< chapter 4
   return Status();
 }
+//> chapter 12
+
+inline Status Store::extend(Map::iterator it, std::string_view key, std::string_view suffix) {
+  if (Status s = check_record_limits(key, suffix); !s.ok()) return s;
+  if (batch_ != nullptr) {
+    if (Status s = add_to_batch(RecordType::kAppend, key, suffix, 0); !s.ok()) return s;
+  } else if (disk_) {
+    if (Status s = disk_->append(RecordType::kAppend, key, suffix); !s.ok()) return s;
+  }
+  const bool added = it == map_.end();
+  if (added) {
+    it = map_.try_emplace(std::string(key)).first;
+  } else {
+    count_live(-1, key, it->second);
+  }
+  if (keeps_undo()) {  // a key the append made goes away again; one it grew gets cut back
+    remember(key, std::nullopt);
+    if (!added) (batch_ != nullptr ? batch_->undo : undo_).back().appended = suffix.size();
+  }
+  it->second.append(suffix.data(), suffix.size());
+  count_live(+1, key, it->second);
+  touch(it->first);
+  maybe_compact();
+  return Status();
+}
+//< chapter 12
 
 inline Store::Map::const_iterator Store::lookup(std::string_view key) const {
 #if 0 //> chapters 1-10
@@ -3692,6 +3777,11 @@ inline void Store::replay(const Record& record) {
       break;
     }
 //< chapter 10
+//> chapter 12
+    case RecordType::kAppend:
+      map_.try_emplace(std::move(key)).first->second.append(record.value);
+      break;
+//< chapter 12
   }
 }
 
@@ -3910,6 +4000,16 @@ inline void Store::undo_unsynced() {
 
 // Puts back what one write replaced (the writer lock held).
 inline void Store::restore(Undo* undo) {
+//> chapter 12
+  if (undo->appended != 0) {  // the value is as the append left it: cut its piece off
+    auto it = map_.find(undo->key);
+    assert(it != map_.end() && it->second.size() >= undo->appended);
+    count_live(-1, undo->key, it->second);
+    it->second.resize(it->second.size() - undo->appended);
+    count_live(+1, undo->key, it->second);
+    return;
+  }
+//< chapter 12
   if (auto it = map_.find(undo->key); it != map_.end()) {
     count_live(-1, undo->key, it->second);
     map_.erase(it);
@@ -3950,6 +4050,17 @@ inline Status Store::increment(std::string_view key, std::int64_t delta, std::in
 inline Status Store::append(std::string_view key, std::string_view suffix, std::size_t* length) {
   WriteLock lock(this);
   auto it = lookup_for_write(key);
+//> chapter 12
+  const std::size_t size = it != map_.end() ? it->second.size() : 0;
+  if (size + suffix.size() > kMaxValueBytes) {
+    return Status::invalid_argument("string exceeds maximum allowed size (proto-max-bulk-len: " +
+                                    std::to_string(kMaxValueBytes) + " bytes)");
+  }
+  if (Status s = extend(it, key, suffix); !s.ok()) return s;
+  if (length != nullptr) *length = size + suffix.size();
+  return finish_write(lock);
+//< chapter 12
+#if 0 //> chapters 5-11
   std::string value = it != map_.end() ? it->second : std::string();
   if (value.size() + suffix.size() > kMaxValueBytes) {
     return Status::invalid_argument("string exceeds maximum allowed size (proto-max-bulk-len: " +
@@ -3965,6 +4076,7 @@ inline Status Store::append(std::string_view key, std::string_view suffix, std::
 //< chapter 9
   if (length != nullptr) *length = value.size();
   return finish_write(lock);
+#endif //< chapters 5-11
 }
 
 inline Status Store::set(std::string_view key, std::string_view value, SetIf condition,

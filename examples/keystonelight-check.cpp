@@ -211,6 +211,7 @@ void print_record(const Record& record) {
               record.type == RecordType::kPut      ? "put"
               : record.type == RecordType::kDelete ? "delete"
               : record.type == RecordType::kExpire ? "expire"
+              : record.type == RecordType::kAppend ? "append"
                                                    : "batch",
               record.key.size(),
               record.value.size(), printable_key(record.key).c_str());
@@ -233,21 +234,27 @@ struct Scan {
   std::uint64_t deletes = 0;
   std::uint64_t expires = 0;  // records that change only a key's expiry (format version 2)
   std::uint64_t batches = 0;  // batch records (format version 3); their entries count above
-  // The latest put of each live key: where that record starts, and its size with header
-  // (for an entry of a batch record, the record's offset, the entry's number in it, and
-  // the size a record of its own would have); and the key's expiry (ms since the epoch,
-  // 0: none), from that put or a later change.
-  struct Latest {
+  std::uint64_t appends = 0;  // records that add to a value's end (format version 4)
+  // Where a record starts; for an entry of a batch record, the record's offset and the
+  // entry's number in it.
+  struct Place {
     std::uint64_t offset = 0;
+    std::size_t entry = 0;  // 0: a record of its own; n: the n-th entry of a batch
+  };
+  // The latest put of each live key (or the append that made it), and the appends made to
+  // it since; the size of the one put a compaction would write for it; and the key's expiry
+  // (ms since the epoch, 0: none), from that put or a later change.
+  struct Latest {
+    Place base;
     std::uint64_t size = 0;
     std::uint64_t expiry_ms = 0;
-    std::size_t entry = 0;  // 0: a record of its own; n: the n-th entry of a batch
+    std::vector<Place> appended;
   };
   std::unordered_map<std::string, Latest> live;
   std::optional<Problem> problem;
 
   // Whole records; a batch is one, however many entries it holds.
-  std::uint64_t records() const { return puts + deletes + expires + batches - entries; }
+  std::uint64_t records() const { return puts + deletes + expires + appends + batches - entries; }
   std::uint64_t entries = 0;  // the changes inside batch records (counted in puts, ...)
   std::uint64_t live_bytes() const {
     std::uint64_t sum = 0;
@@ -281,7 +288,16 @@ void count_record(const Record& record, Scan* scan, std::size_t entry = 0) {
   } else if (record.type == RecordType::kPut) {
     ++scan->puts;
     scan->live.insert_or_assign(std::string(record.key),
-                                Scan::Latest{record.offset, record.size, record.expiry_ms, entry});
+                                Scan::Latest{{record.offset, entry}, record.size, record.expiry_ms, {}});
+  } else if (record.type == RecordType::kAppend) {
+    ++scan->appends;
+    auto [it, made] = scan->live.try_emplace(std::string(record.key));
+    if (made) {  // the key starts from empty: this append is all of it so far
+      it->second = Scan::Latest{{record.offset, entry}, record.size, 0, {}};
+    } else {
+      it->second.size += record.value.size();
+      it->second.appended.push_back({record.offset, entry});
+    }
   } else if (record.type == RecordType::kDelete) {
     ++scan->deletes;
     scan->live.erase(std::string(record.key));
@@ -335,9 +351,10 @@ void print_report(const std::string& path, const Scan& scan) {
     }
   }
   std::printf("\n");
-  // Expiry changes and batches only where the log has them (format versions 2 and 3).
+  // Expiry changes, batches and appends only where the log has them (format versions 2 to 4).
   std::string kinds = "puts " + std::to_string(scan.puts) + ", deletes " + std::to_string(scan.deletes);
   if (scan.expires > 0) kinds += ", expiry changes " + std::to_string(scan.expires);
+  if (scan.appends > 0) kinds += ", appends " + std::to_string(scan.appends);
   if (scan.batches > 0) {
     kinds += "; " + std::to_string(scan.entries) + " of them in " + std::to_string(scan.batches) +
              " batches";
@@ -503,6 +520,13 @@ bool put_set(std::string_view key, std::string_view value, std::uint64_t expiry_
          out->put(tail);
 }
 
+// APPEND key piece, as RESP2.
+bool put_append(std::string_view key, std::string_view piece, Output* out) {
+  return out->put("*3\r\n$6\r\nAPPEND\r\n$" + std::to_string(key.size()) + "\r\n") &&
+         out->put(key) && out->put("\r\n$" + std::to_string(piece.size()) + "\r\n") &&
+         out->put(piece) && out->put("\r\n");
+}
+
 // Writes the latest record of each live key that `scan` found, in log order, reading the
 // log a second time. The first reading found every record before scan.good_end whole, and
 // those bytes cannot change under an open file (a store only appends, and compaction
@@ -510,14 +534,16 @@ bool put_set(std::string_view key, std::string_view value, std::uint64_t expiry_
 // reads back means the disk returns other bytes than before: an error, not damage to
 // diagnose. The export is then incomplete, and so is it after any error returned here.
 Status write_export(File* file, const Scan& scan, Output* out) {
-  // Each live key's latest put, by offset, with its expiry; keys whose time has passed
-  // by now stay out, as Store::open would leave them out.
+  // Each live key's latest put, by offset, with its expiry, then the appends made to it
+  // since (written as APPEND, in log order, after the SET); keys whose time has passed by
+  // now stay out, as Store::open would leave them out.
   const auto now = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::system_clock::now().time_since_epoch()).count());
   struct Wanted {
     std::uint64_t offset;
     std::size_t entry;  // 0, or the entry's number in the batch record at offset
     std::uint64_t expiry_ms;
+    bool append;  // a later piece of the value: APPEND, not SET
     bool operator<(const Wanted& o) const {
       return offset != o.offset ? offset < o.offset : entry < o.entry;
     }
@@ -526,7 +552,11 @@ Status write_export(File* file, const Scan& scan, Output* out) {
   offsets.reserve(scan.live.size());
   for (const auto& entry : scan.live) {
     const std::uint64_t expiry = entry.second.expiry_ms;
-    if (expiry == 0 || now <= expiry) offsets.push_back({entry.second.offset, entry.second.entry, expiry});
+    if (expiry != 0 && now > expiry) continue;
+    offsets.push_back({entry.second.base.offset, entry.second.base.entry, expiry, false});
+    for (const Scan::Place& piece : entry.second.appended) {
+      offsets.push_back({piece.offset, piece.entry, 0, true});
+    }
   }
   std::sort(offsets.begin(), offsets.end());
 
@@ -545,8 +575,12 @@ Status write_export(File* file, const Scan& scan, Output* out) {
                               "changed while it was read, or the disk is failing");
     }
     if (record.offset != offsets[i].offset) continue;  // overwritten, deleted or expired
+    auto put = [&](const Record& change, const Wanted& wanted) {
+      return wanted.append ? put_append(change.key, change.value, out)
+                           : put_set(change.key, change.value, wanted.expiry_ms, out);
+    };
     if (offsets[i].entry == 0) {
-      if (!put_set(record.key, record.value, offsets[i].expiry_ms, out)) return out->status();
+      if (!put(record, offsets[i])) return out->status();
       ++i;
       continue;
     }
@@ -557,7 +591,7 @@ Status write_export(File* file, const Scan& scan, Output* out) {
                             offsets[i].offset == record.offset;
          ++n) {
       if (offsets[i].entry != n) continue;
-      if (!put_set(change.key, change.value, offsets[i].expiry_ms, out)) return out->status();
+      if (!put(change, offsets[i])) return out->status();
       ++i;
     }
   }

@@ -1208,18 +1208,27 @@ enum class RecordType : std::uint8_t {
                 // value length is 0. Version 2 of the format (chapter 9) adds it.
   kBatch = 4,   // several changes that apply together or not at all: no key, and a value
                 // made of entries (see detail::encode_batch_entry). Version 3 (chapter 10).
+  kAppend = 5,  // the value grows by the record's value at its end (a missing key starts
+                // empty); the expiry stays as it was. Version 4 (chapter 12): an APPEND
+                // of k bytes logs k bytes, not the whole value.
 };
 
 inline constexpr char kLogMagic[8] = {'K', 'E', 'Y', 'S', 'T', 'O', 'N', 'E'};
 // The format version this build writes. It reads every version up to this one: a new
 // record type bumps it, so that an older build refuses a log it cannot read by saying so
 // rather than by calling a record it does not know damage.
-inline constexpr std::uint32_t kLogVersion = 3;
+inline constexpr std::uint32_t kLogVersion = 4;
 inline constexpr std::size_t kFileHeaderBytes = 8 + 4 + 4;           // magic, version, CRC
 // Header CRC, body CRC, type, key length, value length, expiry.
 inline constexpr std::size_t kRecordHeaderBytes = 4 + 4 + 1 + 4 + 4 + 8;
 inline constexpr std::uint32_t kMaxKeyBytes = KEYSTONELIGHT_MAX_KEY_BYTES;
 inline constexpr std::uint32_t kMaxValueBytes = KEYSTONELIGHT_MAX_VALUE_BYTES;
+// Whether records of this type have a value: a put's, and an append's piece. Every other
+// change has a value length of 0 (a batch's value is its entries: read apart).
+inline constexpr bool carries_value(unsigned char type) {
+  return type == static_cast<unsigned char>(RecordType::kPut) ||
+         type == static_cast<unsigned char>(RecordType::kAppend);
+}
 // A batch entry: type, key length, value length, expiry; then its key and value. The
 // batch record's body CRC covers every entry, so an entry carries no CRC of its own.
 inline constexpr std::size_t kBatchEntryHeaderBytes = 1 + 4 + 4 + 8;
@@ -1341,10 +1350,11 @@ class BatchReader {
     const std::uint32_t key_bytes = get_u32(p + 1);
     const std::uint32_t value_bytes = get_u32(p + 5);
     const std::uint64_t size = kBatchEntryHeaderBytes + std::uint64_t{key_bytes} + value_bytes;
+    // Any change but a batch: batches do not nest.
     if (type < static_cast<unsigned char>(RecordType::kPut) ||
-        type > static_cast<unsigned char>(RecordType::kExpire) || key_bytes > kMaxKeyBytes ||
-        value_bytes > kMaxValueBytes ||
-        (type != static_cast<unsigned char>(RecordType::kPut) && value_bytes != 0) ||
+        type > static_cast<unsigned char>(RecordType::kAppend) ||
+        type == static_cast<unsigned char>(RecordType::kBatch) || key_bytes > kMaxKeyBytes ||
+        value_bytes > kMaxValueBytes || (!carries_value(type) && value_bytes != 0) ||
         size > body_.size()) {
       return false;
     }
@@ -1399,8 +1409,8 @@ inline Status check_record(RecordType type, std::string_view key, std::string_vi
                                     "at a time");
   }
   if (Status s = check_record_limits(key, value); !s.ok()) return s;
-  if (type != RecordType::kPut && !value.empty()) {
-    return Status::invalid_argument("only a put record has a value");
+  if (!carries_value(static_cast<unsigned char>(type)) && !value.empty()) {
+    return Status::invalid_argument("only a put or an append record has a value");
   }
   return Status();
 }
@@ -1653,7 +1663,7 @@ class LogReader {
     }
     const bool batch = type == static_cast<unsigned char>(RecordType::kBatch);
     if (key_bytes > (batch ? 0 : kMaxKeyBytes) || (!batch && value_bytes > kMaxValueBytes) ||
-        (!batch && type != static_cast<unsigned char>(RecordType::kPut) && value_bytes != 0)) {
+        (!batch && !carries_value(type) && value_bytes != 0)) {
       return Result::kBadLength;
     }
     // Checked against the file's size before anything is read or allocated: a damaged
@@ -1712,7 +1722,8 @@ class LogReader {
   unsigned char max_type() const {
     const RecordType newest = version_ < 2   ? RecordType::kDelete
                               : version_ < 3 ? RecordType::kExpire
-                                             : RecordType::kBatch;
+                              : version_ < 4 ? RecordType::kBatch
+                                             : RecordType::kAppend;
     return static_cast<unsigned char>(newest);
   }
 
@@ -2910,6 +2921,10 @@ class Store {
 
   // The one place an entry is removed (with the writer lock held, from chapter 5).
   Status erase(Map::iterator it);
+  // The one place a value grows at its end (APPEND, chapter 12): logged as a kAppend
+  // record of the suffix alone, and undone, when it must be, by cutting the suffix off.
+  // `it` is the key's entry, or map_.end() to create it. The writer lock held.
+  Status extend(Map::iterator it, std::string_view key, std::string_view suffix);
 
   // Append one change to the log of a persistent store (nothing for one in memory),
   // after checking the limits that the log's format sets. The expiry (0: none) stays 0
@@ -3005,6 +3020,7 @@ class Store {
     std::string key;
     std::optional<std::string> previous;  // the value it replaced; nullopt: none
     std::int64_t previous_expiry = 0;     // and its expiry
+    std::size_t appended = 0;  // not 0: an append added this many bytes to a value kept
   };
   std::deque<Undo> undo_;
   bool undone_ = false;  // a failed fsync's writes were undone: every later write fails
@@ -3107,6 +3123,30 @@ inline Status Store::erase(Map::iterator it) {
   expires_.erase(it->first);
   touch(it->first);
   map_.erase(it);
+  maybe_compact();
+  return Status();
+}
+
+inline Status Store::extend(Map::iterator it, std::string_view key, std::string_view suffix) {
+  if (Status s = check_record_limits(key, suffix); !s.ok()) return s;
+  if (batch_ != nullptr) {
+    if (Status s = add_to_batch(RecordType::kAppend, key, suffix, 0); !s.ok()) return s;
+  } else if (disk_) {
+    if (Status s = disk_->append(RecordType::kAppend, key, suffix); !s.ok()) return s;
+  }
+  const bool added = it == map_.end();
+  if (added) {
+    it = map_.try_emplace(std::string(key)).first;
+  } else {
+    count_live(-1, key, it->second);
+  }
+  if (keeps_undo()) {  // a key the append made goes away again; one it grew gets cut back
+    remember(key, std::nullopt);
+    if (!added) (batch_ != nullptr ? batch_->undo : undo_).back().appended = suffix.size();
+  }
+  it->second.append(suffix.data(), suffix.size());
+  count_live(+1, key, it->second);
+  touch(it->first);
   maybe_compact();
   return Status();
 }
@@ -3341,6 +3381,9 @@ inline void Store::replay(const Record& record) {
       while (entries.next(&entry)) replay(entry);
       break;
     }
+    case RecordType::kAppend:
+      map_.try_emplace(std::move(key)).first->second.append(record.value);
+      break;
   }
 }
 
@@ -3507,6 +3550,14 @@ inline void Store::undo_unsynced() {
 
 // Puts back what one write replaced (the writer lock held).
 inline void Store::restore(Undo* undo) {
+  if (undo->appended != 0) {  // the value is as the append left it: cut its piece off
+    auto it = map_.find(undo->key);
+    assert(it != map_.end() && it->second.size() >= undo->appended);
+    count_live(-1, undo->key, it->second);
+    it->second.resize(it->second.size() - undo->appended);
+    count_live(+1, undo->key, it->second);
+    return;
+  }
   if (auto it = map_.find(undo->key); it != map_.end()) {
     count_live(-1, undo->key, it->second);
     map_.erase(it);
@@ -3540,15 +3591,13 @@ inline Status Store::increment(std::string_view key, std::int64_t delta, std::in
 inline Status Store::append(std::string_view key, std::string_view suffix, std::size_t* length) {
   WriteLock lock(this);
   auto it = lookup_for_write(key);
-  std::string value = it != map_.end() ? it->second : std::string();
-  if (value.size() + suffix.size() > kMaxValueBytes) {
+  const std::size_t size = it != map_.end() ? it->second.size() : 0;
+  if (size + suffix.size() > kMaxValueBytes) {
     return Status::invalid_argument("string exceeds maximum allowed size (proto-max-bulk-len: " +
                                     std::to_string(kMaxValueBytes) + " bytes)");
   }
-  value.append(suffix);
-  const std::int64_t expiry = it != map_.end() ? expiry_of(it->first) : 0;  // APPEND keeps it
-  if (Status s = put(key, value, expiry); !s.ok()) return s;
-  if (length != nullptr) *length = value.size();
+  if (Status s = extend(it, key, suffix); !s.ok()) return s;
+  if (length != nullptr) *length = size + suffix.size();
   return finish_write(lock);
 }
 

@@ -349,6 +349,127 @@ TEST_CASE("LCS: the string, its length, the matching ranges, as Redis's document
         error("ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len"));
 }
 
+TEST_CASE("an APPEND of k bytes logs k bytes, however long the value has grown") {
+  kltest::TempDir dir;
+  auto store = open_store(options_for(dir.path()));
+  Client c(store.get());
+  REQUIRE(store->set("log", std::string(1 << 20, 'x')).ok());
+  const std::uint64_t before = store->stats().log_bytes;
+  for (int i = 0; i < 100; ++i) REQUIRE(c.run({"APPEND", "log", "0123456789"}) == integer((1 << 20) + 10 * (i + 1)));
+  CHECK(store->stats().log_bytes - before == 100 * (kl::kRecordHeaderBytes + 3 + 10));
+  CHECK(c.run({"APPEND", "fresh", "abc"}) == integer(3));  // a missing key starts empty
+  using T = kl::RecordType;
+  const std::vector<T> types = record_types(dir.file(kl::kLogFileName));
+  CHECK(types.size() == 102);
+  CHECK(types.front() == T::kPut);
+  CHECK(types.back() == T::kAppend);
+}
+
+TEST_CASE("appends replay onto the value, keep its expiry, and compact into one put") {
+  kltest::TempDir dir;
+  std::int64_t now = 1'700'000'000'000;
+  kl::Options options = options_for(dir.path());
+  options.clock = [&now] { return now; };
+  {
+    auto store = open_store(options);
+    Client c(store.get());
+    REQUIRE(c.run({"SET", "k", "a", "PX", "5000"}) == kOK);
+    REQUIRE(c.run({"APPEND", "k", "b"}) == integer(2));
+    REQUIRE(c.run({"APPEND", "new", "x"}) == integer(1));
+    REQUIRE(c.run({"DEL", "new"}) == integer(1));
+    REQUIRE(c.run({"APPEND", "new", "y"}) == integer(1));  // after the delete, from empty
+    REQUIRE(c.run({"APPEND", "k", "c"}) == integer(3));
+  }
+  auto store = open_store(options);
+  CHECK(contents(*store) == Model{{"k", "abc"}, {"new", "y"}});
+  CHECK(store->expire_time("k") == now + 5000);
+  CHECK(store->expire_time("new") == -1);
+  REQUIRE(store->compact().ok());
+  using T = kl::RecordType;
+  CHECK(record_types(dir.file(kl::kLogFileName)) == std::vector<T>{T::kPut, T::kPut});
+  store.reset();
+  now += 5001;  // k's time passes while the store is closed
+  store = open_store(options);
+  CHECK(contents(*store) == Model{{"new", "y"}});
+}
+
+TEST_CASE("an append that cannot be made durable is cut back off, for readers too") {
+  kltest::TempDir dir;
+  kltest::FaultyFileSystem fs;
+  kl::Options options = options_for(dir.path());
+  options.fsync = kl::FsyncPolicy::kAlways;
+  options.file_system = &fs;
+  auto store = open_store(options);
+  Client c(store.get());
+  REQUIRE(store->set("k", "kept").ok());
+  fs.arm(kltest::Op::kSync, 0, kltest::Fault::kFail, "Input/output error");
+  CHECK(c.run({"APPEND", "k", "-lost"}).rfind("-ERR", 0) == 0);
+  CHECK(contents(*store) == Model{{"k", "kept"}});
+}
+
+TEST_CASE("appends inside a failed transaction are undone, a created key removed") {
+  kl::Store store;
+  REQUIRE(store.set("k", "kept").ok());
+  kl::Status s = store.transaction([&] {
+    REQUIRE(store.append("k", "-a").ok());
+    REQUIRE(store.append("k", "-b").ok());
+    REQUIRE(store.append("made", "x").ok());
+    return kl::Status::invalid_argument("changed my mind");
+  });
+  CHECK(s.code() == kl::Status::Code::kInvalidArgument);
+  CHECK(contents(store) == Model{{"k", "kept"}});
+}
+
+TEST_CASE("appends in a MULTI are entries of its batch record, and replay in order") {
+  kltest::TempDir dir;
+  {
+    auto store = open_store(options_for(dir.path()));
+    Client c(store.get());
+    REQUIRE(c.run({"MULTI"}) == kOK);
+    c.run({"SET", "k", "1"});
+    c.run({"APPEND", "k", "2"});
+    c.run({"APPEND", "k", "3"});
+    REQUIRE(c.run({"EXEC"}) == "*3\r\n+OK\r\n:2\r\n:3\r\n");
+    using T = kl::RecordType;
+    CHECK(record_types(dir.file(kl::kLogFileName)) == std::vector<T>{T::kBatch});
+  }
+  auto store = open_store(options_for(dir.path()));
+  CHECK(contents(*store) == Model{{"k", "123"}});
+}
+
+TEST_CASE("a batch entry may be an append but never a batch") {
+  std::string body;
+  kl::detail::encode_batch_entry(kl::RecordType::kPut, "k", "1", 0, &body);
+  kl::detail::encode_batch_entry(kl::RecordType::kAppend, "k", "2", 0, &body);
+  CHECK(kl::detail::valid_batch(body));
+  std::string nested = body;
+  kl::detail::encode_batch_entry(kl::RecordType::kBatch, "", "", 0, &nested);
+  CHECK_FALSE(kl::detail::valid_batch(nested));
+  std::string valued = body;  // an expiry change with a value is not one
+  kl::detail::encode_batch_entry(kl::RecordType::kExpire, "k", "v", 0, &valued);
+  CHECK_FALSE(kl::detail::valid_batch(valued));
+}
+
+TEST_CASE("a log of format version 3 opens, and is rewritten in version 4") {
+  kltest::TempDir dir;
+  std::string bytes = kl::detail::encode_file_header(3);
+  kl::detail::encode_record(kl::RecordType::kPut, "k", "v", 0, &bytes);
+  kltest::write_file(dir.file(kl::kLogFileName), bytes);
+  auto store = open_store(options_for(dir.path()));
+  CHECK(store->recovery().log_version == 3);
+  CHECK(contents(*store) == Model{{"k", "v"}});
+  REQUIRE(store->append("k", "w").ok());
+  store.reset();
+  kl::LogReader::Header header;
+  std::unique_ptr<kl::File> file;
+  REQUIRE(kl::default_file_system()->open(dir.file(kl::kLogFileName), false, &file).ok());
+  kl::LogReader reader(file.get());
+  REQUIRE(reader.open(&header).ok());
+  CHECK(reader.version() == 4);
+  store = open_store(options_for(dir.path()));
+  CHECK(contents(*store) == Model{{"k", "vw"}});
+}
+
 TEST_CASE("concurrent read-modify-writes lose no update") {
   kl::Store store;
   constexpr int kThreads = 4, kEach = 200;

@@ -44,12 +44,13 @@ struct Decoded {
 };
 
 // The record format: header CRC (of the 21 bytes after it), body CRC (of key and value),
-// type (1 put, 2 delete, and from version 2, 3 expire), key length, value length, expiry,
-// all little-endian; then the key and the value. Only a put has a value. Lengths are only
-// believed once the header CRC holds.
-// A batch record's value: two or more entries, each type (1 put, 2 delete, 3 expire),
-// key length, value length (0 unless a put), expiry, key, value, with the limits of a
-// record of its own, filling the value exactly.
+// type (1 put, 2 delete, and from version 2, 3 expire; version 3, 4 batch; version 4,
+// 5 append), key length, value length, expiry, all little-endian; then the key and the
+// value. Only a put and an append have a value. Lengths are only believed once the
+// header CRC holds.
+// A batch record's value: two or more entries, each type (1 put, 2 delete, 3 expire,
+// 5 append), key length, value length (0 unless a put or an append), expiry, key, value,
+// with the limits of a record of its own, filling the value exactly.
 bool entries_add_up(const std::string& v) {
   constexpr std::size_t kEntry = 1 + 4 + 4 + 8;
   std::size_t at = 0, count = 0;
@@ -57,8 +58,8 @@ bool entries_add_up(const std::string& v) {
     if (v.size() - at < kEntry) return false;
     const auto type = static_cast<unsigned char>(v[at]);
     const std::uint64_t key = u32(v, at + 1), value = u32(v, at + 5);
-    if (type < 1 || type > 3 || key > kl::kMaxKeyBytes || value > kl::kMaxValueBytes ||
-        (type != 1 && value != 0) || v.size() - at - kEntry < key + value) {
+    if (type < 1 || type > 5 || type == 4 || key > kl::kMaxKeyBytes || value > kl::kMaxValueBytes ||
+        (type != 1 && type != 5 && value != 0) || v.size() - at - kEntry < key + value) {
       return false;
     }
     at += kEntry + key + value;
@@ -85,7 +86,9 @@ Decoded decode(const std::string& b, std::size_t at) {
   if (d.type < 1 || d.type > g_version + 1) return d;  // version N has types 1 to N + 1
   d.result = Result::kBadLength;
   const bool batch = d.type == 4;
-  if (batch ? key != 0 : key > kl::kMaxKeyBytes || value > kl::kMaxValueBytes || (d.type != 1 && value != 0)) {
+  if (batch ? key != 0
+            : key > kl::kMaxKeyBytes || value > kl::kMaxValueBytes ||
+                  (d.type != 1 && d.type != 5 && value != 0)) {
     return d;
   }
   d.size = kHeader + key + value;

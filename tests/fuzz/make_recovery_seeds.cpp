@@ -67,6 +67,16 @@ int main(int argc, char** argv) {
   write(dir, "expiry-and-batch", batched);
   write(dir, "torn-batch", batched.substr(0, batched.size() - 20));
 
+  // Format version 4: appends, of their own and inside a batch.
+  std::string grown;
+  kl::detail::encode_batch_entry(RecordType::kAppend, "b", "-more", 0, &grown);
+  kl::detail::encode_batch_entry(RecordType::kAppend, "d", "new", 0, &grown);
+  const std::string appended = batched + record(RecordType::kAppend, "a", "+1") +
+                               record(RecordType::kBatch, "", grown) +
+                               record(RecordType::kAppend, "e", "");
+  write(dir, "appends", appended);
+  write(dir, "torn-append", appended.substr(0, appended.size() - 3));
+
   std::string flipped_middle = many;  // a bit of the third record's value: damage, refused
   flipped_middle[header.size() + 2 * (25 + 4) + 25 + 4] ^= 0x10;
   write(dir, "flipped-bit-middle", flipped_middle);

@@ -79,6 +79,8 @@ Walk walk(const std::string& bytes) {
       expiry.erase(key);
     } else if (r.type == kl::RecordType::kExpire && w.state.count(key) != 0) {
       expiry[key] = when;
+    } else if (r.type == kl::RecordType::kAppend) {
+      w.state[key] += std::string(r.value);  // a missing key starts empty, with no expiry
     }
   };
   kl::Record record;

@@ -387,6 +387,29 @@ int main(int argc, char** argv) {
     return s.ok() ? 0 : die(s);
   }
 
+  if (mode == "appending") {
+    // Appends of their own and inside a batch, to keys that were there or not.
+    std::unique_ptr<kl::Store> store;
+    if (int r = open_store(dir, &store); r != 0) return r;
+    kl::Status s = store->set("a", "1");
+    if (s.ok()) s = store->expire_at("a", 4102444800000);
+    if (s.ok()) s = store->append("a", "2");
+    if (s.ok()) s = store->append("b", "x");
+    if (s.ok()) {
+      s = store->transaction([&] {
+        kl::Status t = store->append("b", "y");
+        return t.ok() ? store->append("c", "z") : t;
+      });
+    }
+    if (s.ok()) s = store->set("d", "old");
+    if (s.ok()) s = store->append("d", "!");
+    if (s.ok()) s = store->set("d", "new");
+    if (s.ok()) s = store->append("e", "1");
+    if (s.ok()) s = store->del("e");
+    if (s.ok()) s = store->close();
+    return s.ok() ? 0 : die(s);
+  }
+
   std::unique_ptr<kl::Store> store;
   if (int r = open_store(dir, &store); r != 0) return r;
   if (mode == "make") {
@@ -614,6 +637,21 @@ if "$helper" expiring "$work/expiring" 2> "$work/helper.err"; then
     grep -q "expiry changes 2; 4 of them in 2 batches" "$work/expiring-records.out"
 else
   not_ok "the helper did not write the log with expiry times: $(cat "$work/helper.err")"
+fi
+
+# --- Appends -------------------------------------------------------------------------------
+if "$helper" appending "$work/appending" 2> "$work/helper.err"; then
+  run appending --export "$work/appending"
+  expect "a log with appends exports" 0
+  printf '*5\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\n1\r\n$4\r\nPXAT\r\n$13\r\n4102444800000\r\n*3\r\n$6\r\nAPPEND\r\n$1\r\na\r\n$1\r\n2\r\n*3\r\n$3\r\nSET\r\n$1\r\nb\r\n$1\r\nx\r\n*3\r\n$6\r\nAPPEND\r\n$1\r\nb\r\n$1\r\ny\r\n*3\r\n$3\r\nSET\r\n$1\r\nc\r\n$1\r\nz\r\n*3\r\n$3\r\nSET\r\n$1\r\nd\r\n$3\r\nnew\r\n' \
+    > "$work/expected-appending"
+  holds "a key's SET comes with its expiry and is followed by its appends, in log order; a key an append made starts with a SET of its first piece; an overwritten or deleted key's appends stay out" \
+    same appending.out expected-appending
+  run appending-records "$work/appending"
+  holds "the summary counts the appends" \
+    grep -q "appends 6; 2 of them in 1 batches" "$work/appending-records.out"
+else
+  not_ok "the helper did not write the log with appends: $(cat "$work/helper.err")"
 fi
 
 # --- While a store holds the directory ------------------------------------------------------
