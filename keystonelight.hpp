@@ -1489,8 +1489,14 @@ class BatchReader {
   std::string_view body_;
 };
 
+#if 0 //> chapters 10-11
 // Whether a batch record's value is a whole number of entries, at least two, each one a
 // put, delete or expire that a record of its own could hold.
+#endif //< chapters 10-11
+//> chapter 12
+// Whether a batch record's value is a whole number of entries, at least two, each one a
+// put, delete, expire or append that a record of its own could hold.
+//< chapter 12
 inline bool valid_batch(std::string_view body) {
   BatchReader reader(body);
   Record entry;
@@ -3459,13 +3465,17 @@ inline Status Store::erase(Map::iterator it) {
 //> chapter 12
 
 inline Status Store::extend(Map::iterator it, std::string_view key, std::string_view suffix) {
+  const bool added = it == map_.end();
+  if (!added && suffix.empty()) {  // nothing changes, so nothing to log or to undo
+    touch(it->first);
+    return Status();
+  }
   if (Status s = check_record_limits(key, suffix); !s.ok()) return s;
   if (batch_ != nullptr) {
     if (Status s = add_to_batch(RecordType::kAppend, key, suffix, 0); !s.ok()) return s;
   } else if (disk_) {
     if (Status s = disk_->append(RecordType::kAppend, key, suffix); !s.ok()) return s;
   }
-  const bool added = it == map_.end();
   if (added) {
     it = map_.try_emplace(std::string(key)).first;
   } else {

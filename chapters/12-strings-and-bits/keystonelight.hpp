@@ -1372,7 +1372,7 @@ class BatchReader {
 };
 
 // Whether a batch record's value is a whole number of entries, at least two, each one a
-// put, delete or expire that a record of its own could hold.
+// put, delete, expire or append that a record of its own could hold.
 inline bool valid_batch(std::string_view body) {
   BatchReader reader(body);
   Record entry;
@@ -3128,13 +3128,17 @@ inline Status Store::erase(Map::iterator it) {
 }
 
 inline Status Store::extend(Map::iterator it, std::string_view key, std::string_view suffix) {
+  const bool added = it == map_.end();
+  if (!added && suffix.empty()) {  // nothing changes, so nothing to log or to undo
+    touch(it->first);
+    return Status();
+  }
   if (Status s = check_record_limits(key, suffix); !s.ok()) return s;
   if (batch_ != nullptr) {
     if (Status s = add_to_batch(RecordType::kAppend, key, suffix, 0); !s.ok()) return s;
   } else if (disk_) {
     if (Status s = disk_->append(RecordType::kAppend, key, suffix); !s.ok()) return s;
   }
-  const bool added = it == map_.end();
   if (added) {
     it = map_.try_emplace(std::string(key)).first;
   } else {

@@ -414,6 +414,7 @@ TEST_CASE("appends inside a failed transaction are undone, a created key removed
     REQUIRE(store.append("k", "-a").ok());
     REQUIRE(store.append("k", "-b").ok());
     REQUIRE(store.append("made", "x").ok());
+    REQUIRE(store.append("k", "").ok());  // changes nothing, so undoes nothing
     return kl::Status::invalid_argument("changed my mind");
   });
   CHECK(s.code() == kl::Status::Code::kInvalidArgument);
