@@ -5,6 +5,7 @@
 #   make test            build and run every test (installs doctest-dev when it can)
 #   make chapters        regenerate chapters/*/keystonelight.hpp and CHANGES.diff
 #   make check-chapters  regenerate, and fail if git sees a difference (CI runs this)
+#   make check-excerpts  fail if a chapter README quotes code its chapter no longer has
 #   make sanitize        every test, against the final header, under AddressSanitizer and UBSan
 #   make tsan            every test, against the final header, under ThreadSanitizer
 #   make check-clang     compile every test and program with clang too (warnings as errors)
@@ -30,6 +31,7 @@ DESTDIR  ?=
 
 HEADER   := keystonelight.hpp
 SPLITTER := build/tools/split-chapters
+EXCERPTS := build/tools/check-excerpts
 
 # The chapters are the folders chapters/NN-name, in order; chapter N is the Nth of them.
 CHAPTERS := $(sort $(patsubst chapters/%/,%,$(wildcard chapters/[0-9][0-9]-*/)))
@@ -44,7 +46,7 @@ DIFFS     := $(foreach c,$(CHAPTERS),chapters/$(c)/CHANGES.diff)
 RUN_PROGRAM := $(BUILD)/bin/keystonelight-server
 RUN_ARGS    ?=
 
-.PHONY: all run test check chapters check-chapters check-clang sanitize tsan fuzz fuzz-tools install uninstall clean \
+.PHONY: all run test check chapters check-chapters check-excerpts check-clang sanitize tsan fuzz fuzz-tools install uninstall clean \
         doctest redis-tools bench torture soak
 
 PROGRAMS := $(patsubst examples/%.cpp,$(BUILD)/bin/%,$(wildcard examples/*.cpp))
@@ -71,6 +73,16 @@ $(SPLITTER): tools/split-chapters.cpp
 	$(CXX) -std=c++17 -O1 $(WARNINGS) $< -o $@
 
 chapters: $(SNAPSHOTS) $(DIFFS)
+
+# Every ```cpp and ```diff block of a chapter README is still code of that chapter (see
+# tools/check-excerpts.cpp); make test runs it, and tests/check-excerpts/run.sh checks
+# that it catches a stale excerpt.
+$(EXCERPTS): tools/check-excerpts.cpp
+	@mkdir -p $(@D)
+	$(CXX) -std=c++17 -O1 $(WARNINGS) $< -o $@
+
+check-excerpts: chapters $(EXCERPTS)
+	@$(EXCERPTS) $(foreach c,$(CHAPTERS),chapters/$(c))
 
 # Moves $(1).tmp over $(1) only when their contents differ. A fresh clone gives files
 # arbitrary times, so a snapshot may look older than keystonelight.hpp: its rule then runs,
@@ -192,8 +204,8 @@ redis-tools:
 
 # redis-py and Django's cache through django-redis (tests/interop/python.sh) run as any
 # other check; without their packages they say they were skipped.
-test: doctest redis-tools chapters $(SPLITTER) $(TORTURE)
-	@$(MAKE) --no-print-directory check EXTRA_RUNS='"split-chapters" "sh tests/split-chapters/run.sh $(SPLITTER)" "install" "sh tests/install.sh" "check-chapters" "sh tests/check-chapters.sh" "README" "sh tools/check-readme.sh $(CXX)" "torture" $(TORTURE_SMALL) "python-interop" "bash tests/interop/python.sh $(BUILD)/bin/keystonelight-server"'
+test: doctest redis-tools chapters $(SPLITTER) $(EXCERPTS) $(TORTURE)
+	@$(MAKE) --no-print-directory check EXTRA_RUNS='"split-chapters" "sh tests/split-chapters/run.sh $(SPLITTER)" "excerpts" "$(EXCERPTS) $(foreach c,$(CHAPTERS),chapters/$(c))" "check-excerpts" "sh tests/check-excerpts/run.sh $(EXCERPTS)" "install" "sh tests/install.sh" "check-chapters" "sh tests/check-chapters.sh" "README" "sh tools/check-readme.sh $(CXX)" "torture" $(TORTURE_SMALL) "python-interop" "bash tests/interop/python.sh $(BUILD)/bin/keystonelight-server"'
 
 sanitize: doctest redis-tools chapters
 	@$(MAKE) --no-print-directory check BUILD=build/asan FINAL_ONLY=1 \
