@@ -24,6 +24,10 @@
 //> chapter 10
                                the batch record, format version 3 (10)
 //< chapter 10
+//> chapter 13
+                               CRC-32C by the processor's instruction, picked at run
+                               time in the platform section (13)
+//< chapter 13
 //> chapter 3
        The persistent log      FsyncPolicy, Options, Disk: the log, its lock and fsyncs (3),
                                compaction (4), group commit (5); diagnose: what a bad record
@@ -54,6 +58,10 @@
                                its own hash table (detail::Table), scan, random_key,
                                rename, copy (11)
 //< chapter 11
+//> chapter 13
+                               a replay that sizes the table from the log, prefetches
+                               and copies nothing it does not keep (13)
+//< chapter 13
 //> chapter 6
        The protocol            RequestParser, resp:: replies, Dispatcher and its commands (6)
 //< chapter 6
@@ -278,6 +286,20 @@
 //> chapter 12
 #include <cmath>
 //< chapter 12
+//> chapter 13
+
+// The processor's CRC-32C instruction (chapter 13), where there is one: SSE 4.2 on
+// x86-64, the CRC extension of ARMv8 on 64-bit ARM. Only the platform section uses them.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <nmmintrin.h>
+#define KEYSTONELIGHT_CRC32C_SSE42 1
+#elif defined(__aarch64__) && defined(__linux__) && defined(__GNUC__) && \
+    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#include <arm_acle.h>
+#include <sys/auxv.h>
+#define KEYSTONELIGHT_CRC32C_ARMV8 1
+#endif
+//< chapter 13
 
 namespace keystonelight {
 
@@ -1255,6 +1277,63 @@ class SignalWaiter {
   sigset_t set_;
 };
 //< chapter 8
+//> chapter 13
+
+namespace detail {
+
+// CRC-32C in hardware (chapter 13). SSE 4.2's crc32 instruction and ARMv8's crc32c
+// compute exactly the CRC of the table in the log section (the Castagnoli polynomial,
+// reflected), 8 bytes per instruction instead of one table lookup per byte. Not every
+// processor has them, and a header must run wherever it is compiled, so the code is
+// compiled for the instruction with a target attribute (no -msse4.2 needed) and
+// used only once has_hardware_crc32c() has asked the processor, at run time.
+#if defined(KEYSTONELIGHT_CRC32C_SSE42)
+inline bool has_hardware_crc32c() { return __builtin_cpu_supports("sse4.2"); }
+
+__attribute__((target("sse4.2")))
+inline std::uint32_t crc32c_extend_hardware(std::uint32_t crc, const char* data, std::size_t n) {
+  std::uint64_t c = ~crc;
+  for (; n >= 8; data += 8, n -= 8) {
+    std::uint64_t word;
+    std::memcpy(&word, data, 8);  // any alignment; a cast would be undefined behaviour
+    c = _mm_crc32_u64(c, word);
+  }
+  auto c32 = static_cast<std::uint32_t>(c);
+  for (; n > 0; ++data, --n) c32 = _mm_crc32_u8(c32, static_cast<unsigned char>(*data));
+  return ~c32;
+}
+#elif defined(KEYSTONELIGHT_CRC32C_ARMV8)
+inline bool has_hardware_crc32c() { return (::getauxval(AT_HWCAP) & HWCAP_CRC32) != 0; }
+
+__attribute__((target("+crc")))
+inline std::uint32_t crc32c_extend_hardware(std::uint32_t crc, const char* data, std::size_t n) {
+  std::uint32_t c = ~crc;
+  for (; n >= 8; data += 8, n -= 8) {
+    std::uint64_t word;
+    std::memcpy(&word, data, 8);  // little-endian, as the instruction reads it
+    c = __crc32cd(c, word);
+  }
+  for (; n > 0; ++data, --n) c = __crc32cb(c, static_cast<unsigned char>(*data));
+  return ~c;
+}
+#else
+inline bool has_hardware_crc32c() { return false; }
+
+inline std::uint32_t crc32c_extend_hardware(std::uint32_t, const char*, std::size_t) {
+  assert(false && "no CRC-32C instruction on this platform");
+  return 0;
+}
+#endif
+
+// Whether crc32c_extend() uses the instruction: decided once, from what the processor
+// says it has. Tests turn it off to run the table on a machine that has the instruction.
+inline std::atomic<bool>& crc32c_uses_hardware() {
+  static std::atomic<bool> uses{has_hardware_crc32c()};
+  return uses;
+}
+
+}  // namespace detail
+//< chapter 13
 //> chapter 2
 
 inline FileSystem* default_file_system() {
@@ -1369,14 +1448,30 @@ struct Crc32cTable {
 };
 inline constexpr Crc32cTable kCrc32cTable{};
 
+#if 0 //> chapters 2-12
 // Extends `crc` (the CRC of what came before, 0 at the start) with `n` more bytes.
 inline std::uint32_t crc32c_extend(std::uint32_t crc, const char* data, std::size_t n) {
+#endif //< chapters 2-12
+//> chapter 13
+// The table's CRC, a byte at a time: what crc32c_extend() falls back on (chapter 13).
+inline std::uint32_t crc32c_extend_table(std::uint32_t crc, const char* data, std::size_t n) {
+//< chapter 13
   crc = ~crc;
   for (std::size_t i = 0; i < n; ++i) {
     crc = kCrc32cTable.entry[(crc ^ static_cast<unsigned char>(data[i])) & 0xFF] ^ (crc >> 8);
   }
   return ~crc;
 }
+//> chapter 13
+
+// Extends `crc` (the CRC of what came before, 0 at the start) with `n` more bytes: with
+// the processor's CRC instruction where it has one (chapter 13), else with the table.
+inline std::uint32_t crc32c_extend(std::uint32_t crc, const char* data, std::size_t n) {
+  return crc32c_uses_hardware().load(std::memory_order_relaxed)
+             ? crc32c_extend_hardware(crc, data, n)
+             : crc32c_extend_table(crc, data, n);
+}
+//< chapter 13
 inline std::uint32_t crc32c(std::string_view data) {
   return crc32c_extend(0, data.data(), data.size());
 }
@@ -1752,6 +1847,47 @@ class LogReader {
     return count;
   }
 
+//> chapter 13
+  // About how many records the log holds from offset() on, to size a table before a
+  // replay (chapter 13): the bytes left over the mean size of the first records, read
+  // from the read-ahead buffer the replay reads next anyway. Only whole, valid records
+  // count, and each is at least kRecordHeaderBytes long, so the answer is never more
+  // than the file could hold, whatever a damaged length claims. 0 when no record reads.
+  // offset() does not move.
+  std::uint64_t estimate_records() {
+    Record record;
+    std::uint64_t at = offset_;
+    std::uint64_t count = 0;
+    while (count < kEstimateRecords && at - offset_ < kReadAheadBytes &&
+           parse_at(at, &record) == Result::kRecord) {
+      at += record.size;
+      ++count;
+    }
+    status_ = Status();  // next() meets any error again, at its own offset
+    if (count == 0) return 0;
+    return (file_size_ - offset_) / ((at - offset_) / count);
+  }
+
+
+  // The key of the record `ahead` records after offset(), when the read-ahead buffer
+  // holds it already; empty when it does not. Unchecked (no CRC has vouched for it): a
+  // hint for prefetching, never data.
+  std::string_view peek_key(int ahead) const {
+    const std::uint64_t end = buffer_start_ + buffer_.size();
+    std::uint64_t at = offset_;
+    for (int i = 0; at >= buffer_start_ && at + kRecordHeaderBytes <= end; ++i) {
+      const char* p = buffer_.data() + (at - buffer_start_);
+      const std::uint64_t key_bytes = detail::get_u32(p + 9);
+      if (i == ahead) {
+        if (at + kRecordHeaderBytes + key_bytes > end) break;
+        return std::string_view(p + kRecordHeaderBytes, static_cast<std::size_t>(key_bytes));
+      }
+      at += kRecordHeaderBytes + key_bytes + detail::get_u32(p + 13);
+    }
+    return std::string_view();
+  }
+
+//< chapter 13
   // Words for a result, for messages: "checksum mismatch".
   static const char* describe(Result r) {
     switch (r) {
@@ -1775,6 +1911,9 @@ class LogReader {
   static constexpr std::uint64_t kSearchSlackBytes = 1 << 20;  // a search may always spend
   static constexpr std::uint64_t kSpent = std::numeric_limits<std::uint64_t>::max();
   static constexpr std::uint64_t kPageBytes = 4096;  // the unit a power cut loses
+//> chapter 13
+  static constexpr std::uint64_t kEstimateRecords = 1024;  // read by estimate_records()
+//< chapter 13
 
   // Parses the record at `at`. With `budget`, a body is checked only while the budget
   // covers its size, and is charged to it; one it cannot pay sets it to kSpent.
@@ -2714,6 +2853,34 @@ class Table {
     it->second = std::move(value);
     return {it, added};
   }
+//> chapter 13
+
+  // Finds `key`, or adds it with an empty value; says which. The key is copied only when
+  // it is added, so that a replay makes no std::string it does not keep (chapter 13).
+  std::pair<iterator, bool> find_or_add(std::string_view key) {
+    if (iterator it = find(key); it != end()) return {it, false};
+    return emplace(std::string(key));
+  }
+
+  // A hint that `key` is about to be looked up: starts loading its bucket, and with
+  // `chain` the first entry the bucket holds (whose bucket must be loaded by then to
+  // help). A lookup of a million random keys waits on memory, not on the processor, and
+  // a replay knows its next keys before it needs them.
+  void prefetch(std::string_view key, bool chain) const {
+    if (buckets_.empty()) return;
+    Node* const* bucket = &buckets_[hash_of(key) & (buckets_.size() - 1)];
+    if (!chain) __builtin_prefetch(bucket);
+    else if (*bucket != nullptr) __builtin_prefetch(*bucket);
+  }
+
+  // Makes room for `count` entries, so that adding that many grows nothing: each growth
+  // rehashes every entry, ten times over for a million keys added one at a time.
+  void reserve(std::size_t count) {
+    std::size_t want = kMinBuckets;
+    while (want < count && want <= std::numeric_limits<std::size_t>::max() / 4) want *= 2;
+    if (want > buckets_.size()) resize(want);
+  }
+//< chapter 13
 
   // Removes the entry at `it`; returns the one after it.
   iterator erase(const_iterator it) {
@@ -3686,9 +3853,20 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
     return s;
   }
 
+//> chapter 13
+  // Sized once, from the log, rather than doubled twenty times as a million keys arrive.
+  map_.reserve(static_cast<std::size_t>(
+      std::min<std::uint64_t>(reader.estimate_records(), std::numeric_limits<std::size_t>::max())));
+//< chapter 13
   Record record;
   LogReader::Result result;
   while ((result = reader.next(&record)) == LogReader::Result::kRecord) {
+//> chapter 13
+    // Memory, not the processor, is what a replay waits for: start loading the bucket of
+    // the key four records on, and the first entry of the bucket loaded two records ago.
+    map_.prefetch(reader.peek_key(4), false);
+    map_.prefetch(reader.peek_key(2), true);
+//< chapter 13
     replay(record);
     ++recovery_.records;
     if (recovery_.records % 4096 == 0 && options.keep_loading && !options.keep_loading()) {
@@ -3741,7 +3919,15 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
   const std::int64_t now = now_ms();
   for (auto it = expires_.begin(); it != expires_.end();) {
     if (now > it->second) {
+#if 0 //> chapters 9-12
       map_.erase(it->first);
+#endif //< chapters 9-12
+//> chapter 13
+      const auto entry = map_.find(it->first);
+      assert(entry != map_.end());  // replay keeps an expiry only for a key it holds
+      count_live(-1, entry->first, entry->second);  // replay counted it in
+      map_.erase(entry);
+//< chapter 13
       it = expires_.erase(it);
       ++recovery_.keys_expired;
     } else {
@@ -3749,12 +3935,13 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
     }
   }
 //< chapter 9
-//> chapter 4
+#if 0 //> chapters 4-12
   for (const auto& [key, value] : map_) count_live(+1, key, value);
-//< chapter 4
+#endif //< chapters 4-12
   return Status();
 }
 
+#if 0 //> chapters 3-12
 // Applies one record of the log to the map, as the write that made it did.
 inline void Store::replay(const Record& record) {
   std::string key(record.key);
@@ -3794,6 +3981,54 @@ inline void Store::replay(const Record& record) {
 //< chapter 12
   }
 }
+#endif //< chapters 3-12
+//> chapter 13
+// Applies one record of the log to the map, as the write that made it did. The record's
+// key is a view into the reader's buffer: it is copied once, into the table, and only
+// when it is new; expires_, keyed by std::string, is asked only when it holds a key.
+// live_bytes_ is kept as it goes, so that no walk over every entry follows the replay.
+inline void Store::replay(const Record& record) {
+  switch (record.type) {
+    case RecordType::kPut: {
+      const auto [it, added] = map_.find_or_add(record.key);
+      if (!added) count_live(-1, it->first, it->second);
+      it->second.assign(record.value.data(), record.value.size());
+      count_live(+1, it->first, it->second);
+      if (record.expiry_ms != 0) expires_[it->first] = static_cast<std::int64_t>(record.expiry_ms);
+      else if (!expires_.empty()) expires_.erase(it->first);
+      break;
+    }
+    case RecordType::kDelete: {
+      const auto it = map_.find(record.key);
+      if (it == map_.end()) break;
+      if (!expires_.empty()) expires_.erase(it->first);
+      count_live(-1, it->first, it->second);
+      map_.erase(it);
+      break;
+    }
+    case RecordType::kExpire: {
+      const auto it = map_.find(record.key);
+      if (it == map_.end()) break;  // written only for a live key; kept safe anyway
+      if (record.expiry_ms != 0) expires_[it->first] = static_cast<std::int64_t>(record.expiry_ms);
+      else if (!expires_.empty()) expires_.erase(it->first);
+      break;
+    }
+    case RecordType::kBatch: {  // the reader checked every entry before handing it over
+      detail::BatchReader entries(record.value);
+      Record entry;
+      while (entries.next(&entry)) replay(entry);
+      break;
+    }
+    case RecordType::kAppend: {
+      const auto [it, added] = map_.find_or_add(record.key);
+      if (!added) count_live(-1, it->first, it->second);
+      it->second.append(record.value);
+      count_live(+1, it->first, it->second);
+      break;
+    }
+  }
+}
+//< chapter 13
 
 inline Store::~Store() { (void)close(); }
 
