@@ -1216,15 +1216,24 @@ inline std::uint32_t crc32c_extend_hardware(std::uint32_t crc, const char* data,
 #elif defined(KEYSTONELIGHT_CRC32C_ARMV8)
 inline bool has_hardware_crc32c() { return (::getauxval(AT_HWCAP) & HWCAP_CRC32) != 0; }
 
+// GCC and clang name the extension, and the instructions, each its own way.
+#if defined(__clang__)
+#define KEYSTONELIGHT_CRC32CD __builtin_arm_crc32cd
+#define KEYSTONELIGHT_CRC32CB __builtin_arm_crc32cb
+__attribute__((target("crc")))
+#else
+#define KEYSTONELIGHT_CRC32CD __crc32cd
+#define KEYSTONELIGHT_CRC32CB __crc32cb
 __attribute__((target("+crc")))
+#endif
 inline std::uint32_t crc32c_extend_hardware(std::uint32_t crc, const char* data, std::size_t n) {
   std::uint32_t c = ~crc;
   for (; n >= 8; data += 8, n -= 8) {
     std::uint64_t word;
     std::memcpy(&word, data, 8);  // little-endian, as the instruction reads it
-    c = __crc32cd(c, word);
+    c = KEYSTONELIGHT_CRC32CD(c, word);
   }
-  for (; n > 0; ++data, --n) c = __crc32cb(c, static_cast<unsigned char>(*data));
+  for (; n > 0; ++data, --n) c = KEYSTONELIGHT_CRC32CB(c, static_cast<unsigned char>(*data));
   return ~c;
 }
 #else
@@ -1716,7 +1725,6 @@ class LogReader {
     if (count == 0) return 0;
     return (file_size_ - offset_) / ((at - offset_) / count);
   }
-
 
   // The key of the record `ahead` records after offset(), when the read-ahead buffer
   // holds it already; empty when it does not. Unchecked (no CRC has vouched for it): a
@@ -2635,7 +2643,7 @@ class Table {
   }
 
   // Makes room for `count` entries, so that adding that many grows nothing: each growth
-  // rehashes every entry, ten times over for a million keys added one at a time.
+  // moves every entry to a new bucket, a million moves in all as a million keys arrive.
   void reserve(std::size_t count) {
     std::size_t want = kMinBuckets;
     while (want < count && want <= std::numeric_limits<std::size_t>::max() / 4) want *= 2;
@@ -3441,7 +3449,7 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
     return s;
   }
 
-  // Sized once, from the log, rather than doubled twenty times as a million keys arrive.
+  // Sized once, from the log, rather than doubled sixteen times as a million keys arrive.
   map_.reserve(static_cast<std::size_t>(
       std::min<std::uint64_t>(reader.estimate_records(), std::numeric_limits<std::size_t>::max())));
   Record record;
