@@ -1858,8 +1858,9 @@ class LogReader {
 
 //> chapter 13
   // About how many records the log holds from offset() on, to size a table before a
-  // replay (chapter 13): the bytes left over the mean size of the first records, read
-  // from the read-ahead buffer the replay reads next anyway. Only whole, valid records
+  // replay (chapter 13): the bytes left over the mean size of the first records, those
+  // within the read-ahead buffer the replay reads next anyway (a budget of its size
+  // keeps a first record of 100 MB from being read twice). Only whole, valid records
   // count, and each is at least kRecordHeaderBytes long, so the answer is never more
   // than the file could hold, whatever a damaged length claims. 0 when no record reads.
   // offset() does not move.
@@ -1867,8 +1868,8 @@ class LogReader {
     Record record;
     std::uint64_t at = offset_;
     std::uint64_t count = 0;
-    while (count < kEstimateRecords && at - offset_ < kReadAheadBytes &&
-           parse_at(at, &record) == Result::kRecord) {
+    std::uint64_t budget = kReadAheadBytes;
+    while (count < kEstimateRecords && parse_at(at, &record, &budget) == Result::kRecord) {
       at += record.size;
       ++count;
     }
