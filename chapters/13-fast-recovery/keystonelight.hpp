@@ -1199,7 +1199,10 @@ namespace detail {
 // compiled for the instruction with a target attribute (no -msse4.2 needed) and
 // used only once has_hardware_crc32c() has asked the processor, at run time.
 #if defined(KEYSTONELIGHT_CRC32C_SSE42)
-inline bool has_hardware_crc32c() { return __builtin_cpu_supports("sse4.2"); }
+inline bool has_hardware_crc32c() {
+  __builtin_cpu_init();  // needed if a store is opened before main(), by a static's constructor
+  return __builtin_cpu_supports("sse4.2");
+}
 
 __attribute__((target("sse4.2")))
 inline std::uint32_t crc32c_extend_hardware(std::uint32_t crc, const char* data, std::size_t n) {
