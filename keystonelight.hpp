@@ -24,10 +24,10 @@
 //> chapter 10
                                the batch record, format version 3 (10)
 //< chapter 10
-//> chapter 13
+//> chapter 14
                                CRC-32C by the processor's instruction, picked at run
-                               time in the platform section (13)
-//< chapter 13
+                               time in the platform section (14)
+//< chapter 14
 //> chapter 3
        The persistent log      FsyncPolicy, Options, Disk: the log, its lock and fsyncs (3),
                                compaction (4), group commit (5); diagnose: what a bad record
@@ -58,10 +58,10 @@
                                its own hash table (detail::Table), scan, random_key,
                                rename, copy (11)
 //< chapter 11
-//> chapter 13
+//> chapter 14
                                a replay that sizes the table from the log, prefetches
-                               and copies nothing it does not keep (13)
-//< chapter 13
+                               and copies nothing it does not keep (14)
+//< chapter 14
 //> chapter 6
        The protocol            RequestParser, resp:: replies, Dispatcher and its commands (6)
 //< chapter 6
@@ -286,9 +286,9 @@
 //> chapter 12
 #include <cmath>
 //< chapter 12
-//> chapter 13
+//> chapter 14
 
-// The processor's CRC-32C instruction (chapter 13), where there is one: SSE 4.2 on
+// The processor's CRC-32C instruction (chapter 14), where there is one: SSE 4.2 on
 // x86-64, the CRC extension of ARMv8 on 64-bit ARM. Only the platform section uses them.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <nmmintrin.h>
@@ -299,7 +299,7 @@
 #include <sys/auxv.h>
 #define KEYSTONELIGHT_CRC32C_ARMV8 1
 #endif
-//< chapter 13
+//< chapter 14
 
 namespace keystonelight {
 
@@ -1277,11 +1277,11 @@ class SignalWaiter {
   sigset_t set_;
 };
 //< chapter 8
-//> chapter 13
+//> chapter 14
 
 namespace detail {
 
-// CRC-32C in hardware (chapter 13). SSE 4.2's crc32 instruction and ARMv8's crc32c
+// CRC-32C in hardware (chapter 14). SSE 4.2's crc32 instruction and ARMv8's crc32c
 // compute exactly the CRC of the table in the log section (the Castagnoli polynomial,
 // reflected), 8 bytes per instruction instead of one table lookup per byte. Not every
 // processor has them, and a header must run wherever it is compiled, so the code is
@@ -1345,7 +1345,7 @@ inline std::atomic<bool>& crc32c_uses_hardware() {
 }
 
 }  // namespace detail
-//< chapter 13
+//< chapter 14
 //> chapter 2
 
 inline FileSystem* default_file_system() {
@@ -1460,30 +1460,30 @@ struct Crc32cTable {
 };
 inline constexpr Crc32cTable kCrc32cTable{};
 
-#if 0 //> chapters 2-12
+#if 0 //> chapters 2-13
 // Extends `crc` (the CRC of what came before, 0 at the start) with `n` more bytes.
 inline std::uint32_t crc32c_extend(std::uint32_t crc, const char* data, std::size_t n) {
-#endif //< chapters 2-12
-//> chapter 13
-// The table's CRC, a byte at a time: what crc32c_extend() falls back on (chapter 13).
+#endif //< chapters 2-13
+//> chapter 14
+// The table's CRC, a byte at a time: what crc32c_extend() falls back on (chapter 14).
 inline std::uint32_t crc32c_extend_table(std::uint32_t crc, const char* data, std::size_t n) {
-//< chapter 13
+//< chapter 14
   crc = ~crc;
   for (std::size_t i = 0; i < n; ++i) {
     crc = kCrc32cTable.entry[(crc ^ static_cast<unsigned char>(data[i])) & 0xFF] ^ (crc >> 8);
   }
   return ~crc;
 }
-//> chapter 13
+//> chapter 14
 
 // Extends `crc` (the CRC of what came before, 0 at the start) with `n` more bytes: with
-// the processor's CRC instruction where it has one (chapter 13), else with the table.
+// the processor's CRC instruction where it has one (chapter 14), else with the table.
 inline std::uint32_t crc32c_extend(std::uint32_t crc, const char* data, std::size_t n) {
   return crc32c_uses_hardware().load(std::memory_order_relaxed)
              ? crc32c_extend_hardware(crc, data, n)
              : crc32c_extend_table(crc, data, n);
 }
-//< chapter 13
+//< chapter 14
 inline std::uint32_t crc32c(std::string_view data) {
   return crc32c_extend(0, data.data(), data.size());
 }
@@ -1859,9 +1859,9 @@ class LogReader {
     return count;
   }
 
-//> chapter 13
+//> chapter 14
   // About how many records the log holds from offset() on, to size a table before a
-  // replay (chapter 13): the bytes left over the mean size of the first records, those
+  // replay (chapter 14): the bytes left over the mean size of the first records, those
   // within the read-ahead buffer the replay reads next anyway (a budget of its size
   // keeps a first record of 100 MB from being read twice). Only whole, valid records
   // count, and each is at least kRecordHeaderBytes long, so the answer is never more
@@ -1899,7 +1899,7 @@ class LogReader {
     return std::string_view();
   }
 
-//< chapter 13
+//< chapter 14
   // Words for a result, for messages: "checksum mismatch".
   static const char* describe(Result r) {
     switch (r) {
@@ -1923,9 +1923,9 @@ class LogReader {
   static constexpr std::uint64_t kSearchSlackBytes = 1 << 20;  // a search may always spend
   static constexpr std::uint64_t kSpent = std::numeric_limits<std::uint64_t>::max();
   static constexpr std::uint64_t kPageBytes = 4096;  // the unit a power cut loses
-//> chapter 13
+//> chapter 14
   static constexpr std::uint64_t kEstimateRecords = 1024;  // read by estimate_records()
-//< chapter 13
+//< chapter 14
 
   // Parses the record at `at`. With `budget`, a body is checked only while the budget
   // covers its size, and is charged to it; one it cannot pay sets it to kSpent.
@@ -2865,10 +2865,10 @@ class Table {
     it->second = std::move(value);
     return {it, added};
   }
-//> chapter 13
+//> chapter 14
 
   // Finds `key`, or adds it with an empty value; says which. The key is copied only when
-  // it is added, so that a replay makes no std::string it does not keep (chapter 13).
+  // it is added, so that a replay makes no std::string it does not keep (chapter 14).
   std::pair<iterator, bool> find_or_add(std::string_view key) {
     if (iterator it = find(key); it != end()) return {it, false};
     return emplace(std::string(key));
@@ -2892,7 +2892,7 @@ class Table {
     while (want < count && want <= std::numeric_limits<std::size_t>::max() / 4) want *= 2;
     if (want > buckets_.size()) resize(want);
   }
-//< chapter 13
+//< chapter 14
 
   // Removes the entry at `it`; returns the one after it.
   iterator erase(const_iterator it) {
@@ -3865,20 +3865,20 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
     return s;
   }
 
-//> chapter 13
+//> chapter 14
   // Sized once, from the log, rather than doubled sixteen times as a million keys arrive.
   map_.reserve(static_cast<std::size_t>(
       std::min<std::uint64_t>(reader.estimate_records(), std::numeric_limits<std::size_t>::max())));
-//< chapter 13
+//< chapter 14
   Record record;
   LogReader::Result result;
   while ((result = reader.next(&record)) == LogReader::Result::kRecord) {
-//> chapter 13
+//> chapter 14
     // Memory, not the processor, is what a replay waits for: start loading the bucket of
     // the key four records on, and the first entry of the bucket loaded two records ago.
     map_.prefetch(reader.peek_key(4), false);
     map_.prefetch(reader.peek_key(2), true);
-//< chapter 13
+//< chapter 14
     replay(record);
     ++recovery_.records;
     if (recovery_.records % 4096 == 0 && options.keep_loading && !options.keep_loading()) {
@@ -3931,15 +3931,15 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
   const std::int64_t now = now_ms();
   for (auto it = expires_.begin(); it != expires_.end();) {
     if (now > it->second) {
-#if 0 //> chapters 9-12
+#if 0 //> chapters 9-13
       map_.erase(it->first);
-#endif //< chapters 9-12
-//> chapter 13
+#endif //< chapters 9-13
+//> chapter 14
       const auto entry = map_.find(it->first);
       assert(entry != map_.end());  // replay keeps an expiry only for a key it holds
       count_live(-1, entry->first, entry->second);  // replay counted it in
       map_.erase(entry);
-//< chapter 13
+//< chapter 14
       it = expires_.erase(it);
       ++recovery_.keys_expired;
     } else {
@@ -3947,13 +3947,13 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
     }
   }
 //< chapter 9
-#if 0 //> chapters 4-12
+#if 0 //> chapters 4-13
   for (const auto& [key, value] : map_) count_live(+1, key, value);
-#endif //< chapters 4-12
+#endif //< chapters 4-13
   return Status();
 }
 
-#if 0 //> chapters 3-12
+#if 0 //> chapters 3-13
 // Applies one record of the log to the map, as the write that made it did.
 inline void Store::replay(const Record& record) {
   std::string key(record.key);
@@ -3993,8 +3993,8 @@ inline void Store::replay(const Record& record) {
 //< chapter 12
   }
 }
-#endif //< chapters 3-12
-//> chapter 13
+#endif //< chapters 3-13
+//> chapter 14
 // Applies one record of the log to the map, as the write that made it did. The record's
 // key is a view into the reader's buffer: it is copied once, into the table, and only
 // when it is new; expires_, keyed by std::string, is asked only when it holds a key.
@@ -4040,7 +4040,7 @@ inline void Store::replay(const Record& record) {
     }
   }
 }
-//< chapter 13
+//< chapter 14
 
 inline Store::~Store() { (void)close(); }
 

@@ -1,4 +1,4 @@
-// Chapter 13's example: where the start-up time goes. It writes a log of KEYS keys (16-byte
+// Chapter 14's example: where the start-up time goes. It writes a log of KEYS keys (16-byte
 // keys, 100-byte values; 100 000 unless given), then times each part of a replay on its
 // own: reading the file, the CRC-32C by the table and by the processor's instruction,
 // parsing every record, filling a table with and without reserve(), and Store::open

@@ -1,4 +1,4 @@
-// Chapter 13: recovery at the speed of memory. The CRC-32C in hardware gives the table's
+// Chapter 14: recovery at the speed of memory. The CRC-32C in hardware gives the table's
 // answer for every length, alignment and published vector, and a log written one way
 // reads the other way; the table is sized from the log, never from a length the log
 // claims; a replay keeps the live size exact without walking the table. These tests also
@@ -55,7 +55,7 @@ struct OpenLog {
 
 }  // namespace
 
-TEST_SUITE("chapter 13: fast recovery") {
+TEST_SUITE("chapter 14: fast recovery") {
 
 TEST_CASE("the table and the instruction give the published CRC-32C check values") {
   std::string ascending, descending;
