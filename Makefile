@@ -47,7 +47,7 @@ RUN_PROGRAM := $(BUILD)/bin/keystonelight-server
 RUN_ARGS    ?=
 
 .PHONY: all run test check chapters check-chapters check-excerpts check-clang sanitize tsan fuzz fuzz-tools install uninstall clean \
-        doctest redis-tools bench torture soak
+        doctest redis-tools packaging-tools bench torture soak
 
 PROGRAMS := $(patsubst examples/%.cpp,$(BUILD)/bin/%,$(wildcard examples/*.cpp))
 
@@ -201,10 +201,16 @@ redis-tools:
 	@sh tools/ensure-package.sh redis-tools sh -c 'command -v redis-benchmark' || \
 	    echo "note: the tests that drive redis-cli and redis-benchmark will be skipped"
 
+# cmake and pkg-config, for the test that builds a consumer of the installed header each
+# way (tests/install.sh); it counts a failure when they are missing.
+packaging-tools:
+	@sh tools/ensure-package.sh cmake sh -c 'command -v cmake' || true
+	@sh tools/ensure-package.sh pkgconf sh -c 'command -v pkg-config' || true
+
 
 # redis-py and Django's cache through django-redis (tests/interop/python.sh) run as any
 # other check; without their packages they say they were skipped.
-test: doctest redis-tools chapters $(SPLITTER) $(EXCERPTS) $(TORTURE)
+test: doctest redis-tools packaging-tools chapters $(SPLITTER) $(EXCERPTS) $(TORTURE)
 	@$(MAKE) --no-print-directory check EXTRA_RUNS='"split-chapters" "sh tests/split-chapters/run.sh $(SPLITTER)" "excerpts" "$(EXCERPTS) $(foreach c,$(CHAPTERS),chapters/$(c))" "check-excerpts" "sh tests/check-excerpts/run.sh $(EXCERPTS)" "install" "sh tests/install.sh" "check-chapters" "sh tests/check-chapters.sh" "README" "sh tools/check-readme.sh $(CXX)" "torture" $(TORTURE_SMALL) "python-interop" "bash tests/interop/python.sh $(BUILD)/bin/keystonelight-server"'
 
 sanitize: doctest redis-tools chapters
@@ -338,13 +344,41 @@ $(INSTALLED): $(HEADER) $(SPLITTER)
 	@mkdir -p $(@D)
 	$(SPLITTER) $(HEADER) $(LAST) $(LAST) --installed > $@.tmp && mv $@.tmp $@
 
-install: $(INSTALLED)
-	install -d $(DESTDIR)$(PREFIX)/include
-	install -m 644 $(INSTALLED) $(DESTDIR)$(PREFIX)/include/keystonelight.hpp
+# make install puts under $(DESTDIR)$(PREFIX): that header; the two programs, built with
+# -O2 in build/release; their man pages; the systemd unit (its ExecStart naming
+# PREFIX/bin) under share/keystonelight; the CMake package (find_package(keystonelight
+# CONFIG)) and keystonelight.pc, both from the templates in cmake/ that CMakeLists.txt
+# fills in too. tests/install.sh checks each, and builds a consumer with each.
+VERSION       := $(shell sed -n 's/^\#define KEYSTONELIGHT_VERSION_STR "\(.*\)"$$/\1/p' $(HEADER))
+VERSION_MAJOR := $(firstword $(subst ., ,$(VERSION)))
+RELEASE       := build/release
+INSTALLED_PROGRAMS := keystonelight-server keystonelight-check
+MAN_PAGES     := $(foreach p,$(INSTALLED_PROGRAMS),docs/man/$(p).1)
+SHARE         := $(DESTDIR)$(PREFIX)/share
 
-# Only the file install put; the include folder may hold other projects' headers.
+install: $(INSTALLED)
+	@$(MAKE) --no-print-directory BUILD=$(RELEASE) OPT="-O2 -g" $(foreach p,$(INSTALLED_PROGRAMS),$(RELEASE)/bin/$(p))
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin $(SHARE)/man/man1 \
+	    $(SHARE)/keystonelight $(SHARE)/cmake/keystonelight $(SHARE)/pkgconfig
+	install -m 644 $(INSTALLED) $(DESTDIR)$(PREFIX)/include/keystonelight.hpp
+	install -m 755 $(foreach p,$(INSTALLED_PROGRAMS),$(RELEASE)/bin/$(p)) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(MAN_PAGES) $(SHARE)/man/man1/
+	sed 's|/usr/local/bin/|$(PREFIX)/bin/|' examples/keystonelight.service > $(SHARE)/keystonelight/keystonelight.service
+	sed 's|@PREFIX_FROM_HERE@|../../..|' cmake/keystonelightConfig.cmake.in \
+	    > $(SHARE)/cmake/keystonelight/keystonelightConfig.cmake
+	sed -e 's|@VERSION@|$(VERSION)|' -e 's|@VERSION_MAJOR@|$(VERSION_MAJOR)|' \
+	    cmake/keystonelightConfigVersion.cmake.in > $(SHARE)/cmake/keystonelight/keystonelightConfigVersion.cmake
+	sed 's|@VERSION@|$(VERSION)|' cmake/keystonelight.pc.in > $(SHARE)/pkgconfig/keystonelight.pc
+
+# Only the files install put, and the folders only Keystonelight uses; include, bin and
+# the others may hold other projects' files.
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/include/keystonelight.hpp
+	rm -f $(DESTDIR)$(PREFIX)/include/keystonelight.hpp \
+	    $(foreach p,$(INSTALLED_PROGRAMS),$(DESTDIR)$(PREFIX)/bin/$(p) $(SHARE)/man/man1/$(p).1) \
+	    $(SHARE)/keystonelight/keystonelight.service $(SHARE)/pkgconfig/keystonelight.pc \
+	    $(SHARE)/cmake/keystonelight/keystonelightConfig.cmake \
+	    $(SHARE)/cmake/keystonelight/keystonelightConfigVersion.cmake
+	rmdir $(SHARE)/keystonelight $(SHARE)/cmake/keystonelight 2>/dev/null || true
 
 clean:
 	rm -rf build
