@@ -6,7 +6,8 @@
 // and waits for the answer (any line: +PONG, or the null server's +OK). At most WINDOW
 // (default 500) connections are between connect() and their answer at any moment: below
 // the 511 of a listen backlog, so what is timed is how fast the server accepts and answers,
-// not the kernel's one-second SYN retransmission after a full backlog. Then, every
+// not the kernel's one-second SYN retransmission after a full backlog. WINDOW 0 opens all
+// N at once, as a crowd of clients arriving together would. Then, every
 // connection open and idle, it reads the server's VmRSS from /proc/PID/status again.
 // Prints one line: "MS BYTES" (the time until every connection had its answer, and the
 // growth of the server's RSS per connection), or an error on stderr with exit status 1.
@@ -51,7 +52,8 @@ int main(int argc, char** argv) {
   const int port = std::atoi(argv[1]);
   const long n = std::atol(argv[2]);
   const std::string pid = argv[3];
-  const long window = argc > 4 ? std::atol(argv[4]) : 500;
+  long window = argc > 4 ? std::atol(argv[4]) : 500;
+  if (window <= 0) window = n;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
 
   sockaddr_in addr{};

@@ -23,7 +23,9 @@
 # noisy: compare the ratios of one run, not the absolute numbers of two. Sizes:
 # BENCH_REQUESTS (200000, unpipelined), BENCH_PIPELINED_REQUESTS (5 x that: at -P 16 a run
 # must last long enough for /proc's 10 ms ticks), BENCH_FSYNC_REQUESTS (20000),
-# BENCH_KEYS (500000), BENCH_CONNECTIONS ("1000 10000"), BENCH_EMBEDDED_KEYS (300000).
+# BENCH_KEYS (500000), BENCH_CONNECTIONS ("1000 10000"), BENCH_CONNECT_WINDOW (500
+# connections at most waiting for their answer at once; 0: all at once),
+# BENCH_EMBEDDED_KEYS (300000).
 #
 # When BUILD/bin/embedded exists (bench/embedded.cpp, built when LevelDB's headers are
 # there), a second table sets the embedded Store beside LevelDB: random 16-byte keys,
@@ -42,6 +44,7 @@ keys=${BENCH_KEYS:-500000}
 runs=${BENCH_RUNS:-3}
 connection_counts=${BENCH_CONNECTIONS:-1000 10000}
 embedded_keys=${BENCH_EMBEDDED_KEYS:-300000}
+window=${BENCH_CONNECT_WINDOW:-500}
 clients=50
 max_clients=$(( $(echo "$connection_counts" | tr ' ' '\n' | sort -n | tail -n 1) + 100 ))
 pid='' port='' system=''
@@ -239,7 +242,10 @@ for run in $(seq "$runs"); do
 done
 
 # Many connections: a fresh server for each count, so that memory freed by the last
-# count cannot hide what the next one costs.
+# count cannot hide what the next one costs. Twice: at most $window waiting for their
+# answer at once (the server's own speed, and its RSS per idle connection), and all at
+# once ("burst": a crowd arriving together, where a full listen backlog costs the
+# kernel's one-second SYN retry).
 for n in $connection_counts; do
   if [ $((n + 64)) -gt "$fd_limit" ]; then
     echo "conn-$n: not measured: $n connections need more descriptors than ulimit -n allows ($fd_limit)" >> "$notes"
@@ -247,15 +253,18 @@ for n in $connection_counts; do
   fi
   for run in $(seq "$runs"); do
     for s in $keystonelight redis null; do
-      echo "bench: run $run, $s: $n connections" >&2
-      start "$s" conn-"$s" everysec
-      if out=$("$connections" "$port" "$n" "$pid" 2>&1); then
-        record "conn-$n" connect "${out% *}"
-        record "conn-$n" rss "${out#* }"
-      else
-        echo "conn-$n: $s, run $run: $out" >> "$notes"
-      fi
-      stop; rm -rf "$work/conn-$s"
+      for kind in conn burst; do
+        echo "bench: run $run, $s: $n connections ($kind)" >&2
+        start "$s" conn-"$s" everysec
+        at_once=$window; [ "$kind" = burst ] && at_once=0
+        if out=$("$connections" "$port" "$n" "$pid" "$at_once" 2>&1); then
+          record "$kind-$n" connect "${out% *}"
+          [ "$kind" = conn ] && record "$kind-$n" rss "${out#* }"
+        else
+          echo "$kind-$n: $s, run $run: $out" >> "$notes"
+        fi
+        stop; rm -rf "$work/conn-$s"
+      done
     done
   done
 done
@@ -315,7 +324,8 @@ served="rps:req/s:%.0f;p50:p50 ms:%.3f;p99:p99 ms:%.3f;cpu:CPU us/req:%.2f"
   done
   echo "set-always|SET, fsync always, $clients clients|$served"
   for n in $connection_counts; do
-    echo "conn-$n|$n connections|connect:ms, all answered:%.0f;rss:RSS B/conn:%.0f"
+    echo "conn-$n|$n connections, $window at once|connect:ms, all answered:%.0f;rss:RSS B/conn:%.0f"
+    echo "burst-$n|$n connections, all at once|connect:ms, all answered:%.0f"
   done
   echo "keys|$keys keys|mem:RSS B/key:%.0f;start:start ms:%.0f"
 } > "$work/rows"
@@ -331,7 +341,7 @@ awk -v systems="$keystonelight redis null" -v notes="$notes" '
       short[s] = s == "ks" ? "ks" : s == "ks-threads" ? "thr" : "evt"
       if (s ~ /^ks/) ks[++nk] = s
     }
-    head = sprintf("%-30s %-16s", "", "")
+    head = sprintf("%-32s %-16s", "", "")
     for (i = 1; i <= ns; i++) head = head sprintf(" %11s", title[sys[i]])
     for (j = 1; j <= 2; j++) for (i = 1; i <= nk; i++)
       head = head sprintf(" %11s", short[ks[i]] "/" (j == 1 ? "redis" : "null"))
@@ -342,7 +352,7 @@ awk -v systems="$keystonelight redis null" -v notes="$notes" '
     split($0, f, "|"); nm = split(f[3], metrics, ";")
     for (m = 1; m <= nm; m++) {
       split(metrics[m], spec, ":")
-      line = sprintf("%-30s %-16s", m == 1 ? f[2] : "", spec[2])
+      line = sprintf("%-32s %-16s", m == 1 ? f[2] : "", spec[2])
       for (i = 1; i <= ns; i++) {
         k = f[1] SUBSEP spec[1] SUBSEP sys[i]
         line = line sprintf(" %11s", (k in value) ? sprintf(spec[3], value[k]) : "-")
@@ -364,14 +374,14 @@ if grep -q '^emb-' "$medians"; then
     echo
     echo "The embedded Store beside LevelDB ${leveldb_version:-(version unknown)}, one thread: $embedded_keys random 16-byte keys,"
     echo "100-byte values, no fsync (FsyncPolicy::kNever; LevelDB's default WriteOptions); median of $runs runs."
-    printf '%-30s %-16s %11s %11s %11s\n' "" "" keystonelight leveldb ks/leveldb
+    printf '%-32s %-16s %11s %11s %11s\n' "" "" keystonelight leveldb ks/leveldb
     awk '$1 ~ /^emb-/ { value[$1, $3] = $4 }
       END {
         split("emb-fill emb-read", rows, " "); label["emb-fill"] = "fill, random order"
         label["emb-read"] = "read, random keys"
         for (r = 1; r <= 2; r++) {
           a = value[rows[r], "ks"]; b = value[rows[r], "leveldb"]
-          printf "%-30s %-16s %11.0f %11.0f %11s\n", label[rows[r]], "ops/s", a, b, \
+          printf "%-32s %-16s %11.0f %11.0f %11s\n", label[rows[r]], "ops/s", a, b, \
                  (b > 0 ? sprintf("%.2f", a / b) : "-")
         }
       }' "$medians"
@@ -468,7 +478,7 @@ targets() {
       spec[++nt] = "SET under fsync always, at least 1.2x Redis|set-always|rps|1.2|>="
       spec[++nt] = "p99 latency, at most Redis|set-1 get-1 incr-1 set-16 get-16 incr-16 set-always|p99|1|<="
       spec[++nt] = "RSS per idle connection, at most Redis|conn-" largest "|rss|1|<="
-      spec[++nt] = largest " connections answered, as fast as Redis|conn-" largest "|connect|1|<="
+      spec[++nt] = largest " connections answered, as fast as Redis|conn-" largest " burst-" largest "|connect|1|<="
     }
     FILENAME == ARGV[1] { split($0, f, "|"); label[f[1]] = f[2]; next }
     { value[$1, $2, $3] = $4 }
@@ -533,7 +543,7 @@ figures of two.
 | Redis | redis-server $redis_version, \`--appendonly yes\`, \`--save ''\` |
 | keystonelight | $io |
 | runs | median of $runs runs alternating the servers (BENCH_RUNS) |
-| sizes | $requests requests unpipelined (BENCH_REQUESTS), $pipelined with \`-P 16\` (BENCH_PIPELINED_REQUESTS), $durable under fsync always (BENCH_FSYNC_REQUESTS), $keys keys (BENCH_KEYS), connections: $connection_counts (BENCH_CONNECTIONS); \`ulimit -n\` $fd_limit |
+| sizes | $requests requests unpipelined (BENCH_REQUESTS), $pipelined with \`-P 16\` (BENCH_PIPELINED_REQUESTS), $durable under fsync always (BENCH_FSYNC_REQUESTS), $keys keys (BENCH_KEYS), connections: $connection_counts (BENCH_CONNECTIONS), at most $window waiting at once (BENCH_CONNECT_WINDOW), then all at once; \`ulimit -n\` $fd_limit |
 
 ${svg:+![requests per second and CPU per request]($svg)}
 
@@ -554,8 +564,11 @@ TEXT
   redis-benchmark run) over the requests of that run. The client shares the machine and
   saturates first, so requests per second hide what a server spends; this does not. The
   null server's figure is the floor of the system calls themselves.
-- **N connections**: `bench/connections.cpp` opens N connections (at most 500 waiting at
-  once, below the listen backlog) and sends PING on each; *ms, all answered* is the time
+- **N connections**: `bench/connections.cpp` opens N connections and sends PING on each,
+  first with at most BENCH_CONNECT_WINDOW (500) waiting for their answer at once, below
+  the listen backlog of 511, so the figure is the server's accepting and answering; then,
+  on a fresh server, all at once, as a crowd would arrive, where a full backlog costs the
+  kernel's one-second SYN retry; *ms, all answered* is the time
   until every one has its answer. *RSS B/conn* is the growth of the server's VmRSS
   (`/proc/PID/status`) over N, the connections open and idle.
 - **keys**: *RSS B/key* is the growth of the server's VmRSS while the keys are written
