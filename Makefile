@@ -9,7 +9,9 @@
 #   make sanitize        every test, against the final header, under AddressSanitizer and UBSan
 #   make tsan            every test, against the final header, under ThreadSanitizer
 #   make check-clang     compile every test and program with clang too (warnings as errors)
-#   make bench           keystonelight-server beside redis-server: throughput, fsync, memory, start
+#   make bench           keystonelight-server beside redis-server and a null server: throughput,
+#                        latency, CPU per request, fsync, connections, memory, start;
+#                        writes BENCHMARKS.md and bench/benchmarks.svg
 #   make fuzz            run every libFuzzer target (parser, recovery, log reader,
 #                        dispatcher) for FUZZ_SECONDS (60) each
 #   make torture         kill -9 the server TORTURE_TRIALS (210) times under writers; check the data
@@ -327,11 +329,31 @@ soak: $(TORTURE) $(BUILD)/bin/keystonelight-server
 # redis-server in the same run (installed when missing, as the tests' packages are).
 # ---------------------------------------------------------------------------------------
 
+# The null server and the many-connections client (bench/*.cpp) are built beside the
+# server; the figures go to BENCHMARKS.md and the chart to bench/benchmarks.svg, which
+# nothing else writes. BENCH_RUNS, BENCH_REQUESTS and the rest size the run (bench/server.sh).
+# bench/embedded.cpp (the embedded Store beside LevelDB) needs libleveldb-dev; without it
+# that table is left out.
+BENCH_PROGRAMS := $(BUILD)/bin/null-server $(BUILD)/bin/connections
+
+$(BENCH_PROGRAMS): $(BUILD)/bin/%: bench/%.cpp
+	@mkdir -p $(@D)
+	$(CXX) $(FLAGS) $< -o $@
+
+$(BUILD)/bin/embedded: bench/embedded.cpp $(HEADER)
+	@mkdir -p $(@D)
+	$(CXX) $(FLAGS) -I. $< -o $@ -lleveldb
+
 bench:
 	@sh tools/ensure-package.sh redis-server sh -c 'command -v redis-server'
 	@sh tools/ensure-package.sh redis-tools sh -c 'command -v redis-benchmark'
-	@$(MAKE) --no-print-directory BUILD=build/bench OPT="-O2 -DNDEBUG" build/bench/bin/keystonelight-server
-	@sh bench/server.sh build/bench
+	@$(MAKE) --no-print-directory BUILD=build/bench OPT="-O2 -DNDEBUG" build/bench/bin/keystonelight-server \
+	    build/bench/bin/null-server build/bench/bin/connections
+	@if sh tools/ensure-package.sh libleveldb-dev \
+	     sh -c 'echo "#include <leveldb/db.h>" | $(CXX) -std=c++17 -E -x c++ - -o /dev/null'; then \
+	  $(MAKE) --no-print-directory BUILD=build/bench OPT="-O2 -DNDEBUG" build/bench/bin/embedded; \
+	else rm -f build/bench/bin/embedded; echo "note: without libleveldb-dev, no embedded benchmark"; fi
+	@BENCH_CXX="$(CXX)" sh bench/server.sh build/bench BENCHMARKS.md bench/benchmarks.svg
 
 # ---------------------------------------------------------------------------------------
 # Installing the header
