@@ -148,25 +148,26 @@ $(BUILD)/obj/doctest_main.o: tests/doctest_main.cpp | doctest
 SUPPORT := $(wildcard tests/support/*.hpp)
 
 # $(1) names the header under test ("final" or a chapter), $(2) is its path, $(3) the
-# chapters whose tests run against it, $(4) extra test sources, $(5) excluded suites.
+# chapters whose tests run against it, $(4) extra test sources, $(5) excluded suites,
+# $(6) the compiler flags.
 define test_binary
 $(BUILD)/obj/$(1)/second_tu.o: tests/second_tu.cpp $(2) | doctest
 	@mkdir -p $$(@D)
-	$(CXX) $(FLAGS) -I. -include $(2) -c $$< -o $$@
+	$(CXX) $(6) -I. -include $(2) -c $$< -o $$@
 $(foreach k,$(3),
 $(BUILD)/obj/$(1)/$(k).o: chapters/$(k)/test.cpp $(2) $(SUPPORT) | doctest
 	@mkdir -p $$(@D)
-	$(CXX) $(FLAGS) -I. -include $(2) -c $$< -o $$@
+	$(CXX) $(6) -I. -include $(2) -c $$< -o $$@
 )
 $(foreach t,$(4),
 $(BUILD)/obj/$(1)/$(notdir $(t:.cpp=.o)): $(t) $(2) $(SUPPORT) | doctest
 	@mkdir -p $$(@D)
-	$(CXX) $(FLAGS) -I. -include $(2) -c $$< -o $$@
+	$(CXX) $(6) -I. -include $(2) -c $$< -o $$@
 )
 $(BUILD)/tests/$(1): $(BUILD)/obj/doctest_main.o $(BUILD)/obj/$(1)/second_tu.o \
     $(foreach k,$(3),$(BUILD)/obj/$(1)/$(k).o) $(foreach t,$(4),$(BUILD)/obj/$(1)/$(notdir $(t:.cpp=.o)))
 	@mkdir -p $$(@D)
-	$(CXX) $(FLAGS) $$^ -o $$@
+	$(CXX) $(6) $$^ -o $$@
 TEST_BINARIES += $(BUILD)/tests/$(1)
 TEST_RUNS += "$(1)" "$(BUILD)/tests/$(1) $(if $(5),'--test-suite-exclude=$(5)')"
 endef
@@ -179,8 +180,12 @@ up_to_list = $(subst $(space),$(comma),$(strip $(foreach c,$(1),up?to?chapter?$(
 # the snapshots differ from the final header only in code that it compiles out, and the
 # plain build tests each snapshot as printed.
 FINAL_ONLY ?=
-$(if $(FINAL_ONLY),,$(foreach n,$(NUMBERS),$(eval $(call test_binary,$(word $(n),$(CHAPTERS)),chapters/$(word $(n),$(CHAPTERS))/keystonelight.hpp,$(wordlist 1,$(n),$(CHAPTERS)),,$(call up_to_list,$(wordlist 2,$(n),x $(CHAPTERS)))))))
-$(eval $(call test_binary,final,$(HEADER),$(CHAPTERS),$(wildcard tests/*_test.cpp),$(call up_to_list,$(CHAPTERS))))
+# The snapshots' test binaries are built without debug information (-g), which halves
+# their compile time and costs nothing at run time; the final header's keeps it, and so
+# does every sanitizer build: a failure is debugged there, or with OPT="-O0 -g".
+SNAPSHOT_FLAGS := $(filter-out -g,$(FLAGS))
+$(if $(FINAL_ONLY),,$(foreach n,$(NUMBERS),$(eval $(call test_binary,$(word $(n),$(CHAPTERS)),chapters/$(word $(n),$(CHAPTERS))/keystonelight.hpp,$(wordlist 1,$(n),$(CHAPTERS)),,$(call up_to_list,$(wordlist 2,$(n),x $(CHAPTERS))),$(SNAPSHOT_FLAGS)))))
+$(eval $(call test_binary,final,$(HEADER),$(CHAPTERS),$(wildcard tests/*_test.cpp),$(call up_to_list,$(CHAPTERS)),$(FLAGS)))
 
 # Scripts in tests/ that drive the programs: tests/NAME.sh runs with the build folder.
 SCRIPT_RUNS := $(foreach t,$(wildcard tests/programs/*.sh),"$(notdir $(t:.sh=))" "sh $(t) $(BUILD)")
@@ -232,7 +237,8 @@ check-clang: doctest
 	@if ! command -v $(CLANG) >/dev/null 2>&1; then \
 	  echo "check-clang: $(CLANG) not found; skipped (apt-get install clang to run it)"; exit 0; fi; \
 	for f in $(foreach c,$(CHAPTERS),chapters/$(c)/test.cpp chapters/$(c)/example.cpp) \
-	         $(wildcard tests/*_test.cpp examples/*.cpp); do \
+	         $(wildcard tests/*_test.cpp examples/*.cpp) \
+	         $(filter-out bench/embedded.cpp,$(wildcard bench/*.cpp)); do \
 	  $(CLANG) -std=c++17 $(WARNINGS) -pthread -I. -include $(HEADER) -fsyntax-only $$f || exit 1; \
 	done; echo "check-clang: every test and program compiles cleanly with $(CLANG)"
 
