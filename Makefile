@@ -186,6 +186,9 @@ FINAL_ONLY ?=
 SNAPSHOT_FLAGS := $(filter-out -g,$(FLAGS))
 $(if $(FINAL_ONLY),,$(foreach n,$(NUMBERS),$(eval $(call test_binary,$(word $(n),$(CHAPTERS)),chapters/$(word $(n),$(CHAPTERS))/keystonelight.hpp,$(wordlist 1,$(n),$(CHAPTERS)),,$(call up_to_list,$(wordlist 2,$(n),x $(CHAPTERS))),$(SNAPSHOT_FLAGS)))))
 $(eval $(call test_binary,final,$(HEADER),$(CHAPTERS),$(wildcard tests/*_test.cpp),$(call up_to_list,$(CHAPTERS)),$(FLAGS)))
+# From chapter 13 the server has two I/O models, the event loop by default: the final
+# header's server suites run once more with thread per connection (tests/support/server_io.hpp).
+TEST_RUNS += "final, io threads" "KEYSTONELIGHT_TEST_IO=threads $(BUILD)/tests/final '--test-suite=chapter?7:*,chapter?13:*'"
 
 # Scripts in tests/ that drive the programs: tests/NAME.sh runs with the build folder.
 SCRIPT_RUNS := $(foreach t,$(wildcard tests/programs/*.sh),"$(notdir $(t:.sh=))" "sh $(t) $(BUILD)")
@@ -197,6 +200,8 @@ EXAMPLE_RUNS := $(foreach c,$(CHAPTERS),$(if $(wildcard chapters/$(c)/example.in
 # multi-key DEL and MSET included: since chapter 10 each is one batch record.
 TORTURE := $(BUILD)/tests/torture
 TORTURE_SMALL := "$(TORTURE) $(BUILD)/bin/keystonelight-server --trials 6 --ms 100,400 --ballast 20000"
+# The same against the server's other I/O model, thread per connection (chapter 13).
+TORTURE_THREADS := "$(TORTURE) $(BUILD)/bin/keystonelight-server --trials 6 --ms 100,400 --ballast 20000 --io threads"
 
 # Runs what is built; `test`, `sanitize` and `tsan` differ in the flags and what they add.
 check: $(TEST_BINARIES) all $(TORTURE)
@@ -218,16 +223,16 @@ packaging-tools:
 # redis-py and Django's cache through django-redis (tests/interop/python.sh) run as any
 # other check; without their packages they say they were skipped.
 test: doctest redis-tools packaging-tools chapters $(SPLITTER) $(EXCERPTS) $(TORTURE)
-	@$(MAKE) --no-print-directory check EXTRA_RUNS='"split-chapters" "sh tests/split-chapters/run.sh $(SPLITTER)" "excerpts" "$(EXCERPTS) $(foreach c,$(CHAPTERS),chapters/$(c))" "check-excerpts" "sh tests/check-excerpts/run.sh $(EXCERPTS)" "install" "sh tests/install.sh" "check-chapters" "sh tests/check-chapters.sh" "README" "sh tools/check-readme.sh $(CXX)" "torture" $(TORTURE_SMALL) "python-interop" "bash tests/interop/python.sh $(BUILD)/bin/keystonelight-server"'
+	@$(MAKE) --no-print-directory check EXTRA_RUNS='"split-chapters" "sh tests/split-chapters/run.sh $(SPLITTER)" "excerpts" "$(EXCERPTS) $(foreach c,$(CHAPTERS),chapters/$(c))" "check-excerpts" "sh tests/check-excerpts/run.sh $(EXCERPTS)" "install" "sh tests/install.sh" "check-chapters" "sh tests/check-chapters.sh" "README" "sh tools/check-readme.sh $(CXX)" "torture" $(TORTURE_SMALL) "torture, io threads" $(TORTURE_THREADS) "python-interop" "bash tests/interop/python.sh $(BUILD)/bin/keystonelight-server"'
 
 sanitize: doctest redis-tools chapters
 	@$(MAKE) --no-print-directory check BUILD=build/asan FINAL_ONLY=1 \
 	    SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
-	    EXTRA_RUNS='"torture" $$(TORTURE_SMALL)'
+	    EXTRA_RUNS='"torture" $$(TORTURE_SMALL) "torture, io threads" $$(TORTURE_THREADS)'
 
 tsan: doctest redis-tools chapters
 	@$(MAKE) --no-print-directory check BUILD=build/tsan FINAL_ONLY=1 SANITIZE="-fsanitize=thread" \
-	    EXTRA_RUNS='"torture" $$(TORTURE_SMALL)'
+	    EXTRA_RUNS='"torture" $$(TORTURE_SMALL) "torture, io threads" $$(TORTURE_THREADS)'
 
 # A second compiler reads the code differently: clang's -Wconversion also flags sign
 # conversions that GCC lets pass. Every test and program is checked against the final
