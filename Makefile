@@ -9,7 +9,9 @@
 #   make sanitize        every test, against the final header, under AddressSanitizer and UBSan
 #   make tsan            every test, against the final header, under ThreadSanitizer
 #   make check-clang     compile every test and program with clang too (warnings as errors)
-#   make bench           keystonelight-server beside redis-server: throughput, fsync, memory, start
+#   make bench           keystonelight-server beside redis-server and a null server: throughput,
+#                        latency, CPU per request, fsync, connections, memory, start;
+#                        writes BENCHMARKS.md and bench/benchmarks.svg
 #   make fuzz            run every libFuzzer target (parser, recovery, log reader,
 #                        dispatcher) for FUZZ_SECONDS (60) each
 #   make torture         kill -9 the server TORTURE_TRIALS (210) times under writers; check the data
@@ -47,7 +49,7 @@ RUN_PROGRAM := $(BUILD)/bin/keystonelight-server
 RUN_ARGS    ?=
 
 .PHONY: all run test check chapters check-chapters check-excerpts check-clang sanitize tsan fuzz fuzz-tools install uninstall clean \
-        doctest redis-tools bench torture soak
+        doctest redis-tools packaging-tools bench torture soak
 
 PROGRAMS := $(patsubst examples/%.cpp,$(BUILD)/bin/%,$(wildcard examples/*.cpp))
 
@@ -146,25 +148,26 @@ $(BUILD)/obj/doctest_main.o: tests/doctest_main.cpp | doctest
 SUPPORT := $(wildcard tests/support/*.hpp)
 
 # $(1) names the header under test ("final" or a chapter), $(2) is its path, $(3) the
-# chapters whose tests run against it, $(4) extra test sources, $(5) excluded suites.
+# chapters whose tests run against it, $(4) extra test sources, $(5) excluded suites,
+# $(6) the compiler flags.
 define test_binary
 $(BUILD)/obj/$(1)/second_tu.o: tests/second_tu.cpp $(2) | doctest
 	@mkdir -p $$(@D)
-	$(CXX) $(FLAGS) -I. -include $(2) -c $$< -o $$@
+	$(CXX) $(6) -I. -include $(2) -c $$< -o $$@
 $(foreach k,$(3),
 $(BUILD)/obj/$(1)/$(k).o: chapters/$(k)/test.cpp $(2) $(SUPPORT) | doctest
 	@mkdir -p $$(@D)
-	$(CXX) $(FLAGS) -I. -include $(2) -c $$< -o $$@
+	$(CXX) $(6) -I. -include $(2) -c $$< -o $$@
 )
 $(foreach t,$(4),
 $(BUILD)/obj/$(1)/$(notdir $(t:.cpp=.o)): $(t) $(2) $(SUPPORT) | doctest
 	@mkdir -p $$(@D)
-	$(CXX) $(FLAGS) -I. -include $(2) -c $$< -o $$@
+	$(CXX) $(6) -I. -include $(2) -c $$< -o $$@
 )
 $(BUILD)/tests/$(1): $(BUILD)/obj/doctest_main.o $(BUILD)/obj/$(1)/second_tu.o \
     $(foreach k,$(3),$(BUILD)/obj/$(1)/$(k).o) $(foreach t,$(4),$(BUILD)/obj/$(1)/$(notdir $(t:.cpp=.o)))
 	@mkdir -p $$(@D)
-	$(CXX) $(FLAGS) $$^ -o $$@
+	$(CXX) $(6) $$^ -o $$@
 TEST_BINARIES += $(BUILD)/tests/$(1)
 TEST_RUNS += "$(1)" "$(BUILD)/tests/$(1) $(if $(5),'--test-suite-exclude=$(5)')"
 endef
@@ -177,8 +180,15 @@ up_to_list = $(subst $(space),$(comma),$(strip $(foreach c,$(1),up?to?chapter?$(
 # the snapshots differ from the final header only in code that it compiles out, and the
 # plain build tests each snapshot as printed.
 FINAL_ONLY ?=
-$(if $(FINAL_ONLY),,$(foreach n,$(NUMBERS),$(eval $(call test_binary,$(word $(n),$(CHAPTERS)),chapters/$(word $(n),$(CHAPTERS))/keystonelight.hpp,$(wordlist 1,$(n),$(CHAPTERS)),,$(call up_to_list,$(wordlist 2,$(n),x $(CHAPTERS)))))))
-$(eval $(call test_binary,final,$(HEADER),$(CHAPTERS),$(wildcard tests/*_test.cpp),$(call up_to_list,$(CHAPTERS))))
+# The snapshots' test binaries are built without debug information (-g), which halves
+# their compile time and costs nothing at run time; the final header's keeps it, and so
+# does every sanitizer build: a failure is debugged there, or with OPT="-O0 -g".
+SNAPSHOT_FLAGS := $(filter-out -g,$(FLAGS))
+$(if $(FINAL_ONLY),,$(foreach n,$(NUMBERS),$(eval $(call test_binary,$(word $(n),$(CHAPTERS)),chapters/$(word $(n),$(CHAPTERS))/keystonelight.hpp,$(wordlist 1,$(n),$(CHAPTERS)),,$(call up_to_list,$(wordlist 2,$(n),x $(CHAPTERS))),$(SNAPSHOT_FLAGS)))))
+$(eval $(call test_binary,final,$(HEADER),$(CHAPTERS),$(wildcard tests/*_test.cpp),$(call up_to_list,$(CHAPTERS)),$(FLAGS)))
+# From chapter 13 the server has two I/O models, the event loop by default: the final
+# header's server suites run once more with thread per connection (tests/support/server_io.hpp).
+TEST_RUNS += "final, io threads" "KEYSTONELIGHT_TEST_IO=threads $(BUILD)/tests/final '--test-suite=chapter?7:*,chapter?13:*'"
 
 # Scripts in tests/ that drive the programs: tests/NAME.sh runs with the build folder.
 SCRIPT_RUNS := $(foreach t,$(wildcard tests/programs/*.sh),"$(notdir $(t:.sh=))" "sh $(t) $(BUILD)")
@@ -190,6 +200,8 @@ EXAMPLE_RUNS := $(foreach c,$(CHAPTERS),$(if $(wildcard chapters/$(c)/example.in
 # multi-key DEL and MSET included: since chapter 10 each is one batch record.
 TORTURE := $(BUILD)/tests/torture
 TORTURE_SMALL := "$(TORTURE) $(BUILD)/bin/keystonelight-server --trials 6 --ms 100,400 --ballast 20000"
+# The same against the server's other I/O model, thread per connection (chapter 13).
+TORTURE_THREADS := "$(TORTURE) $(BUILD)/bin/keystonelight-server --trials 6 --ms 100,400 --ballast 20000 --io threads"
 
 # Runs what is built; `test`, `sanitize` and `tsan` differ in the flags and what they add.
 check: $(TEST_BINARIES) all $(TORTURE)
@@ -201,20 +213,26 @@ redis-tools:
 	@sh tools/ensure-package.sh redis-tools sh -c 'command -v redis-benchmark' || \
 	    echo "note: the tests that drive redis-cli and redis-benchmark will be skipped"
 
+# cmake and pkg-config, for the test that builds a consumer of the installed header each
+# way (tests/install.sh); it counts a failure when they are missing.
+packaging-tools:
+	@sh tools/ensure-package.sh cmake sh -c 'command -v cmake' || true
+	@sh tools/ensure-package.sh pkgconf sh -c 'command -v pkg-config' || true
+
 
 # redis-py and Django's cache through django-redis (tests/interop/python.sh) run as any
 # other check; without their packages they say they were skipped.
-test: doctest redis-tools chapters $(SPLITTER) $(EXCERPTS) $(TORTURE)
-	@$(MAKE) --no-print-directory check EXTRA_RUNS='"split-chapters" "sh tests/split-chapters/run.sh $(SPLITTER)" "excerpts" "$(EXCERPTS) $(foreach c,$(CHAPTERS),chapters/$(c))" "check-excerpts" "sh tests/check-excerpts/run.sh $(EXCERPTS)" "install" "sh tests/install.sh" "check-chapters" "sh tests/check-chapters.sh" "README" "sh tools/check-readme.sh $(CXX)" "torture" $(TORTURE_SMALL) "python-interop" "bash tests/interop/python.sh $(BUILD)/bin/keystonelight-server"'
+test: doctest redis-tools packaging-tools chapters $(SPLITTER) $(EXCERPTS) $(TORTURE)
+	@$(MAKE) --no-print-directory check EXTRA_RUNS='"split-chapters" "sh tests/split-chapters/run.sh $(SPLITTER)" "excerpts" "$(EXCERPTS) $(foreach c,$(CHAPTERS),chapters/$(c))" "check-excerpts" "sh tests/check-excerpts/run.sh $(EXCERPTS)" "install" "sh tests/install.sh" "check-chapters" "sh tests/check-chapters.sh" "README" "sh tools/check-readme.sh $(CXX)" "torture" $(TORTURE_SMALL) "torture, io threads" $(TORTURE_THREADS) "python-interop" "bash tests/interop/python.sh $(BUILD)/bin/keystonelight-server"'
 
 sanitize: doctest redis-tools chapters
 	@$(MAKE) --no-print-directory check BUILD=build/asan FINAL_ONLY=1 \
 	    SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
-	    EXTRA_RUNS='"torture" $$(TORTURE_SMALL)'
+	    EXTRA_RUNS='"torture" $$(TORTURE_SMALL) "torture, io threads" $$(TORTURE_THREADS)'
 
 tsan: doctest redis-tools chapters
 	@$(MAKE) --no-print-directory check BUILD=build/tsan FINAL_ONLY=1 SANITIZE="-fsanitize=thread" \
-	    EXTRA_RUNS='"torture" $$(TORTURE_SMALL)'
+	    EXTRA_RUNS='"torture" $$(TORTURE_SMALL) "torture, io threads" $$(TORTURE_THREADS)'
 
 # A second compiler reads the code differently: clang's -Wconversion also flags sign
 # conversions that GCC lets pass. Every test and program is checked against the final
@@ -224,7 +242,8 @@ check-clang: doctest
 	@if ! command -v $(CLANG) >/dev/null 2>&1; then \
 	  echo "check-clang: $(CLANG) not found; skipped (apt-get install clang to run it)"; exit 0; fi; \
 	for f in $(foreach c,$(CHAPTERS),chapters/$(c)/test.cpp chapters/$(c)/example.cpp) \
-	         $(wildcard tests/*_test.cpp examples/*.cpp); do \
+	         $(wildcard tests/*_test.cpp examples/*.cpp) \
+	         $(filter-out bench/embedded.cpp,$(wildcard bench/*.cpp)); do \
 	  $(CLANG) -std=c++17 $(WARNINGS) -pthread -I. -include $(HEADER) -fsyntax-only $$f || exit 1; \
 	done; echo "check-clang: every test and program compiles cleanly with $(CLANG)"
 
@@ -321,11 +340,31 @@ soak: $(TORTURE) $(BUILD)/bin/keystonelight-server
 # redis-server in the same run (installed when missing, as the tests' packages are).
 # ---------------------------------------------------------------------------------------
 
+# The null server and the many-connections client (bench/*.cpp) are built beside the
+# server; the figures go to BENCHMARKS.md and the chart to bench/benchmarks.svg, which
+# nothing else writes. BENCH_RUNS, BENCH_REQUESTS and the rest size the run (bench/server.sh).
+# bench/embedded.cpp (the embedded Store beside LevelDB) needs libleveldb-dev; without it
+# that table is left out.
+BENCH_PROGRAMS := $(BUILD)/bin/null-server $(BUILD)/bin/connections
+
+$(BENCH_PROGRAMS): $(BUILD)/bin/%: bench/%.cpp
+	@mkdir -p $(@D)
+	$(CXX) $(FLAGS) $< -o $@
+
+$(BUILD)/bin/embedded: bench/embedded.cpp $(HEADER)
+	@mkdir -p $(@D)
+	$(CXX) $(FLAGS) -I. $< -o $@ -lleveldb
+
 bench:
 	@sh tools/ensure-package.sh redis-server sh -c 'command -v redis-server'
 	@sh tools/ensure-package.sh redis-tools sh -c 'command -v redis-benchmark'
-	@$(MAKE) --no-print-directory BUILD=build/bench OPT="-O2 -DNDEBUG" build/bench/bin/keystonelight-server
-	@sh bench/server.sh build/bench
+	@$(MAKE) --no-print-directory BUILD=build/bench OPT="-O2 -DNDEBUG" build/bench/bin/keystonelight-server \
+	    build/bench/bin/null-server build/bench/bin/connections
+	@if sh tools/ensure-package.sh libleveldb-dev \
+	     sh -c 'echo "#include <leveldb/db.h>" | $(CXX) -std=c++17 -E -x c++ - -o /dev/null'; then \
+	  $(MAKE) --no-print-directory BUILD=build/bench OPT="-O2 -DNDEBUG" build/bench/bin/embedded; \
+	else rm -f build/bench/bin/embedded; echo "note: without libleveldb-dev, no embedded benchmark"; fi
+	@BENCH_CXX="$(CXX)" sh bench/server.sh build/bench BENCHMARKS.md bench/benchmarks.svg
 
 # ---------------------------------------------------------------------------------------
 # Installing the header
@@ -338,13 +377,41 @@ $(INSTALLED): $(HEADER) $(SPLITTER)
 	@mkdir -p $(@D)
 	$(SPLITTER) $(HEADER) $(LAST) $(LAST) --installed > $@.tmp && mv $@.tmp $@
 
-install: $(INSTALLED)
-	install -d $(DESTDIR)$(PREFIX)/include
-	install -m 644 $(INSTALLED) $(DESTDIR)$(PREFIX)/include/keystonelight.hpp
+# make install puts under $(DESTDIR)$(PREFIX): that header; the two programs, built with
+# -O2 in build/release; their man pages; the systemd unit (its ExecStart naming
+# PREFIX/bin) under share/keystonelight; the CMake package (find_package(keystonelight
+# CONFIG)) and keystonelight.pc, both from the templates in cmake/ that CMakeLists.txt
+# fills in too. tests/install.sh checks each, and builds a consumer with each.
+VERSION       := $(shell sed -n 's/^\#define KEYSTONELIGHT_VERSION_STR "\(.*\)"$$/\1/p' $(HEADER))
+VERSION_MAJOR := $(firstword $(subst ., ,$(VERSION)))
+RELEASE       := build/release
+INSTALLED_PROGRAMS := keystonelight-server keystonelight-check
+MAN_PAGES     := $(foreach p,$(INSTALLED_PROGRAMS),docs/man/$(p).1)
+SHARE         := $(DESTDIR)$(PREFIX)/share
 
-# Only the file install put; the include folder may hold other projects' headers.
+install: $(INSTALLED)
+	@$(MAKE) --no-print-directory BUILD=$(RELEASE) OPT="-O2 -g" $(foreach p,$(INSTALLED_PROGRAMS),$(RELEASE)/bin/$(p))
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin $(SHARE)/man/man1 \
+	    $(SHARE)/keystonelight $(SHARE)/cmake/keystonelight $(SHARE)/pkgconfig
+	install -m 644 $(INSTALLED) $(DESTDIR)$(PREFIX)/include/keystonelight.hpp
+	install -m 755 $(foreach p,$(INSTALLED_PROGRAMS),$(RELEASE)/bin/$(p)) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(MAN_PAGES) $(SHARE)/man/man1/
+	sed 's|/usr/local/bin/|$(PREFIX)/bin/|' examples/keystonelight.service > $(SHARE)/keystonelight/keystonelight.service
+	sed 's|@PREFIX_FROM_HERE@|../../..|' cmake/keystonelightConfig.cmake.in \
+	    > $(SHARE)/cmake/keystonelight/keystonelightConfig.cmake
+	sed -e 's|@VERSION@|$(VERSION)|' -e 's|@VERSION_MAJOR@|$(VERSION_MAJOR)|' \
+	    cmake/keystonelightConfigVersion.cmake.in > $(SHARE)/cmake/keystonelight/keystonelightConfigVersion.cmake
+	sed 's|@VERSION@|$(VERSION)|' cmake/keystonelight.pc.in > $(SHARE)/pkgconfig/keystonelight.pc
+
+# Only the files install put, and the folders only Keystonelight uses; include, bin and
+# the others may hold other projects' files.
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/include/keystonelight.hpp
+	rm -f $(DESTDIR)$(PREFIX)/include/keystonelight.hpp \
+	    $(foreach p,$(INSTALLED_PROGRAMS),$(DESTDIR)$(PREFIX)/bin/$(p) $(SHARE)/man/man1/$(p).1) \
+	    $(SHARE)/keystonelight/keystonelight.service $(SHARE)/pkgconfig/keystonelight.pc \
+	    $(SHARE)/cmake/keystonelight/keystonelightConfig.cmake \
+	    $(SHARE)/cmake/keystonelight/keystonelightConfigVersion.cmake
+	rmdir $(SHARE)/keystonelight $(SHARE)/cmake/keystonelight 2>/dev/null || true
 
 clean:
 	rm -rf build

@@ -34,7 +34,9 @@
 //
 // --export writes what the store holds to standard output as RESP2 commands, one
 // `*3 $3 SET $<len> key $<len> value` array per live key, binary-safe, in the order of
-// each key's latest record, so that `redis-cli --pipe` loads it into Redis or Valkey.
+// each key's latest record, so that `redis-cli --pipe` loads it into Redis or Valkey. A
+// value that APPEND grew since its latest put (format version 4) follows as one
+// `APPEND key piece` per append record, in log order, after its SET.
 // The output is the data, so every message goes to standard error. Like a check it
 // changes nothing and takes no lock: it works on the directory of a running store (and
 // shows it as of the moment it starts). It reads the log twice: once to verify all of it
@@ -117,7 +119,8 @@ constexpr const char* kUsage =
     "  --fix       cut a damaged log at the end of its last good record (takes DIR/LOCK,\n"
     "              so not while a store has DIR open); a corrupt log loses the records\n"
     "              after the damage too, so copy the file first to keep them\n"
-    "  --export    write the live keys to standard output as RESP2 SET commands, for\n"
+    "  --export    write the live keys to standard output as RESP2 SET commands (and\n"
+    "              APPEND for values grown by appends since their SET), for\n"
     "              `keystonelight-check --export DIR | redis-cli --pipe`; changes\n"
     "              nothing, takes no lock (a running store may hold DIR), leaves out a\n"
     "              torn tail as opening the store does (and says so on standard error),\n"

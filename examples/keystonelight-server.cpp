@@ -78,6 +78,11 @@ constexpr const char* kUsage =
     "  --pidfile PATH         PID file (default DIR/keystonelight.pid)\n"
     "  --fsync POLICY         always, everysec or no (default everysec)\n"
     "  --max-clients N        clients served at once (default 10000)\n"
+#if defined(KEYSTONELIGHT_HAS_EVENT_LOOP)  // chapter 13: a header before it has no --io
+    "  --io MODEL             events: a few event loops serve every client; threads: a\n"
+    "                         thread per client (default events)\n"
+    "  --loops N              event loops under --io events; 0 is one per core (default 0)\n"
+#endif
     "  --timeout SECONDS      close clients idle this long; 0 never (default 0)\n"
     "  --requirepass PASS     clients must AUTH with PASS first (default: no password)\n"
     "  --max-clients-output-bytes N\n"
@@ -177,6 +182,17 @@ std::optional<std::string> apply(const std::string& flag, const std::string& val
       return "'" + value + "' is not a number of clients (1 to 1000000)";
     }
     server.max_clients = static_cast<std::size_t>(n);
+#if defined(KEYSTONELIGHT_HAS_EVENT_LOOP)
+  } else if (flag == "--io") {
+    if (value == "events") server.io = kl::ServerConfig::Io::kEvents;
+    else if (value == "threads") server.io = kl::ServerConfig::Io::kThreads;
+    else return "'" + value + "' is not an I/O model: give events or threads";
+  } else if (flag == "--loops") {
+    if (!parse_count(value, 1024, &n)) {
+      return "'" + value + "' is not a number of loops (0 to 1024; 0 is one per core)";
+    }
+    server.loops = static_cast<std::size_t>(n);
+#endif
   } else if (flag == "--timeout") {
     if (!parse_count(value, 365 * 24 * 3600, &n)) {
       return "'" + value + "' is not a number of seconds (0 turns the timeout off)";

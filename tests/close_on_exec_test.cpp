@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "keystonelight.hpp"
+#include "support/server_io.hpp"
 #include "support/temp_dir.hpp"
 
 namespace kl = keystonelight;
@@ -65,7 +66,7 @@ TEST_CASE("every descriptor of an open store, a server and its connections is cl
   kl::ServerConfig config;
   config.port = 0;
   config.info_log = [](const std::string&) {};
-  kl::Server server(store.get(), config);
+  kl::Server server(store.get(), test_support::with_test_io(config));
   REQUIRE(server.start().ok());
   std::unique_ptr<kl::Client> client;
   REQUIRE(kl::Client::connect("127.0.0.1", server.port(), &client).ok());

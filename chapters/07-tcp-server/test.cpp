@@ -2,7 +2,8 @@
 // picks. Every command, long pipelines, requests a byte at a time, hundreds of clients,
 // the limits (max clients, idle timeout, AUTH, clients that do not read), stop() under
 // load, and redis-cli and redis-benchmark when redis-tools is installed. These tests also
-// run against every later chapter and the final header.
+// run against every later chapter and the final header, and from chapter 13 against both
+// of the server's I/O models (see tests/support/server_io.hpp).
 #include <doctest/doctest.h>
 
 #include <sys/resource.h>
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "keystonelight.hpp"
+#include "../../tests/support/server_io.hpp"
 #include "../../tests/support/store.hpp"
 #include "../../tests/support/temp_dir.hpp"
 
@@ -68,7 +70,7 @@ struct TestServer {
       std::lock_guard<std::mutex> lock(notes_mu_);
       notes_.push_back(message);
     };
-    server = std::make_unique<kl::Server>(store_, config);
+    server = std::make_unique<kl::Server>(store_, test_support::with_test_io(config));
     kl::Status s = server->start();
     INFO(s.to_string());
     REQUIRE(s.ok());
@@ -627,7 +629,7 @@ TEST_CASE("a second server on a taken port is refused with Busy, naming the addr
   kl::Store store;
   kl::ServerConfig config;
   config.port = first.server->port();
-  kl::Server second(&store, config);
+  kl::Server second(&store, test_support::with_test_io(config));
   kl::Status s = second.start();
   CHECK(s.code() == kl::Status::Code::kBusy);
   CHECK(s.message().find("127.0.0.1:" + std::to_string(config.port)) != std::string::npos);
@@ -638,7 +640,7 @@ TEST_CASE("the server listens on IPv6 when the bind address is one") {
   kl::ServerConfig config;
   config.bind = "::1";
   config.port = 0;
-  kl::Server server(&store, config);
+  kl::Server server(&store, test_support::with_test_io(config));
   kl::Status s = server.start();
   if (!s.ok()) {
     MESSAGE("skipped: this machine has no IPv6 loopback (" << s.to_string() << ")");
@@ -663,7 +665,7 @@ TEST_CASE("when the open-files limit cannot fit max clients, max clients is lowe
     config.max_clients = 1000;
     std::string note;
     config.info_log = [&](const std::string& message) { note = message; };
-    kl::Server server(&store, config);
+    kl::Server server(&store, test_support::with_test_io(config));
     if (!server.start().ok()) ::_exit(4);
     if (note.find("max clients lowered from 1000 to 32") == std::string::npos) ::_exit(5);
     std::unique_ptr<kl::Client> client;

@@ -2935,6 +2935,11 @@ class Store {
   // Replays the log in options.dir into map_ (chapter 3's recovery), one record at a time.
   Status recover(const Options& options, FileSystem* fs, std::unique_ptr<LogWriter>* writer);
   void replay(const Record& record);
+  // Whether the appends in `record` (itself, or its entries) keep each value within
+  // KEYSTONELIGHT_MAX_VALUE_BYTES. A writer never lets them pass it, but a build with a
+  // smaller limit than the writer's must refuse such a log, as it refuses a put over its
+  // limit: it could not write the value back in a compaction.
+  Status check_appends(const Record& record, const std::string& path) const;
 
   // Compacts when the log has grown past the thresholds in Options (chapter 4).
   void maybe_compact();
@@ -3299,6 +3304,7 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
   Record record;
   LogReader::Result result;
   while ((result = reader.next(&record)) == LogReader::Result::kRecord) {
+    if (Status s = check_appends(record, path); !s.ok()) return s;
     replay(record);
     ++recovery_.records;
     if (recovery_.records % 4096 == 0 && options.keep_loading && !options.keep_loading()) {
@@ -3389,6 +3395,44 @@ inline void Store::replay(const Record& record) {
       map_.try_emplace(std::move(key)).first->second.append(record.value);
       break;
   }
+}
+
+inline Status Store::check_appends(const Record& record, const std::string& path) const {
+  if (record.type != RecordType::kAppend && record.type != RecordType::kBatch) return Status();
+  // The size each value has as the record applies: for a batch, after its earlier entries
+  // (only batches holding an append are walked this way).
+  std::unordered_map<std::string_view, std::uint64_t> sizes;
+  auto size_of = [&](std::string_view key) -> std::uint64_t {
+    if (auto changed = sizes.find(key); changed != sizes.end()) return changed->second;
+    auto it = map_.find(key);
+    return it == map_.end() ? 0 : it->second.size();
+  };
+  auto fits = [&](const Record& change) {
+    if (change.type == RecordType::kPut) sizes[change.key] = change.value.size();
+    if (change.type == RecordType::kDelete) sizes[change.key] = 0;
+    if (change.type != RecordType::kAppend) return true;
+    const std::uint64_t size = size_of(change.key) + change.value.size();
+    sizes[change.key] = size;
+    return size <= kMaxValueBytes;
+  };
+  bool ok = true;
+  if (record.type == RecordType::kAppend) {
+    ok = fits(record);
+  } else if (record.type == RecordType::kBatch) {
+    detail::BatchReader scout(record.value);
+    Record entry;
+    bool appends = false;
+    while (!appends && scout.next(&entry)) appends = entry.type == RecordType::kAppend;
+    detail::BatchReader entries(record.value);
+    while (appends && ok && entries.next(&entry)) ok = fits(entry);
+  }
+  if (ok) return Status();
+  return Status::not_supported(
+      path + ": the " + (record.type == RecordType::kBatch ? "batch" : "append") +
+      " record at byte offset " + std::to_string(record.offset) + " appends to make a " +
+      "value longer than this build's KEYSTONELIGHT_MAX_VALUE_BYTES (" +
+      std::to_string(kMaxValueBytes) + "). Nothing was changed. A build with a larger " +
+      "limit wrote this log: open it with that build");
 }
 
 inline Store::~Store() { (void)close(); }

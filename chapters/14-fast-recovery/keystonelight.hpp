@@ -21,7 +21,7 @@
                                the expire record, format version 2 (9)
                                the batch record, format version 3 (10)
                                CRC-32C by the processor's instruction, picked at run
-                               time in the platform section (13)
+                               time in the platform section (14)
        The persistent log      FsyncPolicy, Options, Disk: the log, its lock and fsyncs (3),
                                compaction (4), group commit (5); diagnose: what a bad record
                                means (3)
@@ -37,7 +37,7 @@
                                its own hash table (detail::Table), scan, random_key,
                                rename, copy (11)
                                a replay that sizes the table from the log, prefetches
-                               and copies nothing it does not keep (13)
+                               and copies nothing it does not keep (14)
        The protocol            RequestParser, resp:: replies, Dispatcher and its commands (6)
                                EXPIRE and its kin, TTL and its kin, PERSIST, SET's EX, PX,
                                EXAT, PXAT and KEEPTTL, SETEX, PSETEX, GETEX (9)
@@ -50,6 +50,8 @@
                                limits, graceful stop; Client and Reply (7)
        Process management      the PID file and signal thread are platform code; the server
                                program is examples/keystonelight-server.cpp (8)
+       The event loop          Poller (epoll, or poll(2)) in the platform code; Server's
+                               second I/O model: a few loops serving every connection (13)
 
    COMPILE-TIME OPTIONS: define before including to change a default.
 
@@ -87,6 +89,10 @@
 #define KEYSTONELIGHT_VERSION_MINOR 1
 #define KEYSTONELIGHT_VERSION_PATCH 0
 #define KEYSTONELIGHT_VERSION_STR "0.1.0"
+
+// Chapter 13's event loop is in this header (ServerConfig::io). The server program, which
+// is also chapter 8's example, offers --io only where it is.
+#define KEYSTONELIGHT_HAS_EVENT_LOOP 1
 
 // ---------------------------------------------------------------------------------------
 // Configuration: every compile-time default lives in this block, with its unit in its
@@ -212,8 +218,11 @@
 
 #include <signal.h>
 #include <cmath>
+#if defined(__linux__)
+#include <sys/epoll.h>
+#endif
 
-// The processor's CRC-32C instruction (chapter 13), where there is one: SSE 4.2 on
+// The processor's CRC-32C instruction (chapter 14), where there is one: SSE 4.2 on
 // x86-64, the CRC extension of ARMv8 on 64-bit ARM. Only the platform section uses them.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <nmmintrin.h>
@@ -984,12 +993,21 @@ class Wakeup {
     read_ = fds[0];
     write_ = fds[1];
     ::fcntl(write_, F_SETFL, O_NONBLOCK);  // a full pipe is readable already: never wait
+    ::fcntl(read_, F_SETFL, O_NONBLOCK);  // drain() reads until it is empty, never waits
     return Status();
   }
   void notify() {
     const char byte = 1;
     ssize_t ignored = ::write(write_, &byte, 1);
     (void)ignored;  // EAGAIN means it is readable already, which is all we want
+  }
+  // Empties the pipe, so that it is readable again only after the next notify() (chapter
+  // 13: an event loop's doorbell, rung for each connection handed to it). Call drain()
+  // before looking at what the notifiers left: a notify() after that look rings again.
+  void drain() {
+    char bytes[64];
+    while (::read(read_, bytes, sizeof(bytes)) > 0) {
+    }
   }
   int fd() const { return read_; }
 
@@ -1014,6 +1032,101 @@ inline std::uint64_t raise_open_files_limit(std::uint64_t wanted) {
   ::getrlimit(RLIMIT_NOFILE, &limit);
   return as_count(limit.rlim_cur);
 }
+
+// Readiness (chapter 13): which of many descriptors can be read or written now, asked of
+// the kernel in one call. A Poller watches a set of descriptors, each for POLLIN, POLLOUT
+// or both, and wait() reports those ready (POLLHUP and POLLERR count as ready, as in
+// wait_ready). Level-triggered: a descriptor stays ready until what made it ready is
+// consumed, so a loop that reads only part of what arrived is told again. Not
+// thread-safe: one Poller belongs to one event loop's thread.
+struct PollerEvent {
+  int fd;
+  short events;  // POLLIN, POLLOUT, POLLHUP, POLLERR
+};
+
+// poll(2), on every POSIX system: the set lives in user space and goes to the kernel whole
+// on every wait, so a wait costs time in proportion to the descriptors watched.
+class PollPoller {
+ public:
+  Status open() { return Status(); }
+  Status add(int fd, short events) {
+    where_[fd] = fds_.size();
+    fds_.push_back({fd, events, 0});
+    return Status();
+  }
+  Status modify(int fd, short events) {
+    fds_[where_.at(fd)].events = events;
+    return Status();
+  }
+  void remove(int fd) {  // the last entry takes the removed one's place
+    const std::size_t i = where_.at(fd);
+    fds_[i] = fds_.back();
+    where_[fds_[i].fd] = i;
+    fds_.pop_back();
+    where_.erase(fd);
+  }
+  // Waits at most timeout_ms (-1: no limit) and fills *ready; empty after a timeout or a
+  // signal.
+  void wait(int timeout_ms, std::vector<PollerEvent>* ready) {
+    ready->clear();
+    if (::poll(fds_.data(), static_cast<nfds_t>(fds_.size()), timeout_ms) <= 0) return;
+    for (const pollfd& p : fds_) {
+      if (p.revents != 0) ready->push_back({p.fd, p.revents});
+    }
+  }
+
+ private:
+  std::vector<pollfd> fds_;
+  std::unordered_map<int, std::size_t> where_;  // fd -> its place in fds_
+};
+
+#if defined(__linux__)
+// epoll, on Linux: the set lives in the kernel, changed one descriptor at a time, and a
+// wait costs time in proportion to the descriptors that are ready, not to those watched.
+class EpollPoller {
+ public:
+  EpollPoller() = default;
+  ~EpollPoller() {
+    if (epoll_ >= 0) ::close(epoll_);
+  }
+  EpollPoller(const EpollPoller&) = delete;
+  EpollPoller& operator=(const EpollPoller&) = delete;
+
+  Status open() {
+    epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
+    return epoll_ >= 0 ? Status() : os_error("create", "an epoll instance", errno);
+  }
+  Status add(int fd, short events) { return control(EPOLL_CTL_ADD, fd, events); }
+  Status modify(int fd, short events) { return control(EPOLL_CTL_MOD, fd, events); }
+  void remove(int fd) { ::epoll_ctl(epoll_, EPOLL_CTL_DEL, fd, nullptr); }
+  void wait(int timeout_ms, std::vector<PollerEvent>* ready) {
+    ready->clear();
+    epoll_event events[256];
+    const int n = ::epoll_wait(epoll_, events, 256, timeout_ms);
+    for (int i = 0; i < n; ++i) {
+      const std::uint32_t e = events[i].events;
+      ready->push_back({events[i].data.fd,
+                        static_cast<short>(((e & EPOLLIN) ? POLLIN : 0) |
+                                           ((e & EPOLLOUT) ? POLLOUT : 0) |
+                                           ((e & EPOLLHUP) ? POLLHUP : 0) |
+                                           ((e & EPOLLERR) ? POLLERR : 0))});
+    }
+  }
+
+ private:
+  Status control(int op, int fd, short events) {
+    epoll_event e{};
+    e.events = ((events & POLLIN) ? EPOLLIN : 0u) | ((events & POLLOUT) ? EPOLLOUT : 0u);
+    e.data.fd = fd;
+    return ::epoll_ctl(epoll_, op, fd, &e) == 0 ? Status()
+                                                 : os_error("watch", "a descriptor", errno);
+  }
+  int epoll_ = -1;
+};
+using Poller = EpollPoller;
+#else
+using Poller = PollPoller;
+#endif
 
 }  // namespace detail
 
@@ -1192,7 +1305,7 @@ class SignalWaiter {
 
 namespace detail {
 
-// CRC-32C in hardware (chapter 13). SSE 4.2's crc32 instruction and ARMv8's crc32c
+// CRC-32C in hardware (chapter 14). SSE 4.2's crc32 instruction and ARMv8's crc32c
 // compute exactly the CRC of the table in the log section (the Castagnoli polynomial,
 // reflected), 8 bytes per instruction instead of one table lookup per byte. Not every
 // processor has them, and a header must run wherever it is compiled, so the code is
@@ -1346,7 +1459,7 @@ struct Crc32cTable {
 };
 inline constexpr Crc32cTable kCrc32cTable{};
 
-// The table's CRC, a byte at a time: what crc32c_extend() falls back on (chapter 13).
+// The table's CRC, a byte at a time: what crc32c_extend() falls back on (chapter 14).
 inline std::uint32_t crc32c_extend_table(std::uint32_t crc, const char* data, std::size_t n) {
   crc = ~crc;
   for (std::size_t i = 0; i < n; ++i) {
@@ -1356,7 +1469,7 @@ inline std::uint32_t crc32c_extend_table(std::uint32_t crc, const char* data, st
 }
 
 // Extends `crc` (the CRC of what came before, 0 at the start) with `n` more bytes: with
-// the processor's CRC instruction where it has one (chapter 13), else with the table.
+// the processor's CRC instruction where it has one (chapter 14), else with the table.
 inline std::uint32_t crc32c_extend(std::uint32_t crc, const char* data, std::size_t n) {
   return crc32c_uses_hardware().load(std::memory_order_relaxed)
              ? crc32c_extend_hardware(crc, data, n)
@@ -1710,7 +1823,7 @@ class LogReader {
   }
 
   // About how many records the log holds from offset() on, to size a table before a
-  // replay (chapter 13): the bytes left over the mean size of the first records, those
+  // replay (chapter 14): the bytes left over the mean size of the first records, those
   // within the read-ahead buffer the replay reads next anyway (a budget of its size
   // keeps a first record of 100 MB from being read twice). Only whole, valid records
   // count, and each is at least kRecordHeaderBytes long, so the answer is never more
@@ -2629,7 +2742,7 @@ class Table {
   }
 
   // Finds `key`, or adds it with an empty value; says which. The key is copied only when
-  // it is added, so that a replay makes no std::string it does not keep (chapter 13).
+  // it is added, so that a replay makes no std::string it does not keep (chapter 14).
   std::pair<iterator, bool> find_or_add(std::string_view key) {
     if (iterator it = find(key); it != end()) return {it, false};
     return emplace(std::string(key));
@@ -3092,6 +3205,11 @@ class Store {
   // Replays the log in options.dir into map_ (chapter 3's recovery), one record at a time.
   Status recover(const Options& options, FileSystem* fs, std::unique_ptr<LogWriter>* writer);
   void replay(const Record& record);
+  // Whether the appends in `record` (itself, or its entries) keep each value within
+  // KEYSTONELIGHT_MAX_VALUE_BYTES. A writer never lets them pass it, but a build with a
+  // smaller limit than the writer's must refuse such a log, as it refuses a put over its
+  // limit: it could not write the value back in a compaction.
+  Status check_appends(const Record& record, const std::string& path) const;
 
   // Compacts when the log has grown past the thresholds in Options (chapter 4).
   void maybe_compact();
@@ -3459,6 +3577,7 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
   Record record;
   LogReader::Result result;
   while ((result = reader.next(&record)) == LogReader::Result::kRecord) {
+    if (Status s = check_appends(record, path); !s.ok()) return s;
     // Memory, not the processor, is what a replay waits for: start loading the bucket of
     // the key four records on, and the first entry of the bucket loaded two records ago.
     map_.prefetch(reader.peek_key(4), false);
@@ -3571,6 +3690,44 @@ inline void Store::replay(const Record& record) {
       break;
     }
   }
+}
+
+inline Status Store::check_appends(const Record& record, const std::string& path) const {
+  if (record.type != RecordType::kAppend && record.type != RecordType::kBatch) return Status();
+  // The size each value has as the record applies: for a batch, after its earlier entries
+  // (only batches holding an append are walked this way).
+  std::unordered_map<std::string_view, std::uint64_t> sizes;
+  auto size_of = [&](std::string_view key) -> std::uint64_t {
+    if (auto changed = sizes.find(key); changed != sizes.end()) return changed->second;
+    auto it = map_.find(key);
+    return it == map_.end() ? 0 : it->second.size();
+  };
+  auto fits = [&](const Record& change) {
+    if (change.type == RecordType::kPut) sizes[change.key] = change.value.size();
+    if (change.type == RecordType::kDelete) sizes[change.key] = 0;
+    if (change.type != RecordType::kAppend) return true;
+    const std::uint64_t size = size_of(change.key) + change.value.size();
+    sizes[change.key] = size;
+    return size <= kMaxValueBytes;
+  };
+  bool ok = true;
+  if (record.type == RecordType::kAppend) {
+    ok = fits(record);
+  } else if (record.type == RecordType::kBatch) {
+    detail::BatchReader scout(record.value);
+    Record entry;
+    bool appends = false;
+    while (!appends && scout.next(&entry)) appends = entry.type == RecordType::kAppend;
+    detail::BatchReader entries(record.value);
+    while (appends && ok && entries.next(&entry)) ok = fits(entry);
+  }
+  if (ok) return Status();
+  return Status::not_supported(
+      path + ": the " + (record.type == RecordType::kBatch ? "batch" : "append") +
+      " record at byte offset " + std::to_string(record.offset) + " appends to make a " +
+      "value longer than this build's KEYSTONELIGHT_MAX_VALUE_BYTES (" +
+      std::to_string(kMaxValueBytes) + "). Nothing was changed. A build with a larger " +
+      "limit wrote this log: open it with that build");
 }
 
 inline Store::~Store() { (void)close(); }
@@ -4734,6 +4891,12 @@ struct ServerConfig {
   // Receives the server's notes (a client closed for not reading, max clients lowered).
   // Empty means standard error. Called from the server's threads: it must be thread-safe.
   std::function<void(const std::string& message)> info_log;
+
+  // How the server serves its connections (chapter 13): a few event loops, each serving
+  // many connections (the default), or chapter 7's thread per connection.
+  enum class Io { kEvents, kThreads };
+  Io io = Io::kEvents;
+  std::size_t loops = 0;  // event loops; 0: one per core (std::thread::hardware_concurrency)
 };
 
 // Executes parsed requests against a Store and writes RESP replies. It knows nothing of
@@ -6143,6 +6306,7 @@ class Server {
     Clock::time_point last_sent = last_received;
     Clock::time_point stop_deadline;
     std::string ending;  // why the server ends the connection, when a person should know
+    short watching = 0;  // what its event loop's Poller watches it for (POLLIN, POLLOUT)
   };
   // Before AUTH a client may send only small requests, as Redis allows it, and leave only
   // a few KiB of replies unread (Redis has no such cap): the replies it can earn are short
@@ -6180,6 +6344,40 @@ class Server {
 
   // How often a connection with replies waiting looks for an eviction while it waits.
   static constexpr int kEvictionCheckMs = 100;
+
+  // The steps both I/O models share (chapter 13 took them out of chapter 7's serve()):
+  // open_link makes a connection's state, advance() runs what it sent and sends what it
+  // can without waiting (false: the connection ends), close_link lets it go.
+  std::unique_ptr<Link> open_link(Connection* c) const;
+  bool advance(Link& link);
+  bool wants_input(const Link& link) const {
+    return !link.closing && !link.stopping && !link.peer_done && link.unsent() <= output_limit(link);
+  }
+  void close_link(Link& link);
+
+  // One event loop: a thread, a Poller, and the connections handed to it. Only its own
+  // thread touches `links`; the accept thread leaves new connections in `arrivals` and
+  // rings the doorbell.
+  struct Loop {
+    detail::Poller poller;
+    detail::Wakeup doorbell;
+    std::mutex mu;  // guards arrivals
+    std::vector<Connection*> arrivals;
+    std::unordered_map<int, std::unique_ptr<Link>> links;  // by descriptor
+    bool stop_seen = false;
+    std::thread thread;
+  };
+  Status open_loops();
+  void hand_off(Connection* c);
+  void run_loop(Loop* loop);
+  void take_arrivals(Loop& loop);
+  bool serve_ready(Loop& loop, Link& link, short ready);
+  void tick(Loop& loop);
+  void end(Loop& loop, int fd);
+
+  std::vector<std::unique_ptr<Loop>> loops_;  // empty under Io::kThreads
+  std::size_t next_loop_ = 0;                 // the accept thread's turn: round robin
+  std::atomic<bool> accepting_over_{false};   // stop() has joined the accept thread
 
   Store* const store_;
   ServerConfig config_;  // max_clients and port as start() settled them
@@ -6233,7 +6431,14 @@ inline Status Server::start() {
   }
   config_.port = port;
   port_ = port;
+  if (config_.io == ServerConfig::Io::kEvents) {
+    if (Status s = open_loops(); !s.ok()) {
+      listener_.reset();
+      return s;
+    }
+  }
   dispatcher_ = std::make_unique<Dispatcher>(store_, config_);
+  for (auto& loop : loops_) loop->thread = std::thread(&Server::run_loop, this, loop.get());
   accept_thread_ = std::thread(&Server::accept_loop, this);
   started_ = true;
   return Status();
@@ -6258,6 +6463,9 @@ inline Status Server::stop() {
   dispatcher_->interrupt();  // seen between two keys of a long command
   stop_.notify();    // seen by every poll
   accept_thread_.join();  // no new connection after this
+  accepting_over_ = true;  // each loop ends once it has no connection left
+  for (auto& loop : loops_) loop->doorbell.notify();
+  for (auto& loop : loops_) loop->thread.join();
   std::unordered_map<std::uint64_t, std::unique_ptr<Connection>> all;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -6318,6 +6526,10 @@ inline void Server::admit(detail::Socket socket) {
   std::lock_guard<std::mutex> lock(mu_);
   c->id = next_id_++;
   connections_.emplace(c->id, std::move(connection));
+  if (!loops_.empty()) {  // an event loop serves it, not a thread of its own
+    hand_off(c);
+    return;
+  }
   try {
     c->thread = std::thread(&Server::serve, this, c);
   } catch (const std::system_error& e) {
@@ -6387,36 +6599,14 @@ inline void Server::evict_biggest() {
   ++counters.evicted_clients;
 }
 
+// A connection's thread (Io::kThreads): advance as far as it can without waiting, then
+// wait for the socket, a stop, an eviction or a deadline, and again.
 inline void Server::serve(Connection* c) {
-  ProtocolLimits guest = config_.limits;
-  guest.max_bulk_bytes = std::min(guest.max_bulk_bytes, kGuestBulkBytes);
-  guest.max_args = std::min(guest.max_args, kGuestArgs);
-  const bool open = config_.requirepass.empty();
-  Link link(c, open, open ? config_.limits : guest);
-  while (true) {
-    run_requests(link);
-    account_output(c, link.unsent());
-    if (c->evicted.load()) {  // chosen while it ran requests: what it holds is never sent
-      evicted(link);
-      break;
-    }
-    if (link.unsent() > 0 && !send_pending(link)) break;  // the client has gone
-    if (!link.session.authenticated && link.unsent() > kGuestOutputBytes) {
-      link.ending = "closed: it left " + std::to_string(link.unsent()) + " bytes of replies "
-                    "unread before AUTH, past the " + std::to_string(kGuestOutputBytes) +
-                    " allowed; a client must AUTH first, or read its replies";
-      break;
-    }
-    if ((link.closing || link.stopping) && link.unsent() == 0) break;
-    if (link.held_back && link.unsent() <= output_limit(link)) continue;  // it kept up
-
+  std::unique_ptr<Link> owned = open_link(c);
+  Link& link = *owned;
+  while (advance(link)) {
     const std::optional<Clock::time_point> deadline = next_deadline(link);
-    if (deadline && Clock::now() >= *deadline) {
-      expire(link);
-      break;
-    }
-    const bool reading = !link.closing && !link.stopping && !link.peer_done &&
-                         link.unsent() <= output_limit(link);
+    const bool reading = wants_input(link);
     short ready = 0;
     const Event event = wait_for(link, deadline, reading, &ready);
     if (event == Event::kEvicted) {
@@ -6433,13 +6623,53 @@ inline void Server::serve(Connection* c) {
     }
     if (reading && (ready & (POLLIN | POLLHUP | POLLERR)) != 0 && !receive(link)) break;
   }
-
-  c->socket.reset();  // the client sees the close now, not when the thread is joined
-  account_output(c, 0);  // its replies are freed when `link` goes, a moment from now
-  if (!link.ending.empty()) note("client " + c->peer + " " + link.ending);
-  --dispatcher_->counters().connected_clients;
+  close_link(link);
   std::lock_guard<std::mutex> lock(mu_);
   finished_.push_back(c->id);
+}
+
+// A new connection's state: before AUTH (when a password is set) with the guest limits.
+inline std::unique_ptr<Server::Link> Server::open_link(Connection* c) const {
+  ProtocolLimits guest = config_.limits;
+  guest.max_bulk_bytes = std::min(guest.max_bulk_bytes, kGuestBulkBytes);
+  guest.max_args = std::min(guest.max_args, kGuestArgs);
+  const bool open = config_.requirepass.empty();
+  return std::make_unique<Link>(c, open, open ? config_.limits : guest);
+}
+
+// Runs the requests that have arrived and sends their replies as far as the socket takes
+// them now, never waiting. False when the connection ends (link.ending may say why).
+inline bool Server::advance(Link& link) {
+  while (true) {
+    run_requests(link);
+    account_output(link.c, link.unsent());
+    if (link.c->evicted.load()) {  // chosen while it ran requests: what it holds is never sent
+      evicted(link);
+      return false;
+    }
+    if (link.unsent() > 0 && !send_pending(link)) return false;  // the client has gone
+    if (!link.session.authenticated && link.unsent() > kGuestOutputBytes) {
+      link.ending = "closed: it left " + std::to_string(link.unsent()) + " bytes of replies "
+                    "unread before AUTH, past the " + std::to_string(kGuestOutputBytes) +
+                    " allowed; a client must AUTH first, or read its replies";
+      return false;
+    }
+    if ((link.closing || link.stopping) && link.unsent() == 0) return false;
+    if (link.held_back && link.unsent() <= output_limit(link)) continue;  // it kept up
+    const std::optional<Clock::time_point> deadline = next_deadline(link);
+    if (deadline && Clock::now() >= *deadline) {
+      expire(link);
+      return false;
+    }
+    return true;
+  }
+}
+
+inline void Server::close_link(Link& link) {
+  link.c->socket.reset();  // the client sees the close now
+  account_output(link.c, 0);  // its replies are freed when `link` goes, a moment from now
+  if (!link.ending.empty()) note("client " + link.c->peer + " " + link.ending);
+  --dispatcher_->counters().connected_clients;
 }
 
 // Runs every complete request in `link.in`, in order, until the replies waiting for the
@@ -6602,6 +6832,174 @@ inline void Server::evicted(Link& link) const {
                 "were the most when all clients' together passed max_clients_output_bytes (" +
                 std::to_string(config_.max_clients_output_bytes) + "); raise that limit, or "
                 "make the clients read their replies";
+}
+
+// =======================================================================================
+// Chapter 13: the event loop
+//
+// Io::kEvents serves every connection from a few threads, one per core by default. Each
+// loop's thread asks its Poller which of its sockets are ready, and for each one takes
+// what arrived, runs it and sends the replies (advance(), the same steps a connection's
+// thread takes under Io::kThreads), never waiting on one client while others are ready.
+//
+//     accept thread   poll(listener, stop) -> accept -> admit -> hand_off to loop i++ % n
+//     loop thread     Poller::wait(sockets, doorbell, stop; <= 100 ms)
+//                       -> for each ready socket: recv -> run requests -> send
+//                       -> doorbell: adopt the connections handed over
+//                       -> every 100 ms: deadlines and evictions
+//     stop()          notify stop -> join the accept thread -> every loop sends what its
+//                     connections owe, closes them and ends -> join them -> sync the log
+//
+// The loops share the store (its locks), the Dispatcher and the counters, as the
+// connection threads do; a connection stays with one loop for its life.
+// =======================================================================================
+
+inline Status Server::open_loops() {
+  std::size_t n = config_.loops;
+  if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
+  for (std::size_t i = 0; i < n; ++i) {
+    auto loop = std::make_unique<Loop>();
+    Status s = loop->poller.open();
+    if (s.ok()) s = loop->doorbell.open();
+    if (s.ok()) s = loop->poller.add(loop->doorbell.fd(), POLLIN);
+    if (s.ok()) s = loop->poller.add(stop_.fd(), POLLIN);
+    if (!s.ok()) {
+      loops_.clear();
+      return s;
+    }
+    loops_.push_back(std::move(loop));
+  }
+  return Status();
+}
+
+// Called by the accept thread, mu_ held: the loops take turns, so each gets an equal share.
+inline void Server::hand_off(Connection* c) {
+  Loop& loop = *loops_[next_loop_++ % loops_.size()];
+  {
+    std::lock_guard<std::mutex> lock(loop.mu);
+    loop.arrivals.push_back(c);
+  }
+  loop.doorbell.notify();
+}
+
+// One loop's thread: a pass is one wait and the work it found.
+inline void Server::run_loop(Loop* loop) {
+  std::vector<detail::PollerEvent> ready;
+  std::vector<int> ended;
+  Clock::time_point next_tick = Clock::now() + std::chrono::milliseconds(kEvictionCheckMs);
+  while (true) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(next_tick - Clock::now());
+    loop->poller.wait(static_cast<int>(std::clamp<std::int64_t>(left.count() + 1, 0, kEvictionCheckMs)),
+                      &ready);
+    bool rung = false;
+    bool stop = false;
+    ended.clear();
+    for (const detail::PollerEvent& e : ready) {
+      if (e.fd == loop->doorbell.fd()) {
+        rung = true;
+      } else if (e.fd == stop_.fd()) {
+        stop = true;
+      } else if (auto it = loop->links.find(e.fd); it != loop->links.end()) {
+        if (!serve_ready(*loop, *it->second, e.events)) ended.push_back(e.fd);
+      }
+    }
+    for (int fd : ended) end(*loop, fd);
+    if (stop && !loop->stop_seen) {  // the stop pipe stays readable: watch it no more
+      loop->stop_seen = true;
+      loop->poller.remove(stop_.fd());
+      ended.clear();
+      for (auto& entry : loop->links) {
+        begin_stop(*entry.second);
+        if (!serve_ready(*loop, *entry.second, 0)) ended.push_back(entry.first);
+      }
+      for (int fd : ended) end(*loop, fd);
+    }
+    if (rung) take_arrivals(*loop);
+    if (Clock::now() >= next_tick) {
+      tick(*loop);
+      next_tick = Clock::now() + std::chrono::milliseconds(kEvictionCheckMs);
+    }
+    if (loop->stop_seen && accepting_over_.load()) {
+      take_arrivals(*loop);  // the last ones the accept thread handed over
+      if (loop->links.empty()) break;
+    }
+  }
+}
+
+// Adopts the connections handed over since the last look.
+inline void Server::take_arrivals(Loop& loop) {
+  loop.doorbell.drain();  // first: a connection handed over after this rings again
+  std::vector<Connection*> arrivals;
+  {
+    std::lock_guard<std::mutex> lock(loop.mu);
+    arrivals.swap(loop.arrivals);
+  }
+  for (Connection* c : arrivals) {
+    std::unique_ptr<Link> link = open_link(c);
+    const int fd = c->socket.fd();
+    if (loop.stop_seen) begin_stop(*link);
+    if (Status s = loop.poller.add(fd, POLLIN); !s.ok()) {
+      link->ending = "closed: " + s.message();
+      close_link(*link);
+      std::lock_guard<std::mutex> lock(mu_);
+      connections_.erase(c->id);
+      continue;
+    }
+    link->watching = POLLIN;
+    Link& adopted = *loop.links.emplace(fd, std::move(link)).first->second;
+    if (loop.stop_seen && !serve_ready(loop, adopted, 0)) end(loop, fd);
+  }
+}
+
+// Serves one connection the Poller reported `ready` (0: nothing new, just advance), and
+// watches it for what it wants next. False when it ends.
+inline bool Server::serve_ready(Loop& loop, Link& link, short ready) {
+  if ((ready & (POLLIN | POLLHUP | POLLERR)) != 0 && wants_input(link) && !receive(link)) {
+    return false;
+  }
+  if (!advance(link)) return false;
+  const short wanted =
+      static_cast<short>((wants_input(link) ? POLLIN : 0) | (link.unsent() > 0 ? POLLOUT : 0));
+  if (wanted != link.watching) {
+    if (Status s = loop.poller.modify(link.c->socket.fd(), wanted); !s.ok()) {
+      link.ending = "closed: " + s.message();
+      return false;
+    }
+    link.watching = wanted;
+  }
+  return true;
+}
+
+// Every kEvictionCheckMs: what no socket reports, the deadlines that passed and the
+// evictions other loops decided.
+inline void Server::tick(Loop& loop) {
+  std::vector<int> ended;
+  const Clock::time_point now = Clock::now();
+  for (auto& entry : loop.links) {
+    Link& link = *entry.second;
+    if (link.c->evicted.load()) {
+      evicted(link);
+      ended.push_back(entry.first);
+    } else if (const auto deadline = next_deadline(link); deadline && now >= *deadline) {
+      expire(link);
+      ended.push_back(entry.first);
+    }
+  }
+  for (int fd : ended) end(loop, fd);
+}
+
+// Lets a connection go: out of the Poller before its descriptor is closed (the number may
+// be handed out again at once), out of the server's table last.
+inline void Server::end(Loop& loop, int fd) {
+  auto it = loop.links.find(fd);
+  std::unique_ptr<Link> link = std::move(it->second);
+  loop.links.erase(it);
+  loop.poller.remove(fd);
+  close_link(*link);
+  const std::uint64_t id = link->c->id;
+  link.reset();
+  std::lock_guard<std::mutex> lock(mu_);
+  connections_.erase(id);
 }
 
 // A reply, as RESP2 types it.

@@ -209,6 +209,7 @@ for case in "--prot 7000|unknown flag '--prot'" "--bogus|unknown flag '--bogus'"
             "--max-clients 0|--max-clients: '0'" "--compact-ratio 0.5|--compact-ratio: '0.5'" \
             "--max-clients-output-bytes 0|--max-clients-output-bytes: '0'" \
             "--log-level loud|--log-level: 'loud'" "--dir|--dir: a value is needed" \
+            "--io fibers|--io: 'fibers' is not an I/O model" "--loops many|--loops: 'many'" \
             "port=1|'port=1' is not a flag"; do
   args=${case%%|*} want=${case#*|}
   # shellcheck disable=SC2086  # the flags are meant to split

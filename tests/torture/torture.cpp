@@ -1,8 +1,10 @@
 // torture: kill -9 keystonelight-server at random moments and check what survives.
 //
 //   torture SERVER [--trials N] [--seed S] [--policies always,everysec,no] [--ms MIN,MAX]
-//                  [--ballast KEYS] [--one-key-writes] [--keep]
-//   torture SERVER --soak SECONDS
+//                  [--ballast KEYS] [--one-key-writes] [--keep] [--io MODEL]
+//   torture SERVER --soak SECONDS [--io MODEL]
+//
+// --io passes the server its I/O model (events or threads); without it, its default.
 //
 // Torture. For each fsync policy, the server runs on a fresh data directory holding a ballast
 // of keys (so that a compaction and a replay take a while). Each trial restarts the server on
@@ -546,6 +548,7 @@ struct Settings {
   bool keep = false;
   bool multi_key = true;  // DEL and MSET of several keys, which must apply whole or not at all
   long soak_seconds = 0;
+  std::string io;  // the server's --io; empty: its default
 };
 
 class Torture {
@@ -599,6 +602,7 @@ class Torture {
   std::vector<std::string> flags() {
     std::vector<std::string> a = {"--dir", (dir_ / "data").string(), "--fsync", policy_,
                                   "--log-level", "info"};
+    if (!s_.io.empty()) a.insert(a.end(), {"--io", s_.io});
     // Half the trials compact automatically and often, so kills land in those too.
     if (rng_() % 2) {
       a.insert(a.end(), {"--compact-min-bytes", std::to_string(1 << 20), "--compact-ratio", "1.3"});
@@ -880,8 +884,11 @@ int soak(const Settings& s) {
   if (!tmp) return 1;
   const fs::path dir = tmp;
   ServerProcess server(s.server, (dir / "server.log").string());
-  if (!server.spawn({"--dir", (dir / "data").string(), "--fsync", "everysec", "--compact-min-bytes",
-                     std::to_string(4 << 20), "--compact-ratio", "1.5"}) ||
+  std::vector<std::string> flags = {"--dir", (dir / "data").string(), "--fsync", "everysec",
+                                    "--compact-min-bytes", std::to_string(4 << 20),
+                                    "--compact-ratio", "1.5"};
+  if (!s.io.empty()) flags.insert(flags.end(), {"--io", s.io});
+  if (!server.spawn(flags) ||
       !server.wait_ready(30)) {
     std::printf("the server did not start:\n%s\nsoak: 0 passed, 1 failed\n", read_file(server.log()).c_str());
     return 1;
@@ -1049,8 +1056,8 @@ int usage() {
   std::fprintf(stderr,
                "usage: torture SERVER [--trials N] [--seed S] [--policies always,everysec,no]\n"
                "                      [--ms MIN,MAX] [--ballast KEYS] [--one-key-writes]\n"
-               "                      [--keep]\n"
-               "       torture SERVER --soak SECONDS [--seed S]\n");
+               "                      [--keep] [--io MODEL]\n"
+               "       torture SERVER --soak SECONDS [--seed S] [--io MODEL]\n");
   return 2;
 }
 
@@ -1072,6 +1079,7 @@ int main(int argc, char** argv) {
     else if (flag == "--seed") s.seed = std::strtoull(value.c_str(), nullptr, 10);
     else if (flag == "--ballast") s.ballast = std::atol(value.c_str());
     else if (flag == "--soak") s.soak_seconds = std::atol(value.c_str());
+    else if (flag == "--io") s.io = value;
     else if (flag == "--ms") {
       s.min_ms = std::atoi(value.c_str());
       s.max_ms = std::max(s.min_ms, std::atoi(value.c_str() + value.find(',') + 1));
