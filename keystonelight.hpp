@@ -1807,6 +1807,7 @@ class LogWriter {
     if (!broken_.ok()) return broken_;
     buffer_.clear();
     detail::encode_record(type, key, value, expiry_ms, &buffer_);
+#if 0 //> chapters 2-14
     Status s = file_->append(buffer_);
     if (!s.ok()) {
       // Cut the partial record off. If even that fails, the file holds half a record that
@@ -1817,7 +1818,31 @@ class LogWriter {
     size_ += buffer_.size();
     if (buffer_.capacity() > kKeepBufferBytes) std::string().swap(buffer_);
     return Status();
+#endif //< chapters 2-14
+//> chapter 15
+    Status s = append_encoded(buffer_);
+    if (buffer_.capacity() > kKeepBufferBytes) std::string().swap(buffer_);
+    return s;
+//< chapter 15
   }
+//> chapter 15
+
+  // Appends records encoded already, a batch of them (chapter 15), in one write(2). On
+  // failure the file is cut back to where they began, so none of them is left behind.
+  Status append_encoded(std::string_view records) {
+    if (!broken_.ok()) return broken_;
+    if (records.empty()) return Status();
+    Status s = file_->append(records);
+    if (!s.ok()) {
+      // Cut the partial records off. If even that fails, the file holds half a record
+      // that a later append would bury in the middle of the log: refuse every append.
+      if (!file_->truncate(size_).ok()) broken_ = s;
+      return s;
+    }
+    size_ += records.size();
+    return Status();
+  }
+//< chapter 15
 
   Status sync() { return file_->sync(); }
 
@@ -2336,11 +2361,17 @@ class Disk {
 #if 0 //> chapters 3-4
   // Appends a record; with kAlways, also syncs it.
 #endif //< chapters 3-4
-//> chapter 5
+#if 0 //> chapters 5-14
   // Appends a record. With kAlways, the caller then waits in wait_durable() (chapter 5's
   // group commit), after letting go of the Store's writer lock. Writes come one at a
   // time: the caller holds that lock.
-//< chapter 5
+#endif //< chapters 5-14
+//> chapter 15
+  // Adds a record to the batch that the next wait_durable() writes (chapter 15): nothing
+  // reaches the file yet, so the caller waits in wait_durable() before it tells anyone,
+  // after letting go of the Store's writer lock. Writes come one at a time: the caller
+  // holds that lock.
+//< chapter 15
   // The first I/O failure is kept: every later write returns it, because after a failed
   // write or fsync nobody can say what the file holds (Linux may even drop the unwritten
   // pages and report success later).
@@ -2357,21 +2388,32 @@ class Disk {
     }
     if (!s.ok()) return fail(s);
 #endif //< chapters 3-4
-//> chapter 5
+#if 0 //> chapters 5-14
     Status s = log_->append(type, key, value, expiry_ms);
     if (!s.ok()) return fail(s);
     appended_.fetch_add(1);  // after write(2) returned: a sync that starts now covers it
-//< chapter 5
+#endif //< chapters 5-14
+#if 0 //> chapters 3-14
     if (options_.fsync == FsyncPolicy::kEverySecond) {
       std::lock_guard<std::mutex> lock(mu_);
       unsynced_ = true;
     }
+#endif //< chapters 3-14
+//> chapter 15
+    if (Status s = check_record(type, key, value); !s.ok()) return s;
+    std::lock_guard<std::mutex> lock(mu_);
+    detail::encode_record(type, key, value, expiry_ms, &pending_);
+    appended_.fetch_add(1);
+//< chapter 15
     return Status();
   }
 
   // Safe to race with close(): the check and the copy of log_ are one step under mu_,
   // so a sync that starts after close() has taken the log says so instead of using it.
   Status sync() {
+//> chapter 15
+    if (Status s = wait_durable(appended_.load()); !s.ok()) return s;  // the batch first
+//< chapter 15
     std::shared_ptr<LogWriter> log;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -2387,6 +2429,8 @@ class Disk {
   std::uint64_t appended() const { return appended_.load(); }
 
   // The number of records known to be on disk (kAlways: covered by a finished fsync).
+  // From chapter 15: known to be as durable as the policy promises, which is written to
+  // the file in every policy, and under kAlways synced too.
   std::uint64_t synced() const {
     std::lock_guard<std::mutex> lock(mu_);
     return synced_;
@@ -2398,6 +2442,7 @@ class Disk {
     return !failed_.ok();
   }
 
+#if 0 //> chapters 5-14
   // Group commit. Returns once record number `ticket` is on disk (at once unless the
   // policy is kAlways). The first waiter to find no fsync running becomes the leader: it
   // notes how many records have been written, fsyncs once, and wakes everyone whom that
@@ -2435,6 +2480,55 @@ class Disk {
     }
     return Status();
   }
+#endif //< chapters 5-14
+//> chapter 15
+  // Group commit, for writes as well as fsyncs (chapter 15). Returns once record number
+  // `ticket` is as durable as the policy promises: written to the file, and under kAlways
+  // synced. The first waiter to find no leader becomes one: it takes every record
+  // appended so far, writes them with one write(2), syncs once under kAlways, and wakes
+  // everyone that covers. Records appended meanwhile wait for the next leader. So the
+  // writes of many threads, or of a whole pipelined batch, cost one system call.
+  Status wait_durable(std::uint64_t ticket) {
+    if (synced_.load() >= ticket) return Status();  // no lock: the common case of a read
+    std::unique_lock<std::mutex> lock(mu_);
+    while (synced_.load() < ticket) {
+      if (!failed_.ok()) return failed_;
+      if (closed_) {
+        // close() writes and syncs everything appended; wait for its answer.
+        durable_cv_.wait(lock, [this] { return close_done_; });
+        if (synced_.load() >= ticket) break;
+        return failed_.ok() ? Status::io_error("the store in " + options_.dir +
+                                               " closed before a write was synced")
+                            : failed_;
+      }
+      if (leading_) {
+        durable_cv_.wait(lock);
+        continue;
+      }
+      leading_ = true;  // the leader of this round; batches go out one at a time, in order
+      const std::uint64_t covered = appended_.load();
+      std::string batch;
+      batch.swap(pending_);
+      std::shared_ptr<LogWriter> log = log_;
+      lock.unlock();
+      Status s = log->append_encoded(batch);
+      if (s.ok() && options_.fsync == FsyncPolicy::kAlways) s = log->sync();
+      lock.lock();
+      leading_ = false;
+      if (s.ok()) {
+        synced_ = std::max(synced_.load(), covered);
+        if (options_.fsync == FsyncPolicy::kEverySecond) unsynced_ = true;
+        batch.clear();  // keep the buffer for the next batch, unless a big one grew it
+        if (pending_.empty() && batch.capacity() <= kKeepBatchBytes) pending_.swap(batch);
+      } else if (log == log_ && failed_.ok()) {
+        // (A compaction that replaced the log meanwhile wrote these records in the new one.)
+        failed_ = sticky(s);
+      }
+      durable_cv_.notify_all();
+    }
+    return Status();
+  }
+//< chapter 15
 //< chapter 5
 
   // Stops the flusher, syncs, closes the log and releases the lock. Idempotent.
@@ -2447,6 +2541,16 @@ class Disk {
     cv_.notify_all();
     if (flusher_.joinable()) flusher_.join();
     Status s = usable_for_close();
+//> chapter 15
+    std::string batch;  // what no leader has written yet, after the one writing now
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      durable_cv_.wait(lock, [this] { return !leading_; });
+      batch.swap(pending_);
+    }
+    if (s.ok()) s = usable_for_close();
+    if (s.ok()) s = log_->append_encoded(batch);
+//< chapter 15
     if (s.ok()) s = log_->sync();
     if (!s.ok()) s = fail(s);
     {
@@ -2558,6 +2662,9 @@ class Disk {
     retry_at_bytes_ = 0;  // any back-off measured the old log
 //> chapter 5
     synced_ = appended_.load();  // the new log was synced whole: every write so far is durable
+//> chapter 15
+    pending_.clear();  // the batch not written yet: the new log has its changes already
+//< chapter 15
     durable_cv_.notify_all();
 //< chapter 5
     return Status();
@@ -2651,8 +2758,16 @@ class Disk {
 //< chapter 4
 //> chapter 5
   std::atomic<std::uint64_t> appended_{0};  // records appended; written under the Store's lock
+#if 0 //> chapters 5-14
   std::uint64_t synced_ = 0;                // records known to be on disk
   bool syncing_ = false;                    // a group-commit leader is in fsync
+#endif //< chapters 5-14
+//> chapter 15
+  std::atomic<std::uint64_t> synced_{0};  // records as durable as the policy promises
+  std::string pending_;                   // records appended, not yet written, in order
+  bool leading_ = false;                  // a group-commit leader is writing (and syncing)
+  static constexpr std::size_t kKeepBatchBytes = 1 << 20;  // a batch buffer kept for reuse
+//< chapter 15
   bool close_done_ = false;                 // close() has made its final sync
   std::condition_variable durable_cv_;      // wakes group-commit followers
 //< chapter 5
@@ -3443,6 +3558,57 @@ class Store {
     std::vector<Key> keys_;
   };
 //< chapter 10
+//> chapter 15
+
+  // Commit before reply (chapter 15). While a thread holds a Deferred for a store, its
+  // calls on that store return without waiting for their records to reach the file: a
+  // write returns once it is applied, a read once it has read, and the Deferred notes the
+  // record number each answer depends on (the write's own record; for a read, every
+  // record appended before it, which it may have seen). commit() then makes all of them
+  // as durable as the fsync policy promises, with one write(2) and at most one fsync,
+  // shared with every thread committing at the same moment. The holder must show no
+  // answer to anyone before commit() covers it: that is what the other calls promise on
+  // their own. When commit() fails, the store has undone every write that did not reach
+  // the file, and an answer whose number is past durable() must not be shown. One
+  // Deferred per thread and store at a time, on the stack of the thread that uses it.
+  class Deferred {
+   public:
+    explicit Deferred(Store* store);
+    ~Deferred();  // commits what is left: call commit() first to see how that went
+    Deferred(const Deferred&) = delete;
+    Deferred& operator=(const Deferred&) = delete;
+
+    // The record number that the answers since the last take() depend on (0: none), and
+    // starts again from nothing.
+    std::uint64_t take() { return std::exchange(since_take_, 0); }
+
+    // Makes every record noted since the last commit() durable; on failure, the store
+    // undoes what did not reach the file and stops taking writes (see Store::set).
+    Status commit();
+
+    // The records known to be durable: an answer numbered up to this may be shown.
+    std::uint64_t durable() const;
+
+    // The failure the last commit() met, if any, to tell the holders of withheld answers.
+    const Status& failure() const { return failure_; }
+
+   private:
+    friend class Store;
+    void note(std::uint64_t ticket) {
+      since_take_ = std::max(since_take_, ticket);
+      ticket_ = std::max(ticket_, ticket);
+    }
+    static Deferred*& current() {  // this thread's innermost Deferred
+      thread_local Deferred* deferred = nullptr;
+      return deferred;
+    }
+    Store* const store_;
+    Deferred* const outer_;
+    std::uint64_t ticket_ = 0;      // noted since the last commit()
+    std::uint64_t since_take_ = 0;  // noted since the last take()
+    Status failure_;
+  };
+//< chapter 15
 
   // Whether `key` has a value.
   bool exists(std::string_view key) const;
@@ -3686,6 +3852,14 @@ class Store {
 
   mutable std::atomic<std::uint64_t> random_seed_{0x2545F4914F6CDD1Du};  // random_key()'s
 //< chapter 11
+//> chapter 15
+
+  // This thread's Deferred for this store, if it holds one (chapter 15).
+  Deferred* deferring() const {
+    Deferred* deferred = Deferred::current();
+    return deferred != nullptr && deferred->store_ == this ? deferred : nullptr;
+  }
+//< chapter 15
 };
 
 inline std::optional<std::string> Store::get(std::string_view key) const {
@@ -3844,12 +4018,14 @@ inline Status Store::del(std::string_view key, bool* existed) {
   if (existed != nullptr) *existed = false;
   if (it == map_.end()) return Status();
   if (Status s = erase(it); !s.ok()) return s;
-  if (existed != nullptr) *existed = true;
 #if 0 //> chapters 1-4
+  if (existed != nullptr) *existed = true;
   return Status();
 #endif //< chapters 1-4
 //> chapter 5
-  return finish_write(lock);
+  Status s = finish_write(lock);  // the fsync (from chapter 15, the write) may fail here
+  if (existed != nullptr) *existed = s.ok();
+  return s;
 //< chapter 5
 }
 
@@ -4367,6 +4543,12 @@ inline Status Store::finish_write(WriteLock& lock) {
   const std::uint64_t ticket = disk_->appended();  // still under the lock: our record's number
   lock.map.unlock();
   lock.writers.unlock();  // the next writer may append while we wait for the fsync
+//> chapter 15
+  if (Deferred* deferred = deferring()) {  // its holder commits before it tells anyone
+    deferred->note(ticket);
+    return Status();
+  }
+//< chapter 15
   Status s = disk_->wait_durable(ticket);
   if (!s.ok()) undo_unsynced();  // readers must not go on seeing what failed
   return s;
@@ -4384,6 +4566,12 @@ auto Store::read(Peek peek) const -> decltype(peek()) {
   // costs nothing unless the policy is kAlways and an fsync is still due.
   const std::uint64_t ticket = disk_->appended();
   lock.unlock();
+//> chapter 15
+  if (Deferred* deferred = deferring()) {
+    deferred->note(ticket);
+    return found;
+  }
+//< chapter 15
   if (disk_->wait_durable(ticket).ok()) return found;
   // Only a store made by open() has a disk_, and open() makes it non-const.
   const_cast<Store*>(this)->undo_unsynced();
@@ -4394,10 +4582,16 @@ inline bool Store::keeps_undo() const {
 #if 0 //> chapters 5-9
   return disk_ && disk_->options().fsync == FsyncPolicy::kAlways;
 #endif //< chapters 5-9
-//> chapter 10
+#if 0 //> chapters 10-14
   // A transaction keeps what it replaced too, to undo it when it fails.
   return batch_ != nullptr || (disk_ && disk_->options().fsync == FsyncPolicy::kAlways);
-//< chapter 10
+#endif //< chapters 10-14
+//> chapter 15
+  // A transaction keeps what it replaced too, to undo it when it fails; and from chapter
+  // 15 every write of a persistent store does, since in every policy it is applied before
+  // its record reaches the file.
+  return batch_ != nullptr || disk_ != nullptr;
+//< chapter 15
 }
 
 inline void Store::remember(std::string_view key, std::optional<std::string> previous) {
@@ -5048,7 +5242,7 @@ inline Status Store::commit(Batch* batch) {
     roll_back(batch);
     return s;
   }
-  if (disk_ && disk_->options().fsync == FsyncPolicy::kAlways && !batch->undo.empty()) {
+  if (keeps_undo() && !batch->undo.empty()) {  // batch_ is null again: as for any write
     // Until the fsync that covers the record, a failure must still be able to undo it.
     const std::uint64_t synced = disk_->synced();
     while (!undo_.empty() && undo_.front().ticket <= synced) undo_.pop_front();
@@ -5192,6 +5386,53 @@ inline Status Store::copy(std::string_view from, std::string_view to, bool repla
   });
 }
 //< chapter 11
+//> chapter 15
+
+// =======================================================================================
+// Chapter 15: commit before reply
+//
+// Until now each write made its own write(2), under the writer lock: sixteen pipelined
+// SETs were sixteen system calls, and while one writer was in the kernel every other
+// writer, on every connection, waited for the lock. Now a write adds its record to a
+// batch in memory and is applied at once; whoever then needs it durable (the writer,
+// before it answers, or a reader that may have seen it) commits the batch: one write(2)
+// of everything appended so far, and under kAlways one fsync (Disk::wait_durable, the
+// group commit of chapter 5 grown to cover the write itself). A Deferred lets a server
+// run a whole pass of requests, from many connections, before committing once for all
+// of them. The rule that makes this safe is Redis's: nothing is shown to anyone, writer
+// or reader, before the records it depends on are in the file; and if they cannot be
+// written, what they changed is undone before anyone can see it.
+//
+//     pass:  run requests ---------> commit: one write(2), one fsync ----> send replies
+//            (apply, add records        (kAlways)                          (or errors, for
+//             to the batch; note         on failure: undo what did not      answers that
+//             each reply's ticket)       reach the file                     depended on it)
+// =======================================================================================
+
+inline Store::Deferred::Deferred(Store* store) : store_(store), outer_(current()) {
+  current() = this;
+}
+
+inline Store::Deferred::~Deferred() {
+  (void)commit();
+  current() = outer_;
+}
+
+inline Status Store::Deferred::commit() {
+  const std::uint64_t ticket = std::exchange(ticket_, 0);
+  if (ticket == 0 || !store_->disk_) return Status();
+  Status s = store_->disk_->wait_durable(ticket);
+  if (!s.ok()) {
+    store_->undo_unsynced();  // before anyone is shown anything the failure took back
+    failure_ = s;
+  }
+  return s;
+}
+
+inline std::uint64_t Store::Deferred::durable() const {
+  return store_->disk_ ? store_->disk_->synced() : std::numeric_limits<std::uint64_t>::max();
+}
+//< chapter 15
 
 // =======================================================================================
 // Chapter 6: the protocol
@@ -7012,6 +7253,16 @@ class Server {
 //> chapter 13
     short watching = 0;  // what its event loop's Poller watches it for (POLLIN, POLLOUT)
 //< chapter 13
+//> chapter 15
+    // Commit before reply: its thread's Deferred, and the replies in `out` that wait for
+    // it to commit: bytes [begin, end) may go once record `ticket` is durable.
+    Store::Deferred* deferred = nullptr;
+    struct Withheld {
+      std::size_t begin, end;
+      std::uint64_t ticket;
+    };
+    std::vector<Withheld> withheld;
+//< chapter 15
   };
   // Before AUTH a client may send only small requests, as Redis allows it, and leave only
   // a few KiB of replies unread (Redis has no such cap): the replies it can earn are short
@@ -7060,6 +7311,10 @@ class Server {
     return !link.closing && !link.stopping && !link.peer_done && link.unsent() <= output_limit(link);
   }
   void close_link(Link& link);
+//> chapter 15
+  bool run_ready(Link& link, short ready);
+  void release(Link& link);
+//< chapter 15
 
   // One event loop: a thread, a Poller, and the connections handed to it. Only its own
   // thread touches `links`; the accept thread leaves new connections in `arrivals` and
@@ -7070,6 +7325,9 @@ class Server {
     std::mutex mu;  // guards arrivals
     std::vector<Connection*> arrivals;
     std::unordered_map<int, std::unique_ptr<Link>> links;  // by descriptor
+//> chapter 15
+    Store::Deferred* deferred = nullptr;  // its thread's, on that thread's stack
+//< chapter 15
     bool stop_seen = false;
     std::thread thread;
   };
@@ -7376,6 +7634,10 @@ inline void Server::serve(Connection* c) {
 inline void Server::serve(Connection* c) {
   std::unique_ptr<Link> owned = open_link(c);
   Link& link = *owned;
+//> chapter 15
+  Store::Deferred deferred(store_);  // each batch of its requests commits once (chapter 15)
+  link.deferred = &deferred;
+//< chapter 15
   while (advance(link)) {
     const std::optional<Clock::time_point> deadline = next_deadline(link);
     const bool reading = wants_input(link);
@@ -7414,6 +7676,9 @@ inline std::unique_ptr<Server::Link> Server::open_link(Connection* c) const {
 inline bool Server::advance(Link& link) {
   while (true) {
     run_requests(link);
+//> chapter 15
+    release(link);  // nothing goes out before what it depends on is durable
+//< chapter 15
     account_output(link.c, link.unsent());
     if (link.c->evicted.load()) {  // chosen while it ran requests: what it holds is never sent
       evicted(link);
@@ -7477,11 +7742,19 @@ inline void Server::run_requests(Link& link) {
       // No memory for this reply: its client loses the connection, not all the others
       // their server. What was written of the reply is dropped, not sent half.
       link.out.resize(replied);
+//> chapter 15
+      (void)link.deferred->take();  // no reply of its own to hold back: the error is sent
+//< chapter 15
       resp::error(&link.out, "ERR the server is out of memory: the connection is closed");
       link.ending = "closed: no memory for the reply to its '" + link.args[0].substr(0, 32) + "'";
       link.closing = true;
       break;
     }
+//> chapter 15
+    if (const std::uint64_t ticket = link.deferred->take(); ticket != 0) {
+      link.withheld.push_back({replied, link.out.size(), ticket});
+    }
+//< chapter 15
     if (link.session.authenticated && !was_authenticated) link.parser.set_limits(config_.limits);
     if (link.session.shutdown) request_shutdown();
     if (link.session.close) link.closing = true;
@@ -7661,6 +7934,11 @@ inline void Server::hand_off(Connection* c) {
 inline void Server::run_loop(Loop* loop) {
   std::vector<detail::PollerEvent> ready;
   std::vector<int> ended;
+//> chapter 15
+  Store::Deferred deferred(store_);  // one commit per pass (chapter 15)
+  loop->deferred = &deferred;
+  std::vector<std::pair<int, Link*>> served;  // run this pass; replies still to send
+//< chapter 15
   Clock::time_point next_tick = Clock::now() + std::chrono::milliseconds(kEvictionCheckMs);
   while (true) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(next_tick - Clock::now());
@@ -7675,9 +7953,24 @@ inline void Server::run_loop(Loop* loop) {
       } else if (e.fd == stop_.fd()) {
         stop = true;
       } else if (auto it = loop->links.find(e.fd); it != loop->links.end()) {
+#if 0 //> chapters 13-14
         if (!serve_ready(*loop, *it->second, e.events)) ended.push_back(e.fd);
+#endif //< chapters 13-14
+//> chapter 15
+        if (!run_ready(*it->second, e.events)) ended.push_back(e.fd);
+        else served.emplace_back(e.fd, it->second.get());
+//< chapter 15
       }
     }
+//> chapter 15
+    // Every request of the pass has run: their records reach the file together, then
+    // their replies go out.
+    (void)deferred.commit();
+    for (auto [fd, link] : served) {
+      if (!serve_ready(*loop, *link, 0)) ended.push_back(fd);
+    }
+    served.clear();
+//< chapter 15
     for (int fd : ended) end(*loop, fd);
     if (stop && !loop->stop_seen) {  // the stop pipe stays readable: watch it no more
       loop->stop_seen = true;
@@ -7712,6 +8005,9 @@ inline void Server::take_arrivals(Loop& loop) {
   for (Connection* c : arrivals) {
     std::unique_ptr<Link> link = open_link(c);
     const int fd = c->socket.fd();
+//> chapter 15
+    link->deferred = loop.deferred;
+//< chapter 15
     if (loop.stop_seen) begin_stop(*link);
     if (Status s = loop.poller.add(fd, POLLIN); !s.ok()) {
       link->ending = "closed: " + s.message();
@@ -7777,6 +8073,47 @@ inline void Server::end(Loop& loop, int fd) {
   connections_.erase(id);
 }
 //< chapter 13
+//> chapter 15
+
+// The first half of serving a connection the Poller reported `ready` (chapter 15): take
+// what arrived and run it. The pass commits before serve_ready() sends the replies.
+// False when the connection ends.
+inline bool Server::run_ready(Link& link, short ready) {
+  if ((ready & (POLLIN | POLLHUP | POLLERR)) != 0 && wants_input(link) && !receive(link)) {
+    return false;
+  }
+  run_requests(link);
+  return true;
+}
+
+// Commit before reply: the replies of the requests just run stay in `out` until what
+// they depend on is durable (at once when the pass has committed it already). When that
+// failed, each reply that depended on what did not reach the file becomes an error: its
+// write was undone, and what its read saw may never have existed.
+inline void Server::release(Link& link) {
+  if (link.withheld.empty()) return;
+  (void)link.deferred->commit();
+  const std::uint64_t durable = link.deferred->durable();
+  if (link.withheld.back().ticket <= durable) {  // tickets only grow: all of them may go
+    link.withheld.clear();
+    return;
+  }
+  std::string out = link.out.substr(0, link.withheld.front().begin);
+  for (std::size_t i = 0; i < link.withheld.size(); ++i) {
+    const Link::Withheld& w = link.withheld[i];
+    if (w.ticket <= durable) {
+      out.append(link.out, w.begin, w.end - w.begin);
+    } else {
+      resp::error(&out, "ERR the reply is withheld: what it wrote or read did not reach the log (" +
+                            link.deferred->failure().message() + ")");
+    }
+    const std::size_t next = i + 1 < link.withheld.size() ? link.withheld[i + 1].begin : link.out.size();
+    out.append(link.out, w.end, next - w.end);  // the replies in between depended on nothing
+  }
+  link.out.swap(out);
+  link.withheld.clear();
+}
+//< chapter 15
 
 // A reply, as RESP2 types it.
 struct Reply {

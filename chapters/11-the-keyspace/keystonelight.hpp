@@ -1899,6 +1899,8 @@ class Disk {
   std::uint64_t appended() const { return appended_.load(); }
 
   // The number of records known to be on disk (kAlways: covered by a finished fsync).
+  // From chapter 15: known to be as durable as the policy promises, which is written to
+  // the file in every policy, and under kAlways synced too.
   std::uint64_t synced() const {
     std::lock_guard<std::mutex> lock(mu_);
     return synced_;
@@ -3132,8 +3134,9 @@ inline Status Store::del(std::string_view key, bool* existed) {
   if (existed != nullptr) *existed = false;
   if (it == map_.end()) return Status();
   if (Status s = erase(it); !s.ok()) return s;
-  if (existed != nullptr) *existed = true;
-  return finish_write(lock);
+  Status s = finish_write(lock);  // the fsync (from chapter 15, the write) may fail here
+  if (existed != nullptr) *existed = s.ok();
+  return s;
 }
 
 inline bool Store::exists(std::string_view key) const {
@@ -4044,7 +4047,7 @@ inline Status Store::commit(Batch* batch) {
     roll_back(batch);
     return s;
   }
-  if (disk_ && disk_->options().fsync == FsyncPolicy::kAlways && !batch->undo.empty()) {
+  if (keeps_undo() && !batch->undo.empty()) {  // batch_ is null again: as for any write
     // Until the fsync that covers the record, a failure must still be able to undo it.
     const std::uint64_t synced = disk_->synced();
     while (!undo_.empty() && undo_.front().ticket <= synced) undo_.pop_front();
