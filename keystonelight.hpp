@@ -1861,7 +1861,9 @@ class LogWriter {
   static constexpr std::size_t kKeepBufferBytes = 1 << 20;  // drop buffers grown past this
 
   std::unique_ptr<File> file_;
-  std::uint64_t size_;
+  // Atomic because from chapter 15 the thread that appends is not always the one that
+  // asks for the size: a group-commit leader writes while a writer checks the size.
+  std::atomic<std::uint64_t> size_;
   std::string buffer_;  // the record being written, reused to spare an allocation each
   Status broken_;       // set when a failed append could not be cut back
 };
@@ -3592,8 +3594,25 @@ class Store {
     // The failure the last commit() met, if any, to tell the holders of withheld answers.
     const Status& failure() const { return failure_; }
 
+    // With `on`, the next write takes the writer lock and keeps it for the writes after
+    // it, so that a pipelined run of writes takes it once; hold(false) gives it back.
+    // commit() and compact() give it back first. While it is held, other threads wait
+    // for the store: hold it only across writes, never while waiting on anything.
+    void hold(bool on) {
+      hold_ = on;
+      if (!on && writers_.owns_lock()) {
+        map_.unlock();
+        writers_.unlock();
+      }
+    }
+
    private:
     friend class Store;
+    void lock() {  // for WriteLock, while hold_ is set
+      if (writers_.owns_lock()) return;
+      writers_.lock();
+      map_.lock();
+    }
     void note(std::uint64_t ticket) {
       since_take_ = std::max(since_take_, ticket);
       ticket_ = std::max(ticket_, ticket);
@@ -3607,6 +3626,9 @@ class Store {
     std::uint64_t ticket_ = 0;      // noted since the last commit()
     std::uint64_t since_take_ = 0;  // noted since the last take()
     Status failure_;
+    bool hold_ = false;
+    std::unique_lock<detail::OrderedMutex<1>> writers_;  // the store's writers_mu_ and mu_,
+    std::unique_lock<detail::SharedMutex> map_;          // while held (see hold())
   };
 //< chapter 15
 
@@ -3754,6 +3776,12 @@ class Store {
     explicit WriteLock(Store* store)
         : writers(store->writers_mu_, std::defer_lock), map(store->mu_, std::defer_lock) {
       if (store->in_transaction()) return;
+//> chapter 15
+      if (Deferred* deferred = store->deferring(); deferred != nullptr && deferred->hold_) {
+        deferred->lock();  // a run of writes takes the locks once (chapter 15)
+        return;
+      }
+//< chapter 15
       writers.lock();
       map.lock();
     }
@@ -4448,6 +4476,9 @@ inline Status Store::log_delete(std::string_view key) {
 // =======================================================================================
 
 inline Status Store::compact() {
+//> chapter 15
+  if (Deferred* deferred = deferring()) deferred->hold(false);  // it needs writers_mu_ itself
+//< chapter 15
 //> chapter 10
   if (in_transaction()) {  // refused in memory too, so that both kinds of store agree
     return Status::invalid_argument("a compaction cannot run inside a transaction, which "
@@ -4536,9 +4567,16 @@ inline void Store::count_live(int sign, std::string_view key, std::string_view v
 // =======================================================================================
 
 inline Status Store::finish_write(WriteLock& lock) {
-//> chapter 10
+#if 0 //> chapters 10-14
   if (!lock.writers.owns_lock()) return Status();  // in a transaction: its commit waits
-//< chapter 10
+#endif //< chapters 10-14
+//> chapter 15
+  if (!lock.writers.owns_lock()) {  // in a transaction (its commit waits), or held by a Deferred
+    Deferred* deferred = deferring();
+    if (deferred != nullptr && !in_transaction() && disk_) deferred->note(disk_->appended());
+    return Status();
+  }
+//< chapter 15
   if (!disk_) return Status();
   const std::uint64_t ticket = disk_->appended();  // still under the lock: our record's number
   lock.map.unlock();
@@ -4559,6 +4597,12 @@ auto Store::read(Peek peek) const -> decltype(peek()) {
 //> chapter 10
   if (in_transaction()) return peek();  // its thread holds the lock, and its writes wait
 //< chapter 10
+//> chapter 15
+  if (Deferred* deferred = deferring(); deferred != nullptr && deferred->writers_.owns_lock()) {
+    if (disk_) deferred->note(disk_->appended());  // it holds the lock: nothing can change
+    return peek();
+  }
+//< chapter 15
   std::shared_lock<detail::SharedMutex> lock(mu_);
   auto found = peek();
   if (!disk_ || undone_) return found;
@@ -5409,7 +5453,9 @@ inline Status Store::copy(std::string_view from, std::string_view to, bool repla
 //             each reply's ticket)       reach the file                     depended on it)
 // =======================================================================================
 
-inline Store::Deferred::Deferred(Store* store) : store_(store), outer_(current()) {
+inline Store::Deferred::Deferred(Store* store)
+    : store_(store), outer_(current()), writers_(store->writers_mu_, std::defer_lock),
+      map_(store->mu_, std::defer_lock) {
   current() = this;
 }
 
@@ -5419,6 +5465,7 @@ inline Store::Deferred::~Deferred() {
 }
 
 inline Status Store::Deferred::commit() {
+  hold(false);
   const std::uint64_t ticket = std::exchange(ticket_, 0);
   if (ticket == 0 || !store_->disk_) return Status();
   Status s = store_->disk_->wait_durable(ticket);
@@ -5716,6 +5763,11 @@ struct Session {
   std::vector<std::vector<std::string>> queued;
   std::unique_ptr<Store::Watch> watch;
 //< chapter 10
+//> chapter 15
+  // The connection thread's Deferred (chapter 15): a run of write commands holds the
+  // writer lock once. Null outside a server.
+  Store::Deferred* deferred = nullptr;
+//< chapter 15
 };
 
 // Figures the server keeps current for INFO (chapter 7 fills the client counts).
@@ -6260,6 +6312,9 @@ inline void Dispatcher::execute(const Args& args, Session* session, std::string*
 inline void Dispatcher::run(const Command& command, const Args& args, Session* session,
                             std::string* out) {
   ++counters_.total_commands;  // as Redis counts: commands run, not commands refused
+//> chapter 15
+  if (session->deferred != nullptr) session->deferred->hold((command.flags & kWrite) != 0);
+//< chapter 15
   (this->*(command.handler))(args, session, out);
 }
 
@@ -7254,9 +7309,8 @@ class Server {
     short watching = 0;  // what its event loop's Poller watches it for (POLLIN, POLLOUT)
 //< chapter 13
 //> chapter 15
-    // Commit before reply: its thread's Deferred, and the replies in `out` that wait for
-    // it to commit: bytes [begin, end) may go once record `ticket` is durable.
-    Store::Deferred* deferred = nullptr;
+    // Commit before reply: the replies in `out` that wait for its thread's Deferred
+    // (session.deferred) to commit: bytes [begin, end) may go once record `ticket` is.
     struct Withheld {
       std::size_t begin, end;
       std::uint64_t ticket;
@@ -7636,7 +7690,7 @@ inline void Server::serve(Connection* c) {
   Link& link = *owned;
 //> chapter 15
   Store::Deferred deferred(store_);  // each batch of its requests commits once (chapter 15)
-  link.deferred = &deferred;
+  link.session.deferred = &deferred;
 //< chapter 15
   while (advance(link)) {
     const std::optional<Clock::time_point> deadline = next_deadline(link);
@@ -7743,7 +7797,7 @@ inline void Server::run_requests(Link& link) {
       // their server. What was written of the reply is dropped, not sent half.
       link.out.resize(replied);
 //> chapter 15
-      (void)link.deferred->take();  // no reply of its own to hold back: the error is sent
+      (void)link.session.deferred->take();  // no reply of its own to hold back: the error is sent
 //< chapter 15
       resp::error(&link.out, "ERR the server is out of memory: the connection is closed");
       link.ending = "closed: no memory for the reply to its '" + link.args[0].substr(0, 32) + "'";
@@ -7751,7 +7805,7 @@ inline void Server::run_requests(Link& link) {
       break;
     }
 //> chapter 15
-    if (const std::uint64_t ticket = link.deferred->take(); ticket != 0) {
+    if (const std::uint64_t ticket = link.session.deferred->take(); ticket != 0) {
       link.withheld.push_back({replied, link.out.size(), ticket});
     }
 //< chapter 15
@@ -7761,6 +7815,9 @@ inline void Server::run_requests(Link& link) {
     account_output(link.c, link.unsent());  // after each request: a batch may be megabytes
     if (link.c->evicted.load()) break;
   }
+//> chapter 15
+  link.session.deferred->hold(false);  // a run of writes held the writer lock: give it back
+//< chapter 15
   link.in.erase(0, parsed);
   if (link.peer_done && !link.stopping && link.unsent() <= output_limit(link)) {
     link.closing = true;
@@ -8006,7 +8063,7 @@ inline void Server::take_arrivals(Loop& loop) {
     std::unique_ptr<Link> link = open_link(c);
     const int fd = c->socket.fd();
 //> chapter 15
-    link->deferred = loop.deferred;
+    link->session.deferred = loop.deferred;
 //< chapter 15
     if (loop.stop_seen) begin_stop(*link);
     if (Status s = loop.poller.add(fd, POLLIN); !s.ok()) {
@@ -8092,8 +8149,8 @@ inline bool Server::run_ready(Link& link, short ready) {
 // write was undone, and what its read saw may never have existed.
 inline void Server::release(Link& link) {
   if (link.withheld.empty()) return;
-  (void)link.deferred->commit();
-  const std::uint64_t durable = link.deferred->durable();
+  (void)link.session.deferred->commit();
+  const std::uint64_t durable = link.session.deferred->durable();
   if (link.withheld.back().ticket <= durable) {  // tickets only grow: all of them may go
     link.withheld.clear();
     return;
@@ -8105,7 +8162,7 @@ inline void Server::release(Link& link) {
       out.append(link.out, w.begin, w.end - w.begin);
     } else {
       resp::error(&out, "ERR the reply is withheld: what it wrote or read did not reach the log (" +
-                            link.deferred->failure().message() + ")");
+                            link.session.deferred->failure().message() + ")");
     }
     const std::size_t next = i + 1 < link.withheld.size() ? link.withheld[i + 1].begin : link.out.size();
     out.append(link.out, w.end, next - w.end);  // the replies in between depended on nothing

@@ -1683,7 +1683,9 @@ class LogWriter {
   static constexpr std::size_t kKeepBufferBytes = 1 << 20;  // drop buffers grown past this
 
   std::unique_ptr<File> file_;
-  std::uint64_t size_;
+  // Atomic because from chapter 15 the thread that appends is not always the one that
+  // asks for the size: a group-commit leader writes while a writer checks the size.
+  std::atomic<std::uint64_t> size_;
   std::string buffer_;  // the record being written, reused to spare an allocation each
   Status broken_;       // set when a failed append could not be cut back
 };
@@ -3227,8 +3229,25 @@ class Store {
     // The failure the last commit() met, if any, to tell the holders of withheld answers.
     const Status& failure() const { return failure_; }
 
+    // With `on`, the next write takes the writer lock and keeps it for the writes after
+    // it, so that a pipelined run of writes takes it once; hold(false) gives it back.
+    // commit() and compact() give it back first. While it is held, other threads wait
+    // for the store: hold it only across writes, never while waiting on anything.
+    void hold(bool on) {
+      hold_ = on;
+      if (!on && writers_.owns_lock()) {
+        map_.unlock();
+        writers_.unlock();
+      }
+    }
+
    private:
     friend class Store;
+    void lock() {  // for WriteLock, while hold_ is set
+      if (writers_.owns_lock()) return;
+      writers_.lock();
+      map_.lock();
+    }
     void note(std::uint64_t ticket) {
       since_take_ = std::max(since_take_, ticket);
       ticket_ = std::max(ticket_, ticket);
@@ -3242,6 +3261,9 @@ class Store {
     std::uint64_t ticket_ = 0;      // noted since the last commit()
     std::uint64_t since_take_ = 0;  // noted since the last take()
     Status failure_;
+    bool hold_ = false;
+    std::unique_lock<detail::OrderedMutex<1>> writers_;  // the store's writers_mu_ and mu_,
+    std::unique_lock<detail::SharedMutex> map_;          // while held (see hold())
   };
 
   // Whether `key` has a value.
@@ -3353,6 +3375,10 @@ class Store {
     explicit WriteLock(Store* store)
         : writers(store->writers_mu_, std::defer_lock), map(store->mu_, std::defer_lock) {
       if (store->in_transaction()) return;
+      if (Deferred* deferred = store->deferring(); deferred != nullptr && deferred->hold_) {
+        deferred->lock();  // a run of writes takes the locks once (chapter 15)
+        return;
+      }
       writers.lock();
       map.lock();
     }
@@ -3861,6 +3887,7 @@ inline Status Store::log_delete(std::string_view key) {
 // =======================================================================================
 
 inline Status Store::compact() {
+  if (Deferred* deferred = deferring()) deferred->hold(false);  // it needs writers_mu_ itself
   if (in_transaction()) {  // refused in memory too, so that both kinds of store agree
     return Status::invalid_argument("a compaction cannot run inside a transaction, which "
                                     "holds the writer lock it needs: compact after it");
@@ -3920,7 +3947,11 @@ inline void Store::count_live(int sign, std::string_view key, std::string_view v
 // =======================================================================================
 
 inline Status Store::finish_write(WriteLock& lock) {
-  if (!lock.writers.owns_lock()) return Status();  // in a transaction: its commit waits
+  if (!lock.writers.owns_lock()) {  // in a transaction (its commit waits), or held by a Deferred
+    Deferred* deferred = deferring();
+    if (deferred != nullptr && !in_transaction() && disk_) deferred->note(disk_->appended());
+    return Status();
+  }
   if (!disk_) return Status();
   const std::uint64_t ticket = disk_->appended();  // still under the lock: our record's number
   lock.map.unlock();
@@ -3937,6 +3968,10 @@ inline Status Store::finish_write(WriteLock& lock) {
 template <typename Peek>
 auto Store::read(Peek peek) const -> decltype(peek()) {
   if (in_transaction()) return peek();  // its thread holds the lock, and its writes wait
+  if (Deferred* deferred = deferring(); deferred != nullptr && deferred->writers_.owns_lock()) {
+    if (disk_) deferred->note(disk_->appended());  // it holds the lock: nothing can change
+    return peek();
+  }
   std::shared_lock<detail::SharedMutex> lock(mu_);
   auto found = peek();
   if (!disk_ || undone_) return found;
@@ -4698,7 +4733,9 @@ inline Status Store::copy(std::string_view from, std::string_view to, bool repla
 //             each reply's ticket)       reach the file                     depended on it)
 // =======================================================================================
 
-inline Store::Deferred::Deferred(Store* store) : store_(store), outer_(current()) {
+inline Store::Deferred::Deferred(Store* store)
+    : store_(store), outer_(current()), writers_(store->writers_mu_, std::defer_lock),
+      map_(store->mu_, std::defer_lock) {
   current() = this;
 }
 
@@ -4708,6 +4745,7 @@ inline Store::Deferred::~Deferred() {
 }
 
 inline Status Store::Deferred::commit() {
+  hold(false);
   const std::uint64_t ticket = std::exchange(ticket_, 0);
   if (ticket == 0 || !store_->disk_) return Status();
   Status s = store_->disk_->wait_durable(ticket);
@@ -5000,6 +5038,9 @@ struct Session {
   bool multi_failed = false;
   std::vector<std::vector<std::string>> queued;
   std::unique_ptr<Store::Watch> watch;
+  // The connection thread's Deferred (chapter 15): a run of write commands holds the
+  // writer lock once. Null outside a server.
+  Store::Deferred* deferred = nullptr;
 };
 
 // Figures the server keeps current for INFO (chapter 7 fills the client counts).
@@ -5510,6 +5551,7 @@ inline void Dispatcher::execute(const Args& args, Session* session, std::string*
 inline void Dispatcher::run(const Command& command, const Args& args, Session* session,
                             std::string* out) {
   ++counters_.total_commands;  // as Redis counts: commands run, not commands refused
+  if (session->deferred != nullptr) session->deferred->hold((command.flags & kWrite) != 0);
   (this->*(command.handler))(args, session, out);
 }
 
@@ -6448,9 +6490,8 @@ class Server {
     Clock::time_point stop_deadline;
     std::string ending;  // why the server ends the connection, when a person should know
     short watching = 0;  // what its event loop's Poller watches it for (POLLIN, POLLOUT)
-    // Commit before reply: its thread's Deferred, and the replies in `out` that wait for
-    // it to commit: bytes [begin, end) may go once record `ticket` is durable.
-    Store::Deferred* deferred = nullptr;
+    // Commit before reply: the replies in `out` that wait for its thread's Deferred
+    // (session.deferred) to commit: bytes [begin, end) may go once record `ticket` is.
     struct Withheld {
       std::size_t begin, end;
       std::uint64_t ticket;
@@ -6757,7 +6798,7 @@ inline void Server::serve(Connection* c) {
   std::unique_ptr<Link> owned = open_link(c);
   Link& link = *owned;
   Store::Deferred deferred(store_);  // each batch of its requests commits once (chapter 15)
-  link.deferred = &deferred;
+  link.session.deferred = &deferred;
   while (advance(link)) {
     const std::optional<Clock::time_point> deadline = next_deadline(link);
     const bool reading = wants_input(link);
@@ -6859,13 +6900,13 @@ inline void Server::run_requests(Link& link) {
       // No memory for this reply: its client loses the connection, not all the others
       // their server. What was written of the reply is dropped, not sent half.
       link.out.resize(replied);
-      (void)link.deferred->take();  // no reply of its own to hold back: the error is sent
+      (void)link.session.deferred->take();  // no reply of its own to hold back: the error is sent
       resp::error(&link.out, "ERR the server is out of memory: the connection is closed");
       link.ending = "closed: no memory for the reply to its '" + link.args[0].substr(0, 32) + "'";
       link.closing = true;
       break;
     }
-    if (const std::uint64_t ticket = link.deferred->take(); ticket != 0) {
+    if (const std::uint64_t ticket = link.session.deferred->take(); ticket != 0) {
       link.withheld.push_back({replied, link.out.size(), ticket});
     }
     if (link.session.authenticated && !was_authenticated) link.parser.set_limits(config_.limits);
@@ -6874,6 +6915,7 @@ inline void Server::run_requests(Link& link) {
     account_output(link.c, link.unsent());  // after each request: a batch may be megabytes
     if (link.c->evicted.load()) break;
   }
+  link.session.deferred->hold(false);  // a run of writes held the writer lock: give it back
   link.in.erase(0, parsed);
   if (link.peer_done && !link.stopping && link.unsent() <= output_limit(link)) {
     link.closing = true;
@@ -7107,7 +7149,7 @@ inline void Server::take_arrivals(Loop& loop) {
   for (Connection* c : arrivals) {
     std::unique_ptr<Link> link = open_link(c);
     const int fd = c->socket.fd();
-    link->deferred = loop.deferred;
+    link->session.deferred = loop.deferred;
     if (loop.stop_seen) begin_stop(*link);
     if (Status s = loop.poller.add(fd, POLLIN); !s.ok()) {
       link->ending = "closed: " + s.message();
@@ -7190,8 +7232,8 @@ inline bool Server::run_ready(Link& link, short ready) {
 // write was undone, and what its read saw may never have existed.
 inline void Server::release(Link& link) {
   if (link.withheld.empty()) return;
-  (void)link.deferred->commit();
-  const std::uint64_t durable = link.deferred->durable();
+  (void)link.session.deferred->commit();
+  const std::uint64_t durable = link.session.deferred->durable();
   if (link.withheld.back().ticket <= durable) {  // tickets only grow: all of them may go
     link.withheld.clear();
     return;
@@ -7203,7 +7245,7 @@ inline void Server::release(Link& link) {
       out.append(link.out, w.begin, w.end - w.begin);
     } else {
       resp::error(&out, "ERR the reply is withheld: what it wrote or read did not reach the log (" +
-                            link.deferred->failure().message() + ")");
+                            link.session.deferred->failure().message() + ")");
     }
     const std::size_t next = i + 1 < link.withheld.size() ? link.withheld[i + 1].begin : link.out.size();
     out.append(link.out, w.end, next - w.end);  // the replies in between depended on nothing

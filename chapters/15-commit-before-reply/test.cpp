@@ -298,4 +298,64 @@ TEST_CASE("a reply that depended on a failed commit becomes an error; the others
   }
 }
 
+TEST_CASE("a Deferred holding the writer lock keeps other threads out until it lets go") {
+  kltest::TempDir dir;
+  CountingFileSystem fs;
+  auto store = open_store(options_for(dir, &fs, kl::FsyncPolicy::kNever));
+  std::atomic<bool> read_done{false};
+  std::thread reader;
+  {
+    kl::Store::Deferred deferred(store.get());
+    deferred.hold(true);
+    REQUIRE(store->set("a", "1").ok());  // takes the lock, and keeps it
+    REQUIRE(store->set("b", "2").ok());  // takes nothing: the lock is held
+    CHECK(store->get("a") == "1");      // the holder reads under its own lock
+    reader = std::thread([&] {
+      CHECK(store->get("b") == "2");
+      read_done = true;
+    });
+    std::this_thread::sleep_for(50ms);
+    CHECK_FALSE(read_done.load());  // the whole run of writes is one critical section
+    deferred.hold(false);
+    reader.join();
+    CHECK(read_done.load());
+    REQUIRE(deferred.commit().ok());
+  }
+  CHECK(store->size() == 2);
+}
+
+TEST_CASE("a pipeline mixing writes, a compaction, a flush and a transaction runs in order") {
+  for (auto io : kBothModels) {
+    CAPTURE(static_cast<int>(io));
+    kltest::TempDir dir;
+    CountingFileSystem fs;
+    auto store = open_store(options_for(dir, &fs, kl::FsyncPolicy::kAlways));
+    Serving serving(store.get(), io);
+    auto client = serving.connect();
+    const std::vector<std::vector<std::string>> pipeline = {
+        {"SET", "a", "1"}, {"BGREWRITEAOF"}, {"INCR", "a"}, {"GET", "a"},
+        {"MULTI"}, {"INCR", "a"}, {"SET", "b", "x"}, {"EXEC"},
+        {"FLUSHALL"}, {"SET", "c", "3"}, {"MGET", "a", "b", "c"}};
+    for (const auto& request : pipeline) client->send(request);
+    REQUIRE(client->flush().ok());
+    std::vector<kl::Reply> replies(pipeline.size());
+    for (auto& reply : replies) REQUIRE(client->read(&reply).ok());
+    CHECK(replies[0].text == "OK");
+    CHECK(replies[1].type != kl::Reply::Type::kError);  // the compaction gave the lock back
+    CHECK(replies[2].integer == 2);
+    CHECK(replies[3].text == "2");
+    REQUIRE(replies[7].elements.size() == 2);
+    CHECK(replies[7].elements[0].integer == 3);
+    CHECK(replies[8].text == "OK");
+    REQUIRE(replies[10].elements.size() == 3);
+    CHECK(replies[10].elements[0].type == kl::Reply::Type::kNil);
+    CHECK(replies[10].elements[2].text == "3");
+    serving.server.reset();
+    REQUIRE(store->close().ok());
+    auto reopened = open_store(options_for(dir, &fs, kl::FsyncPolicy::kAlways));
+    CHECK(reopened->size() == 1);
+    CHECK(reopened->get("c") == "3");
+  }
+}
+
 }  // TEST_SUITE
