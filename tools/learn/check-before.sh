@@ -12,7 +12,7 @@ shift 2
 n=$(echo "$name" | sed 's/^0*\([0-9]*\)-.*/\1/')
 out=$(make -s --no-print-directory -C "$dir" check ONLY="$name" "$@" 2>&1)
 status=$?
-echo "$out" | grep "^chapter $n: "
+echo "$out" | grep -A 1 "^chapter $n: "
 if [ "$status" -ne 0 ] && echo "$out" | grep -q "^not yet: chapter *$n to go" &&
    echo "$out" | grep -Eq "^chapter $n: (its tests do not compile yet|its tests compile but do not link|[0-9]+ of [0-9]+ test cases pass)"; then
   echo "before $name: 1 passed, 0 failed"
