@@ -5,7 +5,8 @@
 #   make test            build and run every test (installs doctest-dev when it can)
 #   make chapters        regenerate chapters/*/keystonelight.hpp and CHANGES.diff
 #   make check-chapters  regenerate, and fail if git sees a difference (CI runs this)
-#   make check-excerpts  fail if a chapter README quotes code its chapter no longer has
+#   make check-excerpts  fail if a chapter README quotes code its chapter no longer has,
+#                        misses a test, or links a section or chapter that is not there
 #   make learn CHAPTER=N write chapter N yourself: learn/NN-name/ gets chapter N-1's header
 #                        (yours to change), the tests of chapters 1 to N and a Makefile
 #                        whose `make check` says how many pass in each chapter
@@ -81,13 +82,17 @@ chapters: $(SNAPSHOTS) $(DIFFS)
 
 # Every ```cpp and ```diff block of a chapter README is still code of that chapter (see
 # tools/check-excerpts.cpp); make test runs it, and tests/check-excerpts/run.sh checks
-# that it catches a stale excerpt.
+# that it catches a stale excerpt. tools/check-chapter-readmes.sh checks the rest of what
+# a reader relies on: the "Before you start" and "Build it yourself" sections, a line in
+# "What the tests prove" for every TEST_CASE, links to sections that exist, and links to
+# the previous and next chapter's folders as they are numbered now.
 $(EXCERPTS): tools/check-excerpts.cpp
 	@mkdir -p $(@D)
 	$(CXX) -std=c++17 -O1 $(WARNINGS) $< -o $@
 
 check-excerpts: chapters $(EXCERPTS)
 	@$(EXCERPTS) $(foreach c,$(CHAPTERS),chapters/$(c))
+	@sh tools/check-chapter-readmes.sh $(foreach c,$(CHAPTERS),chapters/$(c))
 
 # Moves $(1).tmp over $(1) only when their contents differ. A fresh clone gives files
 # arbitrary times, so a snapshot may look older than keystonelight.hpp: its rule then runs,
@@ -260,7 +265,7 @@ packaging-tools:
 # redis-py and Django's cache through django-redis (tests/interop/python.sh) run as any
 # other check; without their packages they say they were skipped.
 test: doctest redis-tools packaging-tools chapters $(SPLITTER) $(EXCERPTS) $(TORTURE)
-	@$(MAKE) --no-print-directory check EXTRA_RUNS='"split-chapters" "sh tests/split-chapters/run.sh $(SPLITTER)" "excerpts" "$(EXCERPTS) $(foreach c,$(CHAPTERS),chapters/$(c))" "check-excerpts" "sh tests/check-excerpts/run.sh $(EXCERPTS)" "install" "sh tests/install.sh" "check-chapters" "sh tests/check-chapters.sh" "README" "sh tools/check-readme.sh $(CXX)" "torture" $(TORTURE_SMALL) "torture, io threads" $(TORTURE_THREADS) "python-interop" "bash tests/interop/python.sh $(BUILD)/bin/keystonelight-server"'
+	@$(MAKE) --no-print-directory check EXTRA_RUNS='"split-chapters" "sh tests/split-chapters/run.sh $(SPLITTER)" "excerpts" "$(EXCERPTS) $(foreach c,$(CHAPTERS),chapters/$(c))" "check-excerpts" "sh tests/check-excerpts/run.sh $(EXCERPTS)" "chapter-readmes" "sh tools/check-chapter-readmes.sh $(foreach c,$(CHAPTERS),chapters/$(c))" "check-chapter-readmes" "sh tests/check-chapter-readmes/run.sh" "install" "sh tests/install.sh" "check-chapters" "sh tests/check-chapters.sh" "README" "sh tools/check-readme.sh $(CXX)" "torture" $(TORTURE_SMALL) "torture, io threads" $(TORTURE_THREADS) "python-interop" "bash tests/interop/python.sh $(BUILD)/bin/keystonelight-server"'
 
 sanitize: doctest redis-tools chapters
 	@$(MAKE) --no-print-directory check BUILD=build/asan FINAL_ONLY=1 \
