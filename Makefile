@@ -84,8 +84,9 @@ chapters: $(SNAPSHOTS) $(DIFFS)
 # tools/check-excerpts.cpp); make test runs it, and tests/check-excerpts/run.sh checks
 # that it catches a stale excerpt. tools/check-chapter-readmes.sh checks the rest of what
 # a reader relies on: the "Before you start" and "Build it yourself" sections, a line in
-# "What the tests prove" for every TEST_CASE, links to sections that exist, and links to
-# the previous and next chapter's folders as they are numbered now.
+# "What the tests prove" for every TEST_CASE, a hint and a worked answer for every
+# exercise, links to sections that exist, and links to the previous and next chapter's
+# folders as they are numbered now.
 $(EXCERPTS): tools/check-excerpts.cpp
 	@mkdir -p $(@D)
 	$(CXX) -std=c++17 -O1 $(WARNINGS) $< -o $@

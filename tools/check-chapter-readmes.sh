@@ -6,9 +6,10 @@
 #   - a "## Before you start" section, with "What you need" and a reading map;
 #   - a "## Build it yourself" section naming `make learn CHAPTER=N` and learn/NN-name;
 #   - as many numbered items under "## What the tests prove" as test.cpp has TEST_CASEs;
+#   - under "## Exercises", a collapsed hint and worked answer for every exercise;
 #   - every link to a section (#anchor) names a heading of the README;
 #   - the last line links the previous and the next chapter's folders, as they are now.
-# Prints each failure, then "chapter-readmes: P passed, F failed" (five checks a chapter).
+# Prints each failure, then "chapter-readmes: P passed, F failed" (six checks a chapter).
 passed=0 failed=0
 pass() { passed=$((passed + 1)); }
 fail() { failed=$((failed + 1)); echo "$1"; }
@@ -32,6 +33,14 @@ for dir in "$@"; do
                 on && /^[0-9]+\. / { n++ } END { print n + 0 }' "$readme")
   if [ "$tests" -eq "$listed" ]; then pass; else
     fail "$readme: 'What the tests prove' lists $listed tests; test.cpp has $tests TEST_CASEs"; fi
+  exercises=$(awk '/^## Exercises/ { on = 1; next } /^## |^---$/ { on = 0 }
+                   on && /^[0-9]+\. / { n++ } END { print n + 0 }' "$readme")
+  hints=$(awk '/^## Exercises/ { on = 1; next } /^## |^---$/ { on = 0 }
+               on && /<summary>Hint<\/summary>/ { n++ } END { print n + 0 }' "$readme")
+  answers=$(awk '/^## Exercises/ { on = 1; next } /^## |^---$/ { on = 0 }
+                 on && /<summary>A worked answer<\/summary>/ { n++ } END { print n + 0 }' "$readme")
+  if [ "$exercises" -eq "$hints" ] && [ "$exercises" -eq "$answers" ]; then pass; else
+    fail "$readme: $exercises exercises, $hints hints and $answers worked answers (one each, collapsed)"; fi
   # GitHub's anchors: the heading in lower case, punctuation dropped, spaces as hyphens.
   missing=$(awk '
     /^```/ { fence = !fence; next }

@@ -2,7 +2,8 @@
 # tests/check-chapter-readmes/run.sh: tools/check-chapter-readmes.sh must catch what goes
 # stale. On a scratch copy of the chapters it passes as they are, and fails, naming
 # the README, once a test is added without its line, a section link loses its heading,
-# a chapter is renumbered under the links, or "Build it yourself" names the wrong chapter.
+# a chapter is renumbered under the links, "Build it yourself" names the wrong chapter, or
+# an exercise loses its hint.
 suite=check-chapter-readmes
 . "$(dirname "$0")/../support/script.sh"
 work=$(mktemp -d) || exit 1
@@ -31,4 +32,6 @@ expect "a renumbered or renamed neighbour breaks the links, in both neighbours" 
 
 fresh; sed -i 's/^make learn CHAPTER=3$/make learn CHAPTER=4/' "$work/chapters/03-crash-recovery/README.md"; check
 expect "Build it yourself naming another chapter fails" 1 "must show 'make learn CHAPTER=3'"
+fresh; sed -i '0,/<summary>Hint<\/summary>/{/<summary>Hint<\/summary>/d}' "$work/chapters/04-compaction/README.md"; check
+expect "an exercise without its hint fails" 1 "04-compaction/README.md: 5 exercises, 4 hints and 5 worked answers"
 summary
