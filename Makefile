@@ -5,7 +5,11 @@
 #   make test            build and run every test (installs doctest-dev when it can)
 #   make chapters        regenerate chapters/*/keystonelight.hpp and CHANGES.diff
 #   make check-chapters  regenerate, and fail if git sees a difference (CI runs this)
-#   make check-excerpts  fail if a chapter README quotes code its chapter no longer has
+#   make check-excerpts  fail if a chapter README quotes code its chapter no longer has,
+#                        misses a test, or links a section or chapter that is not there
+#   make learn CHAPTER=N write chapter N yourself: learn/NN-name/ gets chapter N-1's header
+#                        (yours to change), the tests of chapters 1 to N and a Makefile
+#                        whose `make check` says how many pass in each chapter
 #   make sanitize        every test, against the final header, under AddressSanitizer and UBSan
 #   make tsan            every test, against the final header, under ThreadSanitizer
 #   make check-clang     compile every test and program with clang too (warnings as errors)
@@ -48,7 +52,7 @@ DIFFS     := $(foreach c,$(CHAPTERS),chapters/$(c)/CHANGES.diff)
 RUN_PROGRAM := $(BUILD)/bin/keystonelight-server
 RUN_ARGS    ?=
 
-.PHONY: all run test check chapters check-chapters check-excerpts check-clang sanitize tsan fuzz fuzz-tools install uninstall clean \
+.PHONY: all run learn test check chapters check-chapters check-excerpts check-clang sanitize tsan fuzz fuzz-tools install uninstall clean \
         doctest redis-tools packaging-tools bench torture soak
 
 PROGRAMS := $(patsubst examples/%.cpp,$(BUILD)/bin/%,$(wildcard examples/*.cpp))
@@ -78,13 +82,18 @@ chapters: $(SNAPSHOTS) $(DIFFS)
 
 # Every ```cpp and ```diff block of a chapter README is still code of that chapter (see
 # tools/check-excerpts.cpp); make test runs it, and tests/check-excerpts/run.sh checks
-# that it catches a stale excerpt.
+# that it catches a stale excerpt. tools/check-chapter-readmes.sh checks the rest of what
+# a reader relies on: the "Before you start" and "Build it yourself" sections, a line in
+# "What the tests prove" for every TEST_CASE, a hint and a worked answer for every
+# exercise, links to sections that exist, and links to the previous and next chapter's
+# folders as they are numbered now.
 $(EXCERPTS): tools/check-excerpts.cpp
 	@mkdir -p $(@D)
 	$(CXX) -std=c++17 -O1 $(WARNINGS) $< -o $@
 
 check-excerpts: chapters $(EXCERPTS)
 	@$(EXCERPTS) $(foreach c,$(CHAPTERS),chapters/$(c))
+	@sh tools/check-chapter-readmes.sh $(foreach c,$(CHAPTERS),chapters/$(c))
 
 # Moves $(1).tmp over $(1) only when their contents differ. A fresh clone gives files
 # arbitrary times, so a snapshot may look older than keystonelight.hpp: its rule then runs,
@@ -112,6 +121,19 @@ $(BUILD)/chapters/$(1)/example: chapters/$(1)/example.cpp chapters/$(1)/keystone
 	$(CXX) $(FLAGS) $$< -o $$@
 endef
 $(foreach n,$(NUMBERS),$(eval $(call chapter_rules,$(word $(n),$(CHAPTERS)),$(n),$(if $(filter 1,$(n)),,chapters/$(word $(shell expr $(n) - 1),$(CHAPTERS))/keystonelight.hpp))))
+
+# ---------------------------------------------------------------------------------------
+# The learner's track: make learn CHAPTER=N prepares learn/NN-name/ (tools/learn/), where
+# keystonelight.hpp starts as chapter N-1 left it and `make check` runs the tests of
+# chapters 1 to N against it. A header already there is the learner's and is kept.
+# LEARN_DIR puts the folder elsewhere; LEARN_HEADER copies a header in (make test does,
+# with each chapter's snapshot).
+# ---------------------------------------------------------------------------------------
+CHAPTER    ?=
+LEARN_DIR  ?=
+LEARN_HEADER ?=
+learn: doctest
+	@sh tools/learn/prepare.sh "$(CHAPTER)" "$(LEARN_DIR)" "$(LEARN_HEADER)"
 
 check-chapters: chapters
 	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
@@ -184,7 +206,28 @@ FINAL_ONLY ?=
 # their compile time and costs nothing at run time; the final header's keeps it, and so
 # does every sanitizer build: a failure is debugged there, or with OPT="-O0 -g".
 SNAPSHOT_FLAGS := $(filter-out -g,$(FLAGS))
-$(if $(FINAL_ONLY),,$(foreach n,$(NUMBERS),$(eval $(call test_binary,$(word $(n),$(CHAPTERS)),chapters/$(word $(n),$(CHAPTERS))/keystonelight.hpp,$(wordlist 1,$(n),$(CHAPTERS)),,$(call up_to_list,$(wordlist 2,$(n),x $(CHAPTERS))),$(SNAPSHOT_FLAGS)))))
+# Each snapshot's tests run through the learner's track (tools/learn/): $(BUILD)/learn/NN-name
+# is what `make learn CHAPTER=N` prepares, with chapter N's snapshot as the header, and its
+# `make check` builds and runs the tests of chapters 1 to N as a learner's does, one line
+# per chapter. So every make test checks that the track passes with the book's code, at no
+# cost beyond the snapshots' tests. The other half, that it fails before the learner writes
+# anything, costs one compile a chapter: in $(BUILD)/learn-before/NN-name, chapter N's own
+# test.cpp alone against the header chapter N-1 left must fail (tools/learn/check-before.sh).
+# The builds run with the rest (learn-build-*, in parallel); the runs with the other tests.
+LEARN_ARGS = CXX='$(CXX)' FLAGS='$(SNAPSHOT_FLAGS)' DOCTEST_MAIN='$(abspath $(BUILD)/obj/doctest_main.o)'
+define learn_tests
+.PHONY: learn-build-$(1) learn-before-$(1)
+learn-build-$(1): $(BUILD)/obj/doctest_main.o chapters/$(1)/keystonelight.hpp | doctest
+	@sh tools/learn/prepare.sh $(2) $(BUILD)/learn/$(1) chapters/$(1)/keystonelight.hpp
+	+@$(MAKE) -k -s --no-print-directory -C $(BUILD)/learn/$(1) build $(LEARN_ARGS) || true
+learn-before-$(1): $(BUILD)/obj/doctest_main.o $(SNAPSHOTS) | doctest
+	@sh tools/learn/prepare.sh $(2) $(BUILD)/learn-before/$(1) -
+	+@$(MAKE) -k -s --no-print-directory -C $(BUILD)/learn-before/$(1) build ONLY=$(1) $(LEARN_ARGS) || true
+LEARN_BUILDS += learn-build-$(1) learn-before-$(1)
+TEST_RUNS += "$(1)" "$(MAKE) -s --no-print-directory -C $(BUILD)/learn/$(1) check $(LEARN_ARGS)"
+TEST_RUNS += "$(1), before" "sh tools/learn/check-before.sh $(BUILD)/learn-before/$(1) $(1) $(LEARN_ARGS)"
+endef
+$(if $(FINAL_ONLY),,$(foreach n,$(NUMBERS),$(eval $(call learn_tests,$(word $(n),$(CHAPTERS)),$(n)))))
 $(eval $(call test_binary,final,$(HEADER),$(CHAPTERS),$(wildcard tests/*_test.cpp),$(call up_to_list,$(CHAPTERS)),$(FLAGS)))
 # From chapter 13 the server has two I/O models, the event loop by default: the final
 # header's server suites run once more with thread per connection (tests/support/server_io.hpp).
@@ -204,8 +247,8 @@ TORTURE_SMALL := "$(TORTURE) $(BUILD)/bin/keystonelight-server --trials 6 --ms 1
 TORTURE_THREADS := "$(TORTURE) $(BUILD)/bin/keystonelight-server --trials 6 --ms 100,400 --ballast 20000 --io threads"
 
 # Runs what is built; `test`, `sanitize` and `tsan` differ in the flags and what they add.
-check: $(TEST_BINARIES) all $(TORTURE)
-	@sh tools/run-tests.sh tests $(TEST_RUNS) $(EXAMPLE_RUNS) $(SCRIPT_RUNS) $(EXTRA_RUNS)
+check: $(TEST_BINARIES) $(LEARN_BUILDS) all $(TORTURE)
+	+@sh tools/run-tests.sh tests $(TEST_RUNS) $(EXAMPLE_RUNS) $(SCRIPT_RUNS) $(EXTRA_RUNS)
 
 # redis-cli and redis-benchmark, for the interoperability tests: installed when possible;
 # without them those tests say they were skipped (CI installs them, so it never skips).
@@ -223,7 +266,7 @@ packaging-tools:
 # redis-py and Django's cache through django-redis (tests/interop/python.sh) run as any
 # other check; without their packages they say they were skipped.
 test: doctest redis-tools packaging-tools chapters $(SPLITTER) $(EXCERPTS) $(TORTURE)
-	@$(MAKE) --no-print-directory check EXTRA_RUNS='"split-chapters" "sh tests/split-chapters/run.sh $(SPLITTER)" "excerpts" "$(EXCERPTS) $(foreach c,$(CHAPTERS),chapters/$(c))" "check-excerpts" "sh tests/check-excerpts/run.sh $(EXCERPTS)" "install" "sh tests/install.sh" "check-chapters" "sh tests/check-chapters.sh" "README" "sh tools/check-readme.sh $(CXX)" "torture" $(TORTURE_SMALL) "torture, io threads" $(TORTURE_THREADS) "python-interop" "bash tests/interop/python.sh $(BUILD)/bin/keystonelight-server"'
+	@$(MAKE) --no-print-directory check EXTRA_RUNS='"split-chapters" "sh tests/split-chapters/run.sh $(SPLITTER)" "excerpts" "$(EXCERPTS) $(foreach c,$(CHAPTERS),chapters/$(c))" "check-excerpts" "sh tests/check-excerpts/run.sh $(EXCERPTS)" "chapter-readmes" "sh tools/check-chapter-readmes.sh $(foreach c,$(CHAPTERS),chapters/$(c))" "check-chapter-readmes" "sh tests/check-chapter-readmes/run.sh" "install" "sh tests/install.sh" "check-chapters" "sh tests/check-chapters.sh" "README" "sh tools/check-readme.sh $(CXX)" "torture" $(TORTURE_SMALL) "torture, io threads" $(TORTURE_THREADS) "python-interop" "bash tests/interop/python.sh $(BUILD)/bin/keystonelight-server"'
 
 sanitize: doctest redis-tools chapters
 	@$(MAKE) --no-print-directory check BUILD=build/asan FINAL_ONLY=1 \
