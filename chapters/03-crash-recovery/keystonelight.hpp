@@ -686,9 +686,7 @@ class LogWriter {
   static constexpr std::size_t kKeepBufferBytes = 1 << 20;  // drop buffers grown past this
 
   std::unique_ptr<File> file_;
-  // Atomic because from chapter 15 the thread that appends is not always the one that
-  // asks for the size: a group-commit leader writes while a writer checks the size.
-  std::atomic<std::uint64_t> size_;
+  std::uint64_t size_;
   std::string buffer_;  // the record being written, reused to spare an allocation each
   Status broken_;       // set when a failed append could not be cut back
 };
