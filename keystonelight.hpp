@@ -2526,8 +2526,7 @@ class Disk {
         if (options_.fsync == FsyncPolicy::kEverySecond) unsynced_ = true;
         batch.clear();  // keep the buffer for the next batch, unless a big one grew it
         if (pending_.empty() && batch.capacity() <= kKeepBatchBytes) pending_.swap(batch);
-      } else if (log == log_ && failed_.ok()) {
-        // (A compaction that replaced the log meanwhile wrote these records in the new one.)
+      } else if (failed_.ok()) {
         failed_ = sticky(s);
       }
       durable_cv_.notify_all();
@@ -2642,6 +2641,11 @@ class Disk {
   // over the log, which swaps the two in one step; (4) fsync the directory, so that the
   // rename itself survives a power cut; (5) append to the new log from now on.
   Status rewrite(const Contents& contents, bool* replaced) {
+//> chapter 15
+    // Writers wait (the caller holds their lock): write the batch first, so that the new
+    // log is made from changes that all reached the old one, and a failure is a failure.
+    if (Status s = wait_durable(appended_.load()); !s.ok()) return s;
+//< chapter 15
     FileSystem* fs = options_.file_system;
     const std::string temp = path_in(options_.dir, kCompactFileName);
     const std::string path = path_in(options_.dir, kLogFileName);
@@ -2669,7 +2673,7 @@ class Disk {
 //> chapter 5
     synced_ = appended_.load();  // the new log was synced whole: every write so far is durable
 //> chapter 15
-    pending_.clear();  // the batch not written yet: the new log has its changes already
+    assert(pending_.empty());  // written before the snapshot, and writers still wait
 //< chapter 15
     durable_cv_.notify_all();
 //< chapter 5
@@ -3603,6 +3607,7 @@ class Store {
     // commit() and compact() give it back first. While it is held, other threads wait
     // for the store: hold it only across writes, never while waiting on anything.
     void hold(bool on) {
+      if (store_->in_transaction()) return;  // the transaction's locks stay where they are
       hold_ = on;
       if (!on && writers_.owns_lock()) {
         map_.unlock();
@@ -3781,6 +3786,7 @@ class Store {
         : writers(store->writers_mu_, std::defer_lock), map(store->mu_, std::defer_lock) {
       if (store->in_transaction()) return;
 //> chapter 15
+      store_ = store;
       if (Deferred* deferred = store->deferring(); deferred != nullptr && deferred->hold_) {
         deferred->lock();  // a run of writes takes the locks once (chapter 15)
         return;
@@ -3790,6 +3796,19 @@ class Store {
       map.lock();
     }
 //< chapter 10
+//> chapter 15
+    // A write that returns without finish_write(), having nothing to change (SET NX of a
+    // key that is there, INCR of a value that is no number), answered from what it saw:
+    // like a read's, its answer waits for every record appended before it (chapter 15).
+    ~WriteLock() {
+      if (store_ == nullptr || finished) return;
+      if (map.owns_lock()) map.unlock();
+      if (writers.owns_lock()) writers.unlock();
+      (void)store_->read([] { return true; });
+    }
+    Store* store_ = nullptr;  // null inside a transaction: its commit settles everything
+    bool finished = false;    // finish_write() has settled it
+//< chapter 15
     std::unique_lock<WritersMutex> writers;
     std::unique_lock<detail::SharedMutex> map;
   };
@@ -3889,7 +3908,8 @@ class Store {
   // This thread's Deferred for this store, if it holds one (chapter 15).
   Deferred* deferring() const {
     Deferred* deferred = Deferred::current();
-    return deferred != nullptr && deferred->store_ == this ? deferred : nullptr;
+    while (deferred != nullptr && deferred->store_ != this) deferred = deferred->outer_;
+    return deferred;
   }
 //< chapter 15
 };
@@ -4480,15 +4500,15 @@ inline Status Store::log_delete(std::string_view key) {
 // =======================================================================================
 
 inline Status Store::compact() {
-//> chapter 15
-  if (Deferred* deferred = deferring()) deferred->hold(false);  // it needs writers_mu_ itself
-//< chapter 15
 //> chapter 10
   if (in_transaction()) {  // refused in memory too, so that both kinds of store agree
     return Status::invalid_argument("a compaction cannot run inside a transaction, which "
                                     "holds the writer lock it needs: compact after it");
   }
 //< chapter 10
+//> chapter 15
+  if (Deferred* deferred = deferring()) deferred->hold(false);  // it needs writers_mu_ itself
+//< chapter 15
   if (!disk_) return Status();
 //> chapter 5
   // Writers wait, so the map the new log is made from is the map when it replaces the
@@ -4505,7 +4525,13 @@ inline Stats Store::stats() const {
 #endif //< chapters 5-9
 //> chapter 10
   std::shared_lock<detail::SharedMutex> lock(mu_, std::defer_lock);
+#if 0 //> chapters 10-14
   if (!in_transaction()) lock.lock();
+#endif //< chapters 10-14
+//> chapter 15
+  const Deferred* deferred = deferring();
+  if (!in_transaction() && !(deferred != nullptr && deferred->writers_.owns_lock())) lock.lock();
+//< chapter 15
 //< chapter 10
 //< chapter 5
   Stats stats = disk_ ? disk_->stats() : Stats();
@@ -4575,6 +4601,7 @@ inline Status Store::finish_write(WriteLock& lock) {
   if (!lock.writers.owns_lock()) return Status();  // in a transaction: its commit waits
 #endif //< chapters 10-14
 //> chapter 15
+  lock.finished = true;
   if (!lock.writers.owns_lock()) {  // in a transaction (its commit waits), or held by a Deferred
     Deferred* deferred = deferring();
     if (deferred != nullptr && !in_transaction() && disk_) deferred->note(disk_->appended());
@@ -4603,7 +4630,7 @@ auto Store::read(Peek peek) const -> decltype(peek()) {
 //< chapter 10
 //> chapter 15
   if (Deferred* deferred = deferring(); deferred != nullptr && deferred->writers_.owns_lock()) {
-    if (disk_) deferred->note(disk_->appended());  // it holds the lock: nothing can change
+    if (disk_ && !undone_) deferred->note(disk_->appended());  // it holds the lock
     return peek();
   }
 //< chapter 15
@@ -5460,6 +5487,7 @@ inline Status Store::copy(std::string_view from, std::string_view to, bool repla
 inline Store::Deferred::Deferred(Store* store)
     : store_(store), outer_(current()), writers_(store->writers_mu_, std::defer_lock),
       map_(store->mu_, std::defer_lock) {
+  assert(store->deferring() == nullptr && "one Deferred per store and thread");
   current() = this;
 }
 
@@ -5469,6 +5497,10 @@ inline Store::Deferred::~Deferred() {
 }
 
 inline Status Store::Deferred::commit() {
+  if (store_->in_transaction()) {
+    return Status::invalid_argument("a Deferred cannot commit inside a transaction, whose "
+                                    "record is written when it ends: commit after it");
+  }
   hold(false);
   const std::uint64_t ticket = std::exchange(ticket_, 0);
   if (ticket == 0 || !store_->disk_) return Status();

@@ -38,7 +38,10 @@ int main() {
   {
     kl::Store::Deferred deferred(store.get());
     for (int i = 0; i < 1000; ++i) {
-      (void)store->set("user:" + std::to_string(1000 + i), "{\"visits\": 0}");
+      if (kl::Status s = store->set("user:" + std::to_string(1000 + i), "{\"visits\": 0}"); !s.ok()) {
+        std::cerr << s.to_string() << "\n";  // a key or value over the limits, say
+        return 1;
+      }
     }
     std::cout << "1000 sets applied; the log holds " << log_size(dir) << " bytes (its header)\n";
     std::cout << "a get sees them already: " << *store->get("user:1999") << "\n";

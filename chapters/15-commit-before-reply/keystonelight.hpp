@@ -2217,8 +2217,7 @@ class Disk {
         if (options_.fsync == FsyncPolicy::kEverySecond) unsynced_ = true;
         batch.clear();  // keep the buffer for the next batch, unless a big one grew it
         if (pending_.empty() && batch.capacity() <= kKeepBatchBytes) pending_.swap(batch);
-      } else if (log == log_ && failed_.ok()) {
-        // (A compaction that replaced the log meanwhile wrote these records in the new one.)
+      } else if (failed_.ok()) {
         failed_ = sticky(s);
       }
       durable_cv_.notify_all();
@@ -2322,6 +2321,9 @@ class Disk {
   // over the log, which swaps the two in one step; (4) fsync the directory, so that the
   // rename itself survives a power cut; (5) append to the new log from now on.
   Status rewrite(const Contents& contents, bool* replaced) {
+    // Writers wait (the caller holds their lock): write the batch first, so that the new
+    // log is made from changes that all reached the old one, and a failure is a failure.
+    if (Status s = wait_durable(appended_.load()); !s.ok()) return s;
     FileSystem* fs = options_.file_system;
     const std::string temp = path_in(options_.dir, kCompactFileName);
     const std::string path = path_in(options_.dir, kLogFileName);
@@ -2347,7 +2349,7 @@ class Disk {
     unsynced_ = false;
     retry_at_bytes_ = 0;  // any back-off measured the old log
     synced_ = appended_.load();  // the new log was synced whole: every write so far is durable
-    pending_.clear();  // the batch not written yet: the new log has its changes already
+    assert(pending_.empty());  // written before the snapshot, and writers still wait
     durable_cv_.notify_all();
     return Status();
   }
@@ -3233,6 +3235,7 @@ class Store {
     // commit() and compact() give it back first. While it is held, other threads wait
     // for the store: hold it only across writes, never while waiting on anything.
     void hold(bool on) {
+      if (store_->in_transaction()) return;  // the transaction's locks stay where they are
       hold_ = on;
       if (!on && writers_.owns_lock()) {
         map_.unlock();
@@ -3374,6 +3377,7 @@ class Store {
     explicit WriteLock(Store* store)
         : writers(store->writers_mu_, std::defer_lock), map(store->mu_, std::defer_lock) {
       if (store->in_transaction()) return;
+      store_ = store;
       if (Deferred* deferred = store->deferring(); deferred != nullptr && deferred->hold_) {
         deferred->lock();  // a run of writes takes the locks once (chapter 15)
         return;
@@ -3381,6 +3385,17 @@ class Store {
       writers.lock();
       map.lock();
     }
+    // A write that returns without finish_write(), having nothing to change (SET NX of a
+    // key that is there, INCR of a value that is no number), answered from what it saw:
+    // like a read's, its answer waits for every record appended before it (chapter 15).
+    ~WriteLock() {
+      if (store_ == nullptr || finished) return;
+      if (map.owns_lock()) map.unlock();
+      if (writers.owns_lock()) writers.unlock();
+      (void)store_->read([] { return true; });
+    }
+    Store* store_ = nullptr;  // null inside a transaction: its commit settles everything
+    bool finished = false;    // finish_write() has settled it
     std::unique_lock<WritersMutex> writers;
     std::unique_lock<detail::SharedMutex> map;
   };
@@ -3468,7 +3483,8 @@ class Store {
   // This thread's Deferred for this store, if it holds one (chapter 15).
   Deferred* deferring() const {
     Deferred* deferred = Deferred::current();
-    return deferred != nullptr && deferred->store_ == this ? deferred : nullptr;
+    while (deferred != nullptr && deferred->store_ != this) deferred = deferred->outer_;
+    return deferred;
   }
 };
 
@@ -3886,11 +3902,11 @@ inline Status Store::log_delete(std::string_view key) {
 // =======================================================================================
 
 inline Status Store::compact() {
-  if (Deferred* deferred = deferring()) deferred->hold(false);  // it needs writers_mu_ itself
   if (in_transaction()) {  // refused in memory too, so that both kinds of store agree
     return Status::invalid_argument("a compaction cannot run inside a transaction, which "
                                     "holds the writer lock it needs: compact after it");
   }
+  if (Deferred* deferred = deferring()) deferred->hold(false);  // it needs writers_mu_ itself
   if (!disk_) return Status();
   // Writers wait, so the map the new log is made from is the map when it replaces the
   // old one; readers go on, since nothing changes the map meanwhile.
@@ -3900,7 +3916,8 @@ inline Status Store::compact() {
 
 inline Stats Store::stats() const {
   std::shared_lock<detail::SharedMutex> lock(mu_, std::defer_lock);
-  if (!in_transaction()) lock.lock();
+  const Deferred* deferred = deferring();
+  if (!in_transaction() && !(deferred != nullptr && deferred->writers_.owns_lock())) lock.lock();
   Stats stats = disk_ ? disk_->stats() : Stats();
   stats.live_bytes = (disk_ ? kFileHeaderBytes : 0) + live_bytes_;
   std::lock_guard<CompactorMutex> compactor(compactor_mu_);
@@ -3946,6 +3963,7 @@ inline void Store::count_live(int sign, std::string_view key, std::string_view v
 // =======================================================================================
 
 inline Status Store::finish_write(WriteLock& lock) {
+  lock.finished = true;
   if (!lock.writers.owns_lock()) {  // in a transaction (its commit waits), or held by a Deferred
     Deferred* deferred = deferring();
     if (deferred != nullptr && !in_transaction() && disk_) deferred->note(disk_->appended());
@@ -3968,7 +3986,7 @@ template <typename Peek>
 auto Store::read(Peek peek) const -> decltype(peek()) {
   if (in_transaction()) return peek();  // its thread holds the lock, and its writes wait
   if (Deferred* deferred = deferring(); deferred != nullptr && deferred->writers_.owns_lock()) {
-    if (disk_) deferred->note(disk_->appended());  // it holds the lock: nothing can change
+    if (disk_ && !undone_) deferred->note(disk_->appended());  // it holds the lock
     return peek();
   }
   std::shared_lock<detail::SharedMutex> lock(mu_);
@@ -4735,6 +4753,7 @@ inline Status Store::copy(std::string_view from, std::string_view to, bool repla
 inline Store::Deferred::Deferred(Store* store)
     : store_(store), outer_(current()), writers_(store->writers_mu_, std::defer_lock),
       map_(store->mu_, std::defer_lock) {
+  assert(store->deferring() == nullptr && "one Deferred per store and thread");
   current() = this;
 }
 
@@ -4744,6 +4763,10 @@ inline Store::Deferred::~Deferred() {
 }
 
 inline Status Store::Deferred::commit() {
+  if (store_->in_transaction()) {
+    return Status::invalid_argument("a Deferred cannot commit inside a transaction, whose "
+                                    "record is written when it ends: commit after it");
+  }
   hold(false);
   const std::uint64_t ticket = std::exchange(ticket_, 0);
   if (ticket == 0 || !store_->disk_) return Status();

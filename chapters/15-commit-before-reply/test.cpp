@@ -188,6 +188,33 @@ TEST_CASE("a failed commit undoes every write of the batch, and the store refuse
   CHECK_FALSE(reopened->exists("lost"));
 }
 
+TEST_CASE("a compaction writes the waiting batch first, and fails, changing nothing, if it cannot") {
+  kltest::TempDir dir;
+  kltest::FaultyFileSystem fs;
+  auto store = open_store(options_for(dir, &fs, kl::FsyncPolicy::kNever));
+  REQUIRE(store->set("kept", "1").ok());
+  {
+    kl::Store::Deferred deferred(store.get());
+    REQUIRE(store->set("written", "1").ok());
+    REQUIRE(store->compact().ok());  // the batch, then the snapshot made from it
+    CHECK(deferred.durable() >= deferred.take());
+  }
+  fs.arm(kltest::Op::kAppend, 0, kltest::Fault::kFail, "No space left on device");
+  {
+    kl::Store::Deferred deferred(store.get());
+    REQUIRE(store->set("lost", "1").ok());
+    CHECK(store->compact().code() == kl::Status::Code::kIOError);
+    CHECK_FALSE(deferred.commit().ok());
+  }
+  CHECK_FALSE(store->exists("lost"));  // undone: the compaction did not make it durable
+  fs.disarm();
+  (void)store->close();
+  auto reopened = open_store(options_for(dir, &fs, kl::FsyncPolicy::kNever));
+  CHECK(reopened->get("kept") == "1");
+  CHECK(reopened->get("written") == "1");
+  CHECK_FALSE(reopened->exists("lost"));
+}
+
 TEST_CASE("concurrent embedded writers share their write(2)s and fsyncs") {
   kltest::TempDir dir;
   CountingFileSystem fs;
@@ -206,8 +233,8 @@ TEST_CASE("concurrent embedded writers share their write(2)s and fsyncs") {
   for (auto& w : writers) w.join();
   CHECK(store->size() == kThreads * kWrites);
   // Each set() returned only after its fsync; four writers share most of them.
-  CHECK(fs.appends.load() - appends_before < kThreads * kWrites);
-  CHECK(fs.syncs_done.load() < kThreads * kWrites);
+  CHECK(fs.appends.load() - appends_before < kThreads * kWrites / 2);
+  CHECK(fs.syncs_done.load() < kThreads * kWrites / 2);
 }
 
 TEST_CASE("sixteen pipelined SETs reach the file in one write(2)") {
@@ -274,17 +301,18 @@ TEST_CASE("a reply that depended on a failed commit becomes an error; the others
     kl::Reply reply;
     REQUIRE(client->command({"PING"}, &reply).ok());
     fs.arm(kltest::Op::kAppend, 0, kltest::Fault::kFailAlways, "No space left on device");
-    client->send({"PING"});              // depends on nothing
-    client->send({"SET", "lost", "1"});  // its record cannot be written
-    client->send({"GET", "lost"});       // saw it
-    client->send({"ECHO", "hello"});     // depends on nothing
+    client->send({"PING"});                          // depends on nothing
+    client->send({"SET", "lost", "1"});              // its record cannot be written
+    client->send({"SET", "lost", "2", "NX", "GET"});  // changes nothing, but saw "1"
+    client->send({"GET", "lost"});                   // saw it
+    client->send({"ECHO", "hello"});                 // depends on nothing
     REQUIRE(client->flush().ok());
     REQUIRE(client->read(&reply).ok());
     CHECK(reply.text == "PONG");
-    REQUIRE(client->read(&reply).ok());
-    CHECK(reply.type == kl::Reply::Type::kError);
-    REQUIRE(client->read(&reply).ok());
-    CHECK(reply.type == kl::Reply::Type::kError);
+    for (int i = 0; i < 3; ++i) {
+      REQUIRE(client->read(&reply).ok());
+      CHECK(reply.type == kl::Reply::Type::kError);
+    }
     CHECK(reply.text.find("No space left on device") != std::string::npos);
     REQUIRE(client->read(&reply).ok());
     CHECK(reply.text == "hello");
