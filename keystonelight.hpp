@@ -3218,6 +3218,42 @@ class Table {
   static constexpr std::size_t kEntryHeaderBytes = sizeof(Entry);  // 8 + 4 + 4
   static_assert(kEntryHeaderBytes == 16, "an entry's header is a pointer and two sizes");
 
+  // A bucket array, from calloc: a large one is fresh pages from the kernel, zero already
+  // (a null pointer is all zero bits on every platform this header runs on), so starting
+  // a growth does not stop to write 16 MB of zeros, as std::vector's would.
+  class Buckets {
+   public:
+    Buckets() = default;
+    ~Buckets() { std::free(slots_); }
+    Buckets(const Buckets&) = delete;
+    Buckets& operator=(const Buckets&) = delete;
+    std::size_t size() const { return size_; }
+    bool empty() const { return size_ == 0; }
+    Entry*& operator[](std::size_t i) { return slots_[i]; }
+    Entry* const& operator[](std::size_t i) const { return slots_[i]; }
+    Entry** begin() { return slots_; }
+    Entry** end() { return slots_ + size_; }
+    Entry* const* begin() const { return slots_; }
+    Entry* const* end() const { return slots_ + size_; }
+    void reset(std::size_t n) {  // n null buckets (none: 0), whatever it held forgotten
+      std::free(slots_);
+      slots_ = nullptr;
+      size_ = 0;
+      if (n == 0) return;
+      slots_ = static_cast<Entry**>(std::calloc(n, sizeof(Entry*)));
+      if (slots_ == nullptr) throw std::bad_alloc();
+      size_ = n;
+    }
+    void swap(Buckets& other) {
+      std::swap(slots_, other.slots_);
+      std::swap(size_, other.size_);
+    }
+
+   private:
+    Entry** slots_ = nullptr;
+    std::size_t size_ = 0;
+  };
+
  public:
   // The key of an entry: a view of its bytes, valid until the entry changes or goes.
   class Key : public std::string_view {
@@ -3324,7 +3360,7 @@ class Table {
         : table_(table), which_(which), bucket_(bucket), node_(node) {}
     void settle(std::size_t which, std::size_t bucket) {  // the first entry from there on
       for (which_ = which; which_ < 2; ++which_, bucket = 0) {
-        const std::vector<Entry*>& buckets = table_->buckets_[which_];
+        const Buckets& buckets = table_->buckets_[which_];
         for (bucket_ = bucket; bucket_ < buckets.size(); ++bucket_) {
           if ((node_ = buckets[bucket_]) != nullptr) return;
         }
@@ -3373,7 +3409,7 @@ class Table {
     if (!key.empty()) std::memcpy(entry->key(), key.data(), key.size());
     if (!value.empty()) std::memcpy(entry->value(), value.data(), value.size());
     const std::size_t which = growing() ? 1 : 0;
-    std::vector<Entry*>& buckets = buckets_[which];
+    Buckets& buckets = buckets_[which];
     const std::size_t bucket = hash & (buckets.size() - 1);
     entry->next = buckets[bucket];
     buckets[bucket] = entry;
@@ -3391,7 +3427,7 @@ class Table {
   // A hint that `key` is about to be looked up (chapter 14): starts loading its bucket,
   // or with `chain` the first entry of that bucket.
   void prefetch(std::string_view key, bool chain) const {
-    const std::vector<Entry*>& buckets = buckets_[growing() ? 1 : 0];
+    const Buckets& buckets = buckets_[growing() ? 1 : 0];
     if (buckets.empty()) return;
     Entry* const* bucket = &buckets[hash_of(key) & (buckets.size() - 1)];
     if (!chain) __builtin_prefetch(bucket);
@@ -3405,7 +3441,7 @@ class Table {
     std::size_t want = kMinBuckets;
     while (want < count && want <= std::numeric_limits<std::size_t>::max() / 4) want *= 2;
     if (want <= buckets_[0].size()) return;
-    buckets_[1].assign(want, nullptr);
+    buckets_[1].reset(want);
     rehash(std::numeric_limits<std::size_t>::max());
   }
 
@@ -3429,7 +3465,7 @@ class Table {
   }
 
   void clear() {
-    for (std::vector<Entry*>& buckets : buckets_) {
+    for (Buckets& buckets : buckets_) {
       for (Entry* head : buckets) {
         while (head != nullptr) {
           Entry* next = head->next;
@@ -3437,8 +3473,7 @@ class Table {
           head = next;
         }
       }
-      buckets.clear();
-      buckets.shrink_to_fit();
+      buckets.reset(0);
     }
     rehashed_ = 0;
     size_ = 0;
@@ -3456,8 +3491,8 @@ class Table {
   template <typename Visit>
   std::uint64_t scan(std::uint64_t cursor, std::size_t want, Visit visit) const {
     if (buckets_[0].empty()) return 0;
-    const std::vector<Entry*>& small = buckets_[0];
-    const std::vector<Entry*>& large = buckets_[growing() ? 1 : 0];
+    const Buckets& small = buckets_[0];
+    const Buckets& large = buckets_[growing() ? 1 : 0];
     const std::uint64_t small_mask = small.size() - 1, large_mask = large.size() - 1;
     std::size_t seen = 0;
     auto visit_chain = [&](Entry* entry) {
@@ -3509,8 +3544,8 @@ class Table {
   // The bytes the table holds from the allocator: entries (as the allocator rounds them)
   // and bucket arrays. For tests and the chapter's measurements.
   std::size_t allocated_bytes() const {
-    std::size_t total = (buckets_[0].capacity() + buckets_[1].capacity()) * sizeof(Entry*);
-    for (const std::vector<Entry*>& buckets : buckets_) {
+    std::size_t total = (buckets_[0].size() + buckets_[1].size()) * sizeof(Entry*);
+    for (const Buckets& buckets : buckets_) {
       for (const Entry* e : buckets) {
         for (; e != nullptr; e = e->next) total += usable_bytes(e, block_bytes(e));
       }
@@ -3548,7 +3583,7 @@ class Table {
   }
   iterator locate(std::string_view key, std::size_t hash) {
     for (std::size_t which = 0; which < (growing() ? 2 : 1); ++which) {
-      const std::vector<Entry*>& buckets = buckets_[which];
+      const Buckets& buckets = buckets_[which];
       if (buckets.empty()) return end();
       const std::size_t bucket = hash & (buckets.size() - 1);
       for (Entry* e = buckets[bucket]; e != nullptr; e = e->next) {
@@ -3566,9 +3601,9 @@ class Table {
     if (growing()) {
       rehash(kRehashStep);
     } else if (buckets_[0].empty()) {
-      buckets_[0].assign(kMinBuckets, nullptr);
+      buckets_[0].reset(kMinBuckets);
     } else if (size_ >= buckets_[0].size()) {
-      buckets_[1].assign(2 * buckets_[0].size(), nullptr);
+      buckets_[1].reset(2 * buckets_[0].size());
       rehashed_ = 0;
       rehash(kRehashStep);
     }
@@ -3578,8 +3613,8 @@ class Table {
   // Moves up to `steps` non-empty buckets (past up to 10 x steps empty ones) from the old
   // array to the new; once all have moved, the new array is the table's.
   void rehash(std::size_t steps) {
-    std::vector<Entry*>& from = buckets_[0];
-    std::vector<Entry*>& to = buckets_[1];
+    Buckets& from = buckets_[0];
+    Buckets& to = buckets_[1];
     const std::size_t mask = to.size() - 1;
     std::size_t empty_left = steps > std::numeric_limits<std::size_t>::max() / 10 ? steps : 10 * steps;
     while (steps > 0 && rehashed_ < from.size()) {
@@ -3601,8 +3636,7 @@ class Table {
     }
     if (rehashed_ == from.size()) {
       from.swap(to);
-      to.clear();
-      to.shrink_to_fit();
+      to.reset(0);
       rehashed_ = 0;
     }
   }
@@ -3610,7 +3644,7 @@ class Table {
   // The link that points to `e`: its bucket's head, or the entry before it.
   Entry** link_to(Entry* e) {
     const std::size_t hash = hash_of(e->key_view());
-    for (std::vector<Entry*>& buckets : buckets_) {
+    for (Buckets& buckets : buckets_) {
       if (buckets.empty()) continue;
       for (Entry** link = &buckets[hash & (buckets.size() - 1)]; *link != nullptr; link = &(*link)->next) {
         if (*link == e) return link;
@@ -3646,7 +3680,7 @@ class Table {
     return moved->value();
   }
 
-  std::vector<Entry*> buckets_[2];  // [0]: the table; [1]: the new array while growing
+  Buckets buckets_[2];  // [0]: the table; [1]: the new array while growing
   std::size_t rehashed_ = 0;        // buckets of [0] already moved to [1]
   std::size_t size_ = 0;
 };
