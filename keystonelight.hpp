@@ -4174,15 +4174,15 @@ class Store {
 
   // The expiry of `key` (0: none), and whether it has passed; a lock held. Neither reads
   // the clock, nor anything but an empty table, for a store where no key has an expiry.
-  std::int64_t expiry_of(std::string_view key) const;
-  bool expired(std::string_view key) const;
+  std::int64_t expiry_of(const std::string& key) const;
+  bool expired(const std::string& key) const;
   // Gives the entry at `it` the expiry `when_ms` (0: none; a time passed removes it),
   // logged as a kExpire record; the writer lock held.
   Status change_expiry(Map::iterator it, std::int64_t when_ms);
   Status log_expire(std::string_view key, std::int64_t when_ms);
   // Sets or (with 0) clears the expiry of a key that is in map_; starts the expiry cycle
   // with the first expiry set. The writer lock held.
-  void set_expiry(std::string_view key, std::int64_t expire_at_ms);
+  void set_expiry(const std::string& key, std::int64_t expire_at_ms);
 
   // The background expiry cycle: a thread started with the first expiry, stopped and
   // joined by close().
@@ -4221,15 +4221,31 @@ class Store {
   };
   std::unordered_map<std::string, Watched> watched_;
   std::uint64_t watch_clock_ = 0;
-  void touch(std::string_view key) {
+  void touch(const std::string& key) {
     if (watched_.empty()) return;
-    if (auto it = watched_.find(std::string(key)); it != watched_.end()) it->second.version = ++watch_clock_;
+    if (auto it = watched_.find(key); it != watched_.end()) it->second.version = ++watch_clock_;
   }
 //< chapter 10
 //> chapter 11
 
   mutable std::atomic<std::uint64_t> random_seed_{0x2545F4914F6CDD1Du};  // random_key()'s
 //< chapter 11
+//> chapter 15
+
+  // The keys chapter 15's table hands out are views of its entries, not std::string: the
+  // helpers that ask the std::string-keyed tables (expires_, watched_) take them too, and
+  // make the std::string only when that table holds a key at all.
+  std::int64_t expiry_of(std::string_view key) const {
+    return expires_.empty() ? 0 : expiry_of(std::string(key));
+  }
+  bool expired(std::string_view key) const { return !expires_.empty() && expired(std::string(key)); }
+  void set_expiry(std::string_view key, std::int64_t expire_at_ms) {
+    if (expire_at_ms != 0 || !expires_.empty()) set_expiry(std::string(key), expire_at_ms);
+  }
+  void touch(std::string_view key) {
+    if (!watched_.empty()) touch(std::string(key));
+  }
+//< chapter 15
 };
 
 inline std::optional<std::string> Store::get(std::string_view key) const {
@@ -5302,24 +5318,24 @@ inline std::size_t Store::expiring() const {
   return read([&] { return expires_.size(); });
 }
 
-inline std::int64_t Store::expiry_of(std::string_view key) const {
+inline std::int64_t Store::expiry_of(const std::string& key) const {
   if (expires_.empty()) return 0;
-  auto it = expires_.find(std::string(key));
+  auto it = expires_.find(key);
   return it == expires_.end() ? 0 : it->second;
 }
 
 // As in Redis, a key is still there during the very millisecond it expires at.
-inline bool Store::expired(std::string_view key) const {
+inline bool Store::expired(const std::string& key) const {
   const std::int64_t expiry = expiry_of(key);
   return expiry != 0 && now_ms() > expiry;
 }
 
-inline void Store::set_expiry(std::string_view key, std::int64_t expire_at_ms) {
+inline void Store::set_expiry(const std::string& key, std::int64_t expire_at_ms) {
   if (expire_at_ms == 0) {
-    if (!expires_.empty()) expires_.erase(std::string(key));
+    if (!expires_.empty()) expires_.erase(key);
     return;
   }
-  expires_[std::string(key)] = expire_at_ms;
+  expires_[key] = expire_at_ms;
   if (!active_expiry_) return;
   std::lock_guard<CompactorMutex> lock(expiry_mu_);
   // Once stop_expiry() has begun, the thread is its to join: no reading it here.
