@@ -120,7 +120,7 @@ TEST_CASE("a growth moves a few buckets per insert, and lookups find keys in bot
 }
 
 TEST_CASE("SCAN on the table visits every entry present for the whole walk while it grows") {
-  for (std::size_t count : {1, 3, 10, 100}) {
+  for (std::size_t count : {std::size_t{1}, std::size_t{3}, std::size_t{10}, std::size_t{100}}) {
     kl::detail::Table table;
     for (int i = 0; i < 2040; ++i) table.emplace("stay:" + std::to_string(i));  // 2048 buckets
     std::multiset<std::string> seen;
