@@ -301,7 +301,7 @@
 #include <sys/epoll.h>
 #endif
 //< chapter 13
-//> chapter 15
+//> chapter 16
 #include <new>
 #include <stdexcept>
 #if defined(__GLIBC__)
@@ -309,7 +309,7 @@
 #elif defined(__APPLE__)
 #include <malloc/malloc.h>
 #endif
-//< chapter 15
+//< chapter 16
 //> chapter 14
 
 // The processor's CRC-32C instruction (chapter 14), where there is one: SSE 4.2 on
@@ -1480,11 +1480,11 @@ inline std::atomic<bool>& crc32c_uses_hardware() {
 
 }  // namespace detail
 //< chapter 14
-//> chapter 15
+//> chapter 16
 
 namespace detail {
 
-// The bytes the allocator gave a block it was asked `asked` bytes for (chapter 15). It
+// The bytes the allocator gave a block it was asked `asked` bytes for (chapter 16). It
 // rounds every size up (glibc to 24, 40, 56 ... bytes), and the hash table keeps a
 // value's growth in that room; where the allocator does not say, just what was asked.
 inline std::size_t usable_bytes(const void* block, std::size_t asked) {
@@ -1501,7 +1501,7 @@ inline std::size_t usable_bytes(const void* block, std::size_t asked) {
 }
 
 }  // namespace detail
-//< chapter 15
+//< chapter 16
 //> chapter 2
 
 inline FileSystem* default_file_system() {
@@ -2919,7 +2919,7 @@ inline bool glob_match(std::string_view pattern, std::string_view text,
 
 }  // namespace detail
 //> chapter 11
-#if 0 //> chapters 11-14
+#if 0 //> chapters 11-15
 
 namespace detail {
 
@@ -3174,13 +3174,13 @@ class Table {
 };
 
 }  // namespace detail
-#endif //< chapters 11-14
+#endif //< chapters 11-15
 //< chapter 11
-//> chapter 15
+//> chapter 16
 
 namespace detail {
 
-// The store's hash table, built for the job (chapter 15). Chapter 11's table kept
+// The store's hash table, built for the job (chapter 16). Chapter 11's table kept
 // std::unordered_map's layout: a node holding two std::string (32 bytes each, plus a
 // second block for any value past 15 bytes), a next pointer and a hash. Here an entry is
 // one malloc'd block, the Entry header below followed by the key's bytes and the value's:
@@ -3686,7 +3686,7 @@ class Table {
 };
 
 }  // namespace detail
-//< chapter 15
+//< chapter 16
 //< chapter 6
 
 // =======================================================================================
@@ -4230,9 +4230,9 @@ class Store {
 
   mutable std::atomic<std::uint64_t> random_seed_{0x2545F4914F6CDD1Du};  // random_key()'s
 //< chapter 11
-//> chapter 15
+//> chapter 16
 
-  // The keys chapter 15's table hands out are views of its entries, not std::string: the
+  // The keys chapter 16's table hands out are views of its entries, not std::string: the
   // helpers that ask the std::string-keyed tables (expires_, watched_) take them too, and
   // make the std::string only when that table holds a key at all.
   std::int64_t expiry_of(std::string_view key) const {
@@ -4245,7 +4245,7 @@ class Store {
   void touch(std::string_view key) {
     if (!watched_.empty()) touch(std::string(key));
   }
-//< chapter 15
+//< chapter 16
 };
 
 inline std::optional<std::string> Store::get(std::string_view key) const {

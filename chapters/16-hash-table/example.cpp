@@ -1,4 +1,4 @@
-// Chapter 15's example: what a key costs in std::unordered_map and in the store's own
+// Chapter 16's example: what a key costs in std::unordered_map and in the store's own
 // table. It fills each with KEYS keys (16-byte keys, VALUE-byte values; 1 000 000 and 100
 // unless given) and prints, for each: the memory it took (the growth of the resident set
 // of a process forked for it, which counts what the allocator really holds), the time to
@@ -83,7 +83,7 @@ int main(int argc, char** argv) {
                   [](StdMap& map, const std::string& key, const std::string& value) {
                     map.insert_or_assign(key, value);
                   });
-  measure<kl::detail::Table>("detail::Table (chapter 15)", keys, value_bytes,
+  measure<kl::detail::Table>("detail::Table (chapter 16)", keys, value_bytes,
                              [](kl::detail::Table& table, const std::string& key, const std::string& value) {
                                table.insert_or_assign(key, value);
                              });

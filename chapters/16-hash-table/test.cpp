@@ -1,4 +1,4 @@
-// Chapter 15: a hash table built for the job. The table agrees with std::unordered_map,
+// Chapter 16: a hash table built for the job. The table agrees with std::unordered_map,
 // taken as a model, through inserts, overwrites, appends, deletes, growth and iteration;
 // SCAN visits every key present for the whole walk while the table grows, in the middle
 // of a growth included; readers under the shared lock stay right while a writer grows the
@@ -50,7 +50,7 @@ void check_same(const kl::detail::Table& table, const Model& model) {
 
 }  // namespace
 
-TEST_SUITE("chapter 15: a hash table built for the job") {
+TEST_SUITE("chapter 16: a hash table built for the job") {
 
 TEST_CASE("the table agrees with std::unordered_map through inserts, overwrites, appends, deletes and growth") {
   kl::detail::Table table;
