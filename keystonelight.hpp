@@ -301,6 +301,15 @@
 #include <sys/epoll.h>
 #endif
 //< chapter 13
+//> chapter 16
+#include <new>
+#include <stdexcept>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#elif defined(__APPLE__)
+#include <malloc/malloc.h>
+#endif
+//< chapter 16
 //> chapter 14
 
 // The processor's CRC-32C instruction (chapter 14), where there is one: SSE 4.2 on
@@ -1471,6 +1480,28 @@ inline std::atomic<bool>& crc32c_uses_hardware() {
 
 }  // namespace detail
 //< chapter 14
+//> chapter 16
+
+namespace detail {
+
+// The bytes the allocator gave a block it was asked `asked` bytes for (chapter 16). It
+// rounds every size up (glibc to 24, 40, 56 ... bytes), and the hash table keeps a
+// value's growth in that room; where the allocator does not say, just what was asked.
+inline std::size_t usable_bytes(const void* block, std::size_t asked) {
+#if defined(__GLIBC__)
+  (void)asked;
+  return ::malloc_usable_size(const_cast<void*>(block));
+#elif defined(__APPLE__)
+  (void)asked;
+  return ::malloc_size(block);
+#else
+  (void)block;
+  return asked;
+#endif
+}
+
+}  // namespace detail
+//< chapter 16
 //> chapter 2
 
 inline FileSystem* default_file_system() {
@@ -3013,6 +3044,7 @@ inline bool glob_match(std::string_view pattern, std::string_view text,
 
 }  // namespace detail
 //> chapter 11
+#if 0 //> chapters 11-15
 
 namespace detail {
 
@@ -3267,7 +3299,519 @@ class Table {
 };
 
 }  // namespace detail
+#endif //< chapters 11-15
 //< chapter 11
+//> chapter 16
+
+namespace detail {
+
+// The store's hash table, built for the job (chapter 16). Chapter 11's table kept
+// std::unordered_map's layout: a node holding two std::string (32 bytes each, plus a
+// second block for any value past 15 bytes), a next pointer and a hash. Here an entry is
+// one malloc'd block, the Entry header below followed by the key's bytes and the value's:
+//
+//   +--------+----------+------------+-----------+--------------------+
+//   | next 8 | key size | value size | key bytes | value bytes (spare) |
+//   |        |    4     |     4      |           |                     |
+//   +--------+----------+------------+-----------+--------------------+
+//
+// Chained, with a power-of-two number of buckets (a key's bucket is the low bits of its
+// hash, which SCAN's reverse-binary cursor needs), growing as Redis's dict does: when the
+// table is full it allocates a second bucket array twice as large, and each insert after
+// that moves a few buckets from the old array to the new one (kRehashStep), so no single
+// write pays for moving a million entries. Lookups look in both arrays meanwhile.
+//
+// Thread safety: const members never write anything, so any number of readers may use
+// them at once under the store's shared lock; the members that change the table,
+// growth included, need the exclusive lock. Only an insert moves buckets, never a lookup.
+//
+// It offers the part of std::unordered_map's interface the store uses. An iterator hands
+// out a proxy: `it->first` is the key (a std::string_view), `it->second` the value, which
+// reads as a std::string_view and is changed by assign(), append(), resize() or `=`. A
+// change may move the entry to a larger block; the table then fixes its bucket, and the
+// iterator follows it. An insert may invalidate every iterator, an erase or a change of
+// value only the iterators of that entry (other than the one used). It never shrinks.
+class Table {
+  struct Entry {
+    Entry* next;               // the next entry in the same bucket
+    std::uint32_t key_size;    // the key's bytes follow this header,
+    std::uint32_t value_size;  // then the value's, then spare room (see resize_value)
+    char* key() { return reinterpret_cast<char*>(this + 1); }
+    char* value() { return key() + key_size; }
+    std::string_view key_view() { return {key(), key_size}; }
+  };
+  static constexpr std::size_t kEntryHeaderBytes = sizeof(Entry);  // 8 + 4 + 4
+  static_assert(kEntryHeaderBytes == 16, "an entry's header is a pointer and two sizes");
+
+  // A bucket array, from calloc: a large one is fresh pages from the kernel, zero already
+  // (a null pointer is all zero bits on every platform this header runs on), so starting
+  // a growth does not stop to write 16 MB of zeros, as std::vector's would.
+  class Buckets {
+   public:
+    Buckets() = default;
+    ~Buckets() { std::free(slots_); }
+    Buckets(const Buckets&) = delete;
+    Buckets& operator=(const Buckets&) = delete;
+    std::size_t size() const { return size_; }
+    bool empty() const { return size_ == 0; }
+    Entry*& operator[](std::size_t i) { return slots_[i]; }
+    Entry* const& operator[](std::size_t i) const { return slots_[i]; }
+    Entry** begin() { return slots_; }
+    Entry** end() { return slots_ + size_; }
+    Entry* const* begin() const { return slots_; }
+    Entry* const* end() const { return slots_ + size_; }
+    void reset(std::size_t n) {  // n null buckets (none: 0), whatever it held forgotten
+      std::free(slots_);
+      slots_ = nullptr;
+      size_ = 0;
+      if (n == 0) return;
+      slots_ = static_cast<Entry**>(std::calloc(n, sizeof(Entry*)));
+      if (slots_ == nullptr) throw std::bad_alloc();
+      size_ = n;
+    }
+    void swap(Buckets& other) {
+      std::swap(slots_, other.slots_);
+      std::swap(size_, other.size_);
+    }
+
+   private:
+    Entry** slots_ = nullptr;
+    std::size_t size_ = 0;
+  };
+
+ public:
+  // The key of an entry: a view of its bytes, valid until the entry changes or goes.
+  class Key : public std::string_view {
+   public:
+    explicit Key(std::string_view key) : std::string_view(key) {}
+    operator std::string() const { return std::string(data(), size()); }  // NOLINT: a copy
+  };
+
+  // The value of an entry, read-only. It holds the address of the iterator's pointer to
+  // the entry, so it stays right when a change moves the entry.
+  class ValueView {
+   public:
+    std::size_t size() const { return (*at_)->value_size; }
+    bool empty() const { return size() == 0; }
+    const char* data() const { return (*at_)->value(); }
+    operator std::string_view() const { return {data(), size()}; }    // NOLINT: a view
+    operator std::string() const { return std::string(data(), size()); }  // NOLINT: a copy
+    friend bool operator==(const ValueView& a, std::string_view b) { return std::string_view(a) == b; }
+    friend bool operator==(std::string_view a, const ValueView& b) { return a == std::string_view(b); }
+    friend bool operator!=(const ValueView& a, std::string_view b) { return !(a == b); }
+    friend bool operator!=(std::string_view a, const ValueView& b) { return !(a == b); }
+
+   protected:
+    friend class Table;
+    explicit ValueView(Entry* const* at) : at_(at) {}
+    Entry* const* at_;
+  };
+
+  // The value of an entry, to change. The bytes given must not be the entry's own.
+  class Value : public ValueView {
+   public:
+    Value& operator=(std::string_view value) { return assign(value.data(), value.size()); }
+    Value& assign(const char* data, std::size_t n) {
+      if (n > 0) std::memcpy(table_->resize_value(at(), n, 0, false), data, n);
+      else table_->resize_value(at(), 0, 0, false);
+      return *this;
+    }
+    Value& append(std::string_view suffix) { return append(suffix.data(), suffix.size()); }
+    Value& append(const char* data, std::size_t n) {
+      const std::size_t old = size();
+      char* value = table_->resize_value(at(), old + n, old, true);
+      if (n > 0) std::memcpy(value + old, data, n);
+      return *this;
+    }
+    void resize(std::size_t n) {  // cut the end off, or add zero bytes
+      const std::size_t old = size();
+      char* value = table_->resize_value(at(), n, std::min(old, n), false);
+      if (n > old) std::memset(value + old, 0, n - old);
+    }
+
+   private:
+    friend class Table;
+    Value(Table* table, Entry** at) : ValueView(at), table_(table) {}
+    Entry** at() const { return const_cast<Entry**>(at_); }
+    Table* table_;
+  };
+
+  // What an iterator points at: `first` and `second`, as in a std::pair.
+  template <typename V>
+  struct Ref {
+    Key first;
+    V second;
+    template <typename A, typename B>
+    operator std::pair<A, B>() const { return {A(first), B(second)}; }  // NOLINT: a copy
+  };
+  using value_type = Ref<ValueView>;
+
+  template <bool kConst>
+  class Iterator {
+   public:
+    using iterator_category = std::input_iterator_tag;  // *it is a proxy, made on demand
+    using value_type = Table::value_type;
+    using difference_type = std::ptrdiff_t;
+    using reference = Ref<std::conditional_t<kConst, ValueView, Value>>;
+    struct pointer {
+      reference ref;
+      reference* operator->() { return &ref; }
+    };
+    Iterator() = default;
+    template <bool kOther, typename = std::enable_if_t<kConst && !kOther>>
+    Iterator(const Iterator<kOther>& other)  // NOLINT: iterator to const_iterator, as std's
+        : table_(other.table_), which_(other.which_), bucket_(other.bucket_), node_(other.node_) {}
+    reference operator*() const {
+      if constexpr (kConst) return {Key(node_->key_view()), ValueView(&node_)};
+      else return {Key(node_->key_view()), Value(table_, &node_)};
+    }
+    pointer operator->() const { return {**this}; }
+    Iterator& operator++() {
+      node_ = node_->next;
+      if (node_ == nullptr) settle(which_, bucket_ + 1);
+      return *this;
+    }
+    Iterator operator++(int) {
+      Iterator before = *this;
+      ++*this;
+      return before;
+    }
+    friend bool operator==(const Iterator& a, const Iterator& b) { return a.node_ == b.node_; }
+    friend bool operator!=(const Iterator& a, const Iterator& b) { return a.node_ != b.node_; }
+
+   private:
+    friend class Table;
+    Iterator(Table* table, std::size_t which, std::size_t bucket, Entry* node)
+        : table_(table), which_(which), bucket_(bucket), node_(node) {}
+    void settle(std::size_t which, std::size_t bucket) {  // the first entry from there on
+      for (which_ = which; which_ < 2; ++which_, bucket = 0) {
+        const Buckets& buckets = table_->buckets_[which_];
+        for (bucket_ = bucket; bucket_ < buckets.size(); ++bucket_) {
+          if ((node_ = buckets[bucket_]) != nullptr) return;
+        }
+      }
+      node_ = nullptr;
+    }
+    Table* table_ = nullptr;
+    std::size_t which_ = 0;   // buckets_[0], or buckets_[1] while growing
+    std::size_t bucket_ = 0;
+    mutable Entry* node_ = nullptr;  // a Value moves it when it moves the entry
+  };
+  using iterator = Iterator<false>;
+  using const_iterator = Iterator<true>;
+
+  Table() = default;
+  ~Table() { clear(); }
+  Table(const Table&) = delete;
+  Table& operator=(const Table&) = delete;
+
+  std::size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  // The buckets entries go to: the new array's while the table grows.
+  std::size_t bucket_count() const { return buckets_[growing() ? 1 : 0].size(); }
+  bool growing() const { return !buckets_[1].empty(); }
+
+  iterator begin() { return first(); }
+  iterator end() { return iterator(this, 2, 0, nullptr); }
+  const_iterator begin() const { return const_cast<Table*>(this)->first(); }
+  const_iterator end() const { return const_iterator(const_cast<Table*>(this), 2, 0, nullptr); }
+
+  iterator find(std::string_view key) { return locate(key, hash_of(key)); }
+  const_iterator find(std::string_view key) const {
+    return const_cast<Table*>(this)->locate(key, hash_of(key));
+  }
+  std::size_t count(std::string_view key) const { return find(key) != end() ? 1 : 0; }
+
+  // Finds `key`, or adds it with `value`; says which. Adding may move a few buckets of a
+  // growth under way, or start one.
+  std::pair<iterator, bool> emplace(std::string_view key, std::string_view value = {}) {
+    const std::size_t hash = hash_of(key);
+    if (iterator it = locate(key, hash); it != end()) return {it, false};
+    make_room();
+    Entry* entry = allocate(kEntryHeaderBytes + key.size() + value.size());
+    entry->key_size = checked_size(key.size());
+    entry->value_size = checked_size(value.size());
+    if (!key.empty()) std::memcpy(entry->key(), key.data(), key.size());
+    if (!value.empty()) std::memcpy(entry->value(), value.data(), value.size());
+    const std::size_t which = growing() ? 1 : 0;
+    Buckets& buckets = buckets_[which];
+    const std::size_t bucket = hash & (buckets.size() - 1);
+    entry->next = buckets[bucket];
+    buckets[bucket] = entry;
+    ++size_;
+    return {iterator(this, which, bucket, entry), true};
+  }
+  std::pair<iterator, bool> try_emplace(std::string_view key) { return emplace(key); }
+  std::pair<iterator, bool> find_or_add(std::string_view key) { return emplace(key); }
+  std::pair<iterator, bool> insert_or_assign(std::string_view key, std::string_view value) {
+    auto [it, added] = emplace(key, value);
+    if (!added) it->second = value;
+    return {it, added};
+  }
+
+  // A hint that `key` is about to be looked up (chapter 14): starts loading its bucket,
+  // or with `chain` the first entry of that bucket.
+  void prefetch(std::string_view key, bool chain) const {
+    const Buckets& buckets = buckets_[growing() ? 1 : 0];
+    if (buckets.empty()) return;
+    Entry* const* bucket = &buckets[hash_of(key) & (buckets.size() - 1)];
+    if (!chain) __builtin_prefetch(bucket);
+    else if (*bucket != nullptr) __builtin_prefetch(*bucket);
+  }
+
+  // Makes room for `count` entries at once, so that adding that many grows nothing: for
+  // a replay, which knows its size and serves nobody meanwhile (chapter 14).
+  void reserve(std::size_t count) {
+    while (growing()) rehash(std::numeric_limits<std::size_t>::max());
+    std::size_t want = kMinBuckets;
+    while (want < count && want <= std::numeric_limits<std::size_t>::max() / 4) want *= 2;
+    if (want <= buckets_[0].size()) return;
+    buckets_[1].reset(want);
+    rehash(std::numeric_limits<std::size_t>::max());
+  }
+
+  // Removes the entry at `it`; returns the one after it. It moves no bucket, so the
+  // other iterators stay valid, and a walk may erase as it goes.
+  iterator erase(const_iterator it) {
+    iterator next(this, it.which_, it.bucket_, it.node_);
+    ++next;
+    Entry** link = &buckets_[it.which_][it.bucket_];
+    while (*link != it.node_) link = &(*link)->next;
+    *link = it.node_->next;
+    std::free(it.node_);
+    --size_;
+    return next;
+  }
+  std::size_t erase(std::string_view key) {
+    const_iterator it = find(key);
+    if (it == end()) return 0;
+    erase(it);
+    return 1;
+  }
+
+  void clear() {
+    for (Buckets& buckets : buckets_) {
+      for (Entry* head : buckets) {
+        while (head != nullptr) {
+          Entry* next = head->next;
+          std::free(head);
+          head = next;
+        }
+      }
+      buckets.reset(0);
+    }
+    rehashed_ = 0;
+    size_ = 0;
+  }
+
+  // SCAN: calls `visit` for every entry of the bucket `cursor` names and the buckets
+  // after it in cursor order, until at least `want` entries or `want` x 10 buckets were
+  // visited, and returns the cursor to continue from (0: the walk is over). When `visit`
+  // returns false the step ends at once, with the cursor it started that bucket from.
+  // Redis's reverse-binary cursor (dictScan): the cursor counts with its bits reversed,
+  // so that as the table grows between calls no bucket not yet visited is skipped (some
+  // entries may come twice). While the table grows, a step visits the old array's
+  // bucket and then every bucket of the new array that its entries may move to, which
+  // are consecutive in cursor order: an entry is in one of them, whichever it is.
+  template <typename Visit>
+  std::uint64_t scan(std::uint64_t cursor, std::size_t want, Visit visit) const {
+    if (buckets_[0].empty()) return 0;
+    const Buckets& small = buckets_[0];
+    const Buckets& large = buckets_[growing() ? 1 : 0];
+    const std::uint64_t small_mask = small.size() - 1, large_mask = large.size() - 1;
+    std::size_t seen = 0;
+    auto visit_chain = [&](Entry* entry) {
+      for (; entry != nullptr; entry = entry->next, ++seen) {
+        if (!visit(value_type{Key(entry->key_view()), ValueView(&entry)})) return false;
+      }
+      return true;
+    };
+    for (std::size_t visited = 0; visited < 10 * std::max<std::size_t>(want, 1); ++visited) {
+      const std::uint64_t start = cursor;
+      if (growing() && !visit_chain(small[cursor & small_mask])) return start;
+      do {  // the new array's buckets that small's bucket grows into (just one if not growing)
+        if (!visit_chain(large[cursor & large_mask])) return start;
+        cursor |= ~large_mask;  // then add one to the reversed bits that count
+        cursor = reverse_bits(reverse_bits(cursor) + 1);
+      } while ((cursor & (small_mask ^ large_mask)) != 0);
+      if (cursor == 0 || seen >= want) break;
+    }
+    return cursor;
+  }
+
+  // An entry picked at random (end() when empty): a random bucket of both arrays (the old
+  // array's that have not moved yet), then a random entry of its chain, as Redis's
+  // dictGetRandomKey; entries in long chains are a little less likely.
+  const_iterator random(std::uint64_t* seed) const {
+    if (size_ == 0) return end();
+    const std::size_t old_left = growing() ? buckets_[0].size() - rehashed_ : 0;
+    const std::size_t current = buckets_[growing() ? 1 : 0].size();
+    while (true) {
+      std::size_t pick = static_cast<std::size_t>(next_random(seed) % (current + old_left));
+      std::size_t which = growing() ? 1 : 0;
+      if (pick >= current) which = 0, pick = pick - current + rehashed_;
+      std::size_t length = 0;
+      for (const Entry* e = buckets_[which][pick]; e != nullptr; e = e->next) ++length;
+      if (length == 0) continue;  // with at least one entry per bucket on average, rare
+      Entry* e = buckets_[which][pick];
+      for (auto n = static_cast<std::size_t>(next_random(seed) % length); n > 0; --n) e = e->next;
+      return const_iterator(const_cast<Table*>(this), which, pick, e);
+    }
+  }
+
+  static std::uint64_t next_random(std::uint64_t* seed) {  // splitmix64
+    std::uint64_t z = (*seed += 0x9E3779B97F4A7C15u);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBu;
+    return z ^ (z >> 31);
+  }
+
+  // The bytes the table holds from the allocator: entries (as the allocator rounds them)
+  // and bucket arrays. For tests and the chapter's measurements.
+  std::size_t allocated_bytes() const {
+    std::size_t total = (buckets_[0].size() + buckets_[1].size()) * sizeof(Entry*);
+    for (const Buckets& buckets : buckets_) {
+      for (const Entry* e : buckets) {
+        for (; e != nullptr; e = e->next) total += usable_bytes(e, block_bytes(e));
+      }
+    }
+    return total;
+  }
+
+ private:
+  static constexpr std::size_t kMinBuckets = 16;
+  static constexpr std::size_t kRehashStep = 4;  // buckets an insert moves while growing
+
+  static std::size_t hash_of(std::string_view key) { return std::hash<std::string_view>()(key); }
+  static std::uint64_t reverse_bits(std::uint64_t v) {
+    std::uint64_t r = 0;
+    for (int i = 0; i < 64; ++i, v >>= 1) r = (r << 1) | (v & 1);
+    return r;
+  }
+  static std::uint32_t checked_size(std::size_t n) {
+    if (n > std::numeric_limits<std::uint32_t>::max()) throw std::length_error("entry over 4 GiB");
+    return static_cast<std::uint32_t>(n);
+  }
+  static std::size_t block_bytes(const Entry* e) {
+    return kEntryHeaderBytes + e->key_size + e->value_size;
+  }
+  static Entry* allocate(std::size_t bytes) {
+    void* block = std::malloc(bytes);
+    if (block == nullptr) throw std::bad_alloc();
+    return static_cast<Entry*>(block);
+  }
+
+  iterator first() {
+    iterator it(this, 0, 0, nullptr);
+    it.settle(0, 0);
+    return it;
+  }
+  iterator locate(std::string_view key, std::size_t hash) {
+    for (std::size_t which = 0; which < (growing() ? 2 : 1); ++which) {
+      const Buckets& buckets = buckets_[which];
+      if (buckets.empty()) return end();
+      const std::size_t bucket = hash & (buckets.size() - 1);
+      for (Entry* e = buckets[bucket]; e != nullptr; e = e->next) {
+        if (e->key_view() == key) return iterator(this, which, bucket, e);
+      }
+    }
+    return end();
+  }
+
+  // Before an insert: a step of the growth under way, or a growth begun once there are
+  // as many entries as buckets. Each step moves kRehashStep buckets or passes 10 times as
+  // many empty ones, so a growth ends within (old buckets / kRehashStep) inserts, long
+  // before the new array, twice as large, is full.
+  void make_room() {
+    if (growing()) {
+      rehash(kRehashStep);
+    } else if (buckets_[0].empty()) {
+      buckets_[0].reset(kMinBuckets);
+    } else if (size_ >= buckets_[0].size()) {
+      buckets_[1].reset(2 * buckets_[0].size());
+      rehashed_ = 0;
+      rehash(kRehashStep);
+    }
+    assert(size_ < bucket_count());
+  }
+
+  // Moves up to `steps` non-empty buckets (past up to 10 x steps empty ones) from the old
+  // array to the new; once all have moved, the new array is the table's.
+  void rehash(std::size_t steps) {
+    Buckets& from = buckets_[0];
+    Buckets& to = buckets_[1];
+    const std::size_t mask = to.size() - 1;
+    std::size_t empty_left = steps > std::numeric_limits<std::size_t>::max() / 10 ? steps : 10 * steps;
+    while (steps > 0 && rehashed_ < from.size()) {
+      Entry* e = from[rehashed_];
+      if (e == nullptr) {
+        ++rehashed_;
+        if (--empty_left == 0) break;
+        continue;
+      }
+      while (e != nullptr) {
+        Entry* next = e->next;
+        Entry*& head = to[hash_of(e->key_view()) & mask];
+        e->next = head;
+        head = e;
+        e = next;
+      }
+      from[rehashed_++] = nullptr;
+      --steps;
+    }
+    if (rehashed_ == from.size()) {
+      from.swap(to);
+      to.reset(0);
+      rehashed_ = 0;
+    }
+  }
+
+  // The link that points to `e`: its bucket's head, or the entry before it.
+  Entry** link_to(Entry* e) {
+    const std::size_t hash = hash_of(e->key_view());
+    for (Buckets& buckets : buckets_) {
+      if (buckets.empty()) continue;
+      for (Entry** link = &buckets[hash & (buckets.size() - 1)]; *link != nullptr; link = &(*link)->next) {
+        if (*link == e) return link;
+      }
+    }
+    assert(false && "an entry is in its bucket");
+    return nullptr;
+  }
+
+  // Gives the entry *at a value of `size` bytes, the first `keep` of them the old value's,
+  // and returns where the value is. The entry stays in place when its block has room
+  // (the allocator's rounding, or spare room an append left) and is not more than twice
+  // too large; otherwise it moves to a new block (realloc), and its bucket's link and *at
+  // follow it. An append (`spare`) asks for half as much again, so that n appends copy
+  // O(n) bytes in all, as std::string's capacity does.
+  char* resize_value(Entry** at, std::size_t size, std::size_t keep, bool spare) {
+    Entry* e = *at;
+    assert(keep <= size && keep <= e->value_size);
+    (void)keep;  // realloc keeps the first bytes, the value's `keep` among them
+    const std::size_t need = kEntryHeaderBytes + e->key_size + size;
+    const std::size_t have = usable_bytes(e, block_bytes(e));
+    if (need <= have && (need >= have / 2 || have <= 64)) {
+      e->value_size = checked_size(size);
+      return e->value();
+    }
+    const std::size_t bytes = spare ? need + need / 2 : need;
+    Entry** link = link_to(e);
+    Entry* moved = static_cast<Entry*>(std::realloc(e, bytes));
+    if (moved == nullptr) throw std::bad_alloc();
+    moved->value_size = checked_size(size);
+    *link = moved;
+    *at = moved;
+    return moved->value();
+  }
+
+  Buckets buckets_[2];  // [0]: the table; [1]: the new array while growing
+  std::size_t rehashed_ = 0;        // buckets of [0] already moved to [1]
+  std::size_t size_ = 0;
+};
+
+}  // namespace detail
+//< chapter 16
 //< chapter 6
 
 // =======================================================================================
@@ -3852,7 +4396,7 @@ class Store {
   // Gives the entry at `it` the expiry `when_ms` (0: none; a time passed removes it),
   // logged as a kExpire record; the writer lock held.
   Status change_expiry(Map::iterator it, std::int64_t when_ms);
-  Status log_expire(const std::string& key, std::int64_t when_ms);
+  Status log_expire(std::string_view key, std::int64_t when_ms);
   // Sets or (with 0) clears the expiry of a key that is in map_; starts the expiry cycle
   // with the first expiry set. The writer lock held.
   void set_expiry(const std::string& key, std::int64_t expire_at_ms);
@@ -3912,6 +4456,22 @@ class Store {
     return deferred;
   }
 //< chapter 15
+//> chapter 16
+
+  // The keys chapter 16's table hands out are views of its entries, not std::string: the
+  // helpers that ask the std::string-keyed tables (expires_, watched_) take them too, and
+  // make the std::string only when that table holds a key at all.
+  std::int64_t expiry_of(std::string_view key) const {
+    return expires_.empty() ? 0 : expiry_of(std::string(key));
+  }
+  bool expired(std::string_view key) const { return !expires_.empty() && expired(std::string(key)); }
+  void set_expiry(std::string_view key, std::int64_t expire_at_ms) {
+    if (expire_at_ms != 0 || !expires_.empty()) set_expiry(std::string(key), expire_at_ms);
+  }
+  void touch(std::string_view key) {
+    if (!watched_.empty()) touch(std::string(key));
+  }
+//< chapter 16
 };
 
 inline std::optional<std::string> Store::get(std::string_view key) const {
@@ -3988,7 +4548,7 @@ inline Status Store::erase(Map::iterator it) {
   if (keeps_undo()) remember(it->first, std::move(it->second));
 //< chapter 5
 //> chapter 9
-  expires_.erase(it->first);
+  if (!expires_.empty()) expires_.erase(it->first);
 //< chapter 9
 //> chapter 10
   touch(it->first);
@@ -5053,7 +5613,7 @@ inline void Store::set_expiry(const std::string& key, std::int64_t expire_at_ms)
   }
 }
 
-inline Status Store::log_expire(const std::string& key, std::int64_t when_ms) {
+inline Status Store::log_expire(std::string_view key, std::int64_t when_ms) {
 //> chapter 10
   if (batch_ != nullptr) return add_to_batch(RecordType::kExpire, key, {}, when_ms);
 //< chapter 10

@@ -1,21 +1,35 @@
 // bench/embedded.cpp: the embedded Store beside LevelDB, for `make bench`, in the manner of
-// LevelDB's db_bench: random 16-byte keys, 100-byte values, no fsync (Store's
-// FsyncPolicy::kNever, LevelDB's default WriteOptions), one thread.
+// LevelDB's db_bench: random 16-byte keys, 100-byte values.
 //
 //   embedded DIR N ORDER     ORDER is "ks,leveldb" or "leveldb,ks": who goes first
 //
-// For each engine, in ORDER, in a fresh folder under DIR: fill (N sets of distinct keys in
-// random order), then read (N gets of keys picked at random, all present). Prints
-// "fill ENGINE OPS" and "read ENGINE OPS" lines, operations per second.
+// For each engine, in ORDER, each row in a fresh folder under DIR, one line "ROW ENGINE
+// OPS" (operations per second) per row:
+//
+//   fill-T      N sets of distinct keys in random order from T threads (1, 2), no fsync
+//               (Store's FsyncPolicy::kNever, LevelDB's default WriteOptions)
+//   read-T      then N gets of keys picked at random, all present, from T threads
+//   fillsync-T  N / 1000 sets (at least 200, as db_bench's fillsync) from T threads, each
+//               durable before it returns: FsyncPolicy::kAlways, LevelDB's sync = true
+//   durable-4   the same from 4 threads, where group commit (both engines have one) shares
+//               an fsync between writers
+//
+// The threads split the keys between them; the time is from their start to the last one's
+// end.
 #include <leveldb/db.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
+
+#include <unistd.h>
 
 #include "keystonelight.hpp"
 
@@ -36,69 +50,107 @@ std::string key_of(std::uint64_t i) {
   return std::string(buf, 16);
 }
 
-double per_second(std::size_t n, std::chrono::steady_clock::time_point since) {
-  std::chrono::duration<double> took = std::chrono::steady_clock::now() - since;
-  return static_cast<double>(n) / took.count();
-}
-
 [[noreturn]] void fail(const std::string& what) {
   std::fprintf(stderr, "embedded: %s\n", what.c_str());
   std::exit(1);
 }
 
-// One engine's fill and read. Put and Get wrap its calls; both fail loudly.
-template <typename Put, typename Get>
-void run(const char* name, const std::vector<std::uint64_t>& order, std::size_t n, Put put,
-         Get get) {
-  std::string value(100, 'v');
-  std::uint64_t state = 7;
-  auto start = std::chrono::steady_clock::now();
-  for (std::uint64_t i : order) {
-    for (char& c : value) c = static_cast<char>('a' + next(&state) % 26);
-    put(key_of(i), value);
+// What a row needs of an engine, opened in a fresh folder, durable writes or not.
+struct Engine {
+  virtual ~Engine() = default;
+  virtual void put(const std::string& key, const std::string& value) = 0;
+  virtual void get(const std::string& key) = 0;
+};
+
+struct Keystonelight : Engine {
+  Keystonelight(const std::string& dir, bool sync) {
+    keystonelight::Options options;
+    options.dir = dir;
+    options.fsync = sync ? keystonelight::FsyncPolicy::kAlways : keystonelight::FsyncPolicy::kNever;
+    if (keystonelight::Status s = keystonelight::Store::open(options, &store); !s.ok()) fail(s.to_string());
   }
-  std::printf("fill %s %.0f\n", name, per_second(n, start));
-  start = std::chrono::steady_clock::now();
-  for (std::size_t k = 0; k < n; ++k) get(key_of(next(&state) % n));
-  std::printf("read %s %.0f\n", name, per_second(n, start));
+  ~Keystonelight() override {
+    if (!store->close().ok()) fail("Store::close failed");
+  }
+  void put(const std::string& key, const std::string& value) override {
+    if (!store->set(key, value).ok()) fail("Store::set failed");
+  }
+  void get(const std::string& key) override {
+    if (!store->get(key)) fail("Store::get: a key is missing");
+  }
+  std::unique_ptr<keystonelight::Store> store;
+};
+
+struct LevelDb : Engine {
+  LevelDb(const std::string& dir, bool sync) {
+    leveldb::Options options;
+    options.create_if_missing = true;
+    leveldb::DB* raw = nullptr;
+    if (leveldb::Status s = leveldb::DB::Open(options, dir, &raw); !s.ok()) fail(s.ToString());
+    db.reset(raw);
+    write.sync = sync;
+  }
+  void put(const std::string& key, const std::string& value) override {
+    if (!db->Put(write, key, value).ok()) fail("leveldb Put failed");
+  }
+  void get(const std::string& key) override {
+    std::string got;
+    if (!db->Get(leveldb::ReadOptions(), key, &got).ok()) fail("leveldb Get: a key is missing");
+  }
+  std::unique_ptr<leveldb::DB> db;
+  leveldb::WriteOptions write;
+};
+
+// Runs work(t) on `threads` threads; operations per second for `ops` operations in all.
+double timed(int threads, std::size_t ops, const std::function<void(int)>& work) {
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<std::thread> running;
+  for (int t = 0; t < threads; ++t) running.emplace_back(work, t);
+  for (std::thread& t : running) t.join();
+  std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+  return static_cast<double>(ops) / took.count();
+}
+
+// Sets keys order[i] for i = t, t + threads, ... below n, with random 100-byte values.
+void fill(Engine* engine, const std::vector<std::uint64_t>& order, std::size_t n, int threads, int t) {
+  std::string value(100, 'v');
+  std::uint64_t state = 7 + static_cast<std::uint64_t>(t);
+  for (std::size_t i = static_cast<std::size_t>(t); i < n; i += static_cast<std::size_t>(threads)) {
+    for (char& c : value) c = static_cast<char>('a' + next(&state) % 26);
+    engine->put(key_of(order[i]), value);
+  }
+}
+
+void print(const char* row, int threads, const char* engine, double ops) {
+  std::printf("%s-%d %s %.0f\n", row, threads, engine, ops);
   std::fflush(stdout);
 }
 
-void keystonelight_run(const std::string& dir, const std::vector<std::uint64_t>& order,
-                       std::size_t n) {
-  keystonelight::Options options;
-  options.dir = dir;
-  options.fsync = keystonelight::FsyncPolicy::kNever;
-  std::unique_ptr<keystonelight::Store> store;
-  if (keystonelight::Status s = keystonelight::Store::open(options, &store); !s.ok())
-    fail(s.to_string());
-  run(
-      "ks", order, n,
-      [&](const std::string& k, const std::string& v) {
-        if (!store->set(k, v).ok()) fail("Store::set failed");
-      },
-      [&](const std::string& k) {
-        if (!store->get(k)) fail("Store::get: a key is missing");
-      });
-  if (!store->close().ok()) fail("Store::close failed");
-}
-
-void leveldb_run(const std::string& dir, const std::vector<std::uint64_t>& order,
-                 std::size_t n) {
-  leveldb::Options options;
-  options.create_if_missing = true;
-  leveldb::DB* raw = nullptr;
-  if (leveldb::Status s = leveldb::DB::Open(options, dir, &raw); !s.ok()) fail(s.ToString());
-  std::unique_ptr<leveldb::DB> db(raw);
-  std::string got;
-  run(
-      "leveldb", order, n,
-      [&](const std::string& k, const std::string& v) {
-        if (!db->Put(leveldb::WriteOptions(), k, v).ok()) fail("leveldb Put failed");
-      },
-      [&](const std::string& k) {
-        if (!db->Get(leveldb::ReadOptions(), k, &got).ok()) fail("leveldb Get: a key is missing");
-      });
+template <typename E>
+void rows(const char* name, const std::string& dir, const std::vector<std::uint64_t>& order) {
+  const std::size_t n = order.size();
+  const std::size_t synced = std::max<std::size_t>(200, n / 1000);
+  int folder = 0;
+  auto fresh = [&] { return dir + "/" + name + "-" + std::to_string(folder++); };
+  // The durable rows first, each after a sync(2): after a fill of a million keys the
+  // kernel is still writing back its pages, and an fsync would wait for that, not for
+  // the engine's own writes.
+  for (int threads : {1, 2, 4}) {
+    ::sync();
+    E engine(fresh(), true);
+    print(threads == 4 ? "durable" : "fillsync", threads, name,
+          timed(threads, synced, [&](int t) { fill(&engine, order, synced, threads, t); }));
+  }
+  for (int threads : {1, 2}) {
+    E engine(fresh(), false);
+    print("fill", threads, name, timed(threads, n, [&](int t) { fill(&engine, order, n, threads, t); }));
+    print("read", threads, name, timed(threads, n, [&](int t) {
+            std::uint64_t state = 99 + static_cast<std::uint64_t>(t);
+            for (std::size_t k = static_cast<std::size_t>(t); k < n; k += static_cast<std::size_t>(threads)) {
+              engine.get(key_of(next(&state) % n));
+            }
+          }));
+  }
 }
 
 }  // namespace
@@ -117,8 +169,8 @@ int main(int argc, char** argv) {
   for (std::size_t pos = 0; pos < engines.size();) {
     std::size_t comma = engines.find(',', pos);
     std::string engine = engines.substr(pos, comma == std::string::npos ? comma : comma - pos);
-    if (engine == "ks") keystonelight_run(dir + "/ks", order, n);
-    else if (engine == "leveldb") leveldb_run(dir + "/leveldb", order, n);
+    if (engine == "ks") rows<Keystonelight>("ks", dir, order);
+    else if (engine == "leveldb") rows<LevelDb>("leveldb", dir, order);
     else fail("unknown engine " + engine);
     pos = comma == std::string::npos ? engines.size() : comma + 1;
   }

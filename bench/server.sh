@@ -10,7 +10,9 @@
 #   /proc/PID/stat, before and after, over the requests: what the client cannot hide);
 #   1 000 and 10 000 connections: the time to open them all and have a PING answered on
 #   each, and the server's RSS per idle connection (VmRSS before and after);
-#   memory per key, and the time to start on a log of BENCH_KEYS keys.
+#   memory per key, and the time to start on a log of BENCH_KEYS keys (key:N, 37-byte
+#   values, as redis-benchmark's keys), and the same for BENCH_BIG_KEYS keys of 16 bytes
+#   with 100-byte values.
 #
 # Each figure is the median of BENCH_RUNS (3) runs that alternate the servers (keystonelight,
 # redis, null, keystonelight, ...). When keystonelight-server accepts `--io threads` and
@@ -23,13 +25,14 @@
 # noisy: compare the ratios of one run, not the absolute numbers of two. Sizes:
 # BENCH_REQUESTS (200000, unpipelined), BENCH_PIPELINED_REQUESTS (5 x that: at -P 16 a run
 # must last long enough for /proc's 10 ms ticks), BENCH_FSYNC_REQUESTS (20000),
-# BENCH_KEYS (500000), BENCH_CONNECTIONS ("1000 10000"), BENCH_CONNECT_WINDOW (500
-# connections at most waiting for their answer at once; 0: all at once),
-# BENCH_EMBEDDED_KEYS (300000).
+# BENCH_KEYS (500000), BENCH_BIG_KEYS (1000000), BENCH_CONNECTIONS ("1000 10000"),
+# BENCH_CONNECT_WINDOW (500 connections at most waiting for their answer at once; 0: all
+# at once), BENCH_EMBEDDED_KEYS (1000000).
 #
 # When BUILD/bin/embedded exists (bench/embedded.cpp, built when LevelDB's headers are
 # there), a second table sets the embedded Store beside LevelDB: random 16-byte keys,
-# 100-byte values, no fsync, fill then read. Nothing here is a pass/fail test.
+# 100-byte values; fill and read from 1 and 2 threads without fsync, and durable sets
+# (fsync before each returns) from 1, 2 and 4 threads. Nothing here is a pass/fail test.
 build=${1:-build/bench}
 markdown=${2:-}
 svg=${3:-}
@@ -41,9 +44,10 @@ requests=${BENCH_REQUESTS:-200000}
 pipelined=${BENCH_PIPELINED_REQUESTS:-$((requests * 5))}
 durable=${BENCH_FSYNC_REQUESTS:-20000}
 keys=${BENCH_KEYS:-500000}
+big_keys=${BENCH_BIG_KEYS:-1000000}
 runs=${BENCH_RUNS:-3}
 connection_counts=${BENCH_CONNECTIONS:-1000 10000}
-embedded_keys=${BENCH_EMBEDDED_KEYS:-300000}
+embedded_keys=${BENCH_EMBEDDED_KEYS:-1000000}
 window=${BENCH_CONNECT_WINDOW:-500}
 clients=50
 max_clients=$(( $(echo "$connection_counts" | tr ' ' '\n' | sort -n | tail -n 1) + 100 ))
@@ -215,6 +219,11 @@ awk -v n="$keys" 'BEGIN { for (i = 0; i < n; i++) {
   k = "key:" i; v = sprintf("value-%010d-abcdefghijklmnopqrstuvwxyz", i)
   printf "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n", length(k), k, length(v), v } }' \
   > "$work/keys.resp"
+# And BENCH_BIG_KEYS keys of 16 bytes (key:000000000042) with 100-byte values.
+awk -v n="$big_keys" 'BEGIN { for (i = 0; i < n; i++) {
+  k = sprintf("key:%012d", i); v = sprintf("value-%010d-%083d", i, 0)
+  printf "*3\r\n$3\r\nSET\r\n$16\r\n%s\r\n$100\r\n%s\r\n", k, v } }' \
+  > "$work/big.resp"
 
 redis_version=$(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')
 echo "bench: keystonelight-server ($keystonelight) against redis-server $redis_version and the null server," \
@@ -270,19 +279,23 @@ for n in $connection_counts; do
 done
 
 # Memory per key (RSS growth while the keys are written), then the time from starting
-# the program until it answers PING with those keys in its log.
-for run in $(seq "$runs"); do
-  for s in $keystonelight redis; do
-    echo "bench: run $run, $s: $keys keys, memory and start" >&2
-    start "$s" load-"$s" everysec
-    before=$(rss_kb)
-    redis-cli -p "$port" --pipe < "$work/keys.resp" > /dev/null
-    record keys mem $(( ($(rss_kb) - before) * 1024 / keys ))
-    stop
-    t0=$(now_ms); start "$s" load-"$s" everysec; record keys start $(( $(now_ms) - t0 ))
-    stop; rm -rf "$work/load-$s"
+# the program until it answers PING with those keys in its log. load ROW FILE COUNT.
+load() {
+  for run in $(seq "$runs"); do
+    for s in $keystonelight redis; do
+      echo "bench: run $run, $s: $3 keys ($2), memory and start" >&2
+      start "$s" load-"$s" everysec
+      before=$(rss_kb)
+      redis-cli -p "$port" --pipe < "$work/$2" > /dev/null
+      record "$1" mem $(( ($(rss_kb) - before) * 1024 / $3 ))
+      stop
+      t0=$(now_ms); start "$s" load-"$s" everysec; record "$1" start $(( $(now_ms) - t0 ))
+      stop; rm -rf "$work/load-$s"
+    done
   done
-done
+}
+load keys keys.resp "$keys"
+load big-keys big.resp "$big_keys"
 
 # The embedded engines, one process per run, the order alternating.
 if [ -x "$embedded" ]; then
@@ -327,7 +340,8 @@ served="rps:req/s:%.0f;p50:p50 ms:%.3f;p99:p99 ms:%.3f;cpu:CPU us/req:%.2f"
     echo "conn-$n|$n connections, $window at once|connect:ms, all answered:%.0f;rss:RSS B/conn:%.0f"
     echo "burst-$n|$n connections, all at once|connect:ms, all answered:%.0f"
   done
-  echo "keys|$keys keys|mem:RSS B/key:%.0f;start:start ms:%.0f"
+  echo "keys|$keys keys, key:N, 37 B values|mem:RSS B/key:%.0f;start:start ms:%.0f"
+  echo "big-keys|$big_keys keys, 16 B + 100 B|mem:RSS B/key:%.0f;start:start ms:%.0f"
 } > "$work/rows"
 
 table=$work/table
@@ -372,14 +386,19 @@ if grep -q '^emb-' "$medians"; then
   leveldb_version=$(dpkg-query -W -f '${Version}' libleveldb-dev 2>/dev/null | sed 's/-[^-]*$//')
   {
     echo
-    echo "The embedded Store beside LevelDB ${leveldb_version:-(version unknown)}, one thread: $embedded_keys random 16-byte keys,"
-    echo "100-byte values, no fsync (FsyncPolicy::kNever; LevelDB's default WriteOptions); median of $runs runs."
+    echo "The embedded Store beside LevelDB ${leveldb_version:-(version unknown)}: $embedded_keys random 16-byte keys, 100-byte values;"
+    echo "fill and read without fsync (FsyncPolicy::kNever; LevelDB's default WriteOptions), durable sets"
+    echo "($((embedded_keys / 1000)), at least 200: FsyncPolicy::kAlways; LevelDB's sync = true); median of $runs runs."
     printf '%-32s %-16s %11s %11s %11s\n' "" "" keystonelight leveldb ks/leveldb
     awk '$1 ~ /^emb-/ { value[$1, $3] = $4 }
       END {
-        split("emb-fill emb-read", rows, " "); label["emb-fill"] = "fill, random order"
-        label["emb-read"] = "read, random keys"
-        for (r = 1; r <= 2; r++) {
+        n = split("emb-fill-1 emb-fill-2 emb-read-1 emb-read-2 emb-fillsync-1 emb-fillsync-2 emb-durable-4", rows, " ")
+        label["emb-fill-1"] = "fill, random order, 1 thread"; label["emb-fill-2"] = "fill, random order, 2 threads"
+        label["emb-read-1"] = "read, random keys, 1 thread"; label["emb-read-2"] = "read, random keys, 2 threads"
+        label["emb-fillsync-1"] = "durable sets, 1 thread"; label["emb-fillsync-2"] = "durable sets, 2 threads"
+        label["emb-durable-4"] = "durable sets, 4 threads"
+        for (r = 1; r <= n; r++) {
+          if (!((rows[r], "ks") in value)) continue
           a = value[rows[r], "ks"]; b = value[rows[r], "leveldb"]
           printf "%-32s %-16s %11.0f %11.0f %11s\n", label[rows[r]], "ops/s", a, b, \
                  (b > 0 ? sprintf("%.2f", a / b) : "-")
@@ -479,6 +498,8 @@ targets() {
       spec[++nt] = "p99 latency, at most Redis|set-1 get-1 incr-1 set-16 get-16 incr-16 set-always|p99|1|<="
       spec[++nt] = "RSS per idle connection, at most Redis|conn-" largest "|rss|1|<="
       spec[++nt] = largest " connections answered, as fast as Redis|conn-" largest " burst-" largest "|connect|1|<="
+      spec[++nt] = "memory per key, at most 0.8x Redis|keys big-keys|mem|0.8|<="
+      spec[++nt] = "start-up, at most a third of Redis|keys big-keys|start|0.34|<="
     }
     FILENAME == ARGV[1] { split($0, f, "|"); label[f[1]] = f[2]; next }
     { value[$1, $2, $3] = $4 }
@@ -573,10 +594,14 @@ TEXT
   (`/proc/PID/status`) over N, the connections open and idle.
 - **keys**: *RSS B/key* is the growth of the server's VmRSS while the keys are written
   (`redis-cli --pipe`, keys `key:N`, 37-byte values); *start ms* the time from starting the
-  program on that log until it answers PING.
+  program on that log until it answers PING. **big-keys**: the same with keys of 16 bytes
+  (`key:000000000042`) and 100-byte values.
 - **The embedded table** (when libleveldb-dev is installed): `bench/embedded.cpp` writes
   the keys in a random order into a fresh Store, then into a fresh LevelDB (the order of
-  the two alternates between runs), then reads as many keys picked at random, all present.
+  the two alternates between runs), from 1 thread and then from 2, each thread its share
+  of the keys, then reads as many keys picked at random, all present; then durable sets
+  (FsyncPolicy::kAlways, LevelDB's `sync = true`) of a thousandth as many keys, from 1, 2
+  and 4 threads, each engine in a fresh folder.
 - Ratios divide keystonelight's figure by Redis's or the null server's, whatever the unit:
   above 1 is better for req/s, worse for every other figure.
 

@@ -3022,7 +3022,7 @@ class Store {
   // Gives the entry at `it` the expiry `when_ms` (0: none; a time passed removes it),
   // logged as a kExpire record; the writer lock held.
   Status change_expiry(Map::iterator it, std::int64_t when_ms);
-  Status log_expire(const std::string& key, std::int64_t when_ms);
+  Status log_expire(std::string_view key, std::int64_t when_ms);
   // Sets or (with 0) clears the expiry of a key that is in map_; starts the expiry cycle
   // with the first expiry set. The writer lock held.
   void set_expiry(const std::string& key, std::int64_t expire_at_ms);
@@ -3103,7 +3103,7 @@ inline Status Store::erase(Map::iterator it) {
   if (Status s = log_delete(it->first); !s.ok()) return s;
   count_live(-1, it->first, it->second);
   if (keeps_undo()) remember(it->first, std::move(it->second));
-  expires_.erase(it->first);
+  if (!expires_.empty()) expires_.erase(it->first);
   touch(it->first);
   map_.erase(it);
   maybe_compact();
@@ -3789,7 +3789,7 @@ inline void Store::set_expiry(const std::string& key, std::int64_t expire_at_ms)
   }
 }
 
-inline Status Store::log_expire(const std::string& key, std::int64_t when_ms) {
+inline Status Store::log_expire(std::string_view key, std::int64_t when_ms) {
   if (batch_ != nullptr) return add_to_batch(RecordType::kExpire, key, {}, when_ms);
   return disk_ ? disk_->append(RecordType::kExpire, key, {}, static_cast<std::uint64_t>(when_ms))
                : Status();
