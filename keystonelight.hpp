@@ -5682,9 +5682,16 @@ inline Status Store::clear() {
 //
 // A cache forgets: a session ends, a page goes stale. A key can carry an expiry time, in
 // milliseconds since the Unix epoch (wall-clock time, as Redis keeps it, so that it
+#if 0 //> chapters 9-15
 // means the same after a restart). Keys with one have an entry in a second table,
 // expires_; a key without one costs nothing, and a store where none has one pays one
 // check of an empty table per lookup.
+#endif //< chapters 9-15
+//> chapter 16
+// means the same after a restart). Since chapter 16 it is 8 bytes of the key's entry in
+// the table, there only when the key has one, and the table counts such keys: a key
+// without one costs nothing, and a store where none has one pays one test per lookup.
+//< chapter 16
 //
 // A key whose time has passed is gone at once for everyone: every lookup checks (lazy
 // expiry). Removing it is a write, with a record in the log, done when a writer meets it
@@ -5900,7 +5907,12 @@ inline Status Store::remove_expired(std::size_t sample, std::size_t* removed) {
 //< chapter 16
   for (const std::string& key : due) {
     auto it = map_.find(key);
+#if 0 //> chapters 9-15
     assert(it != map_.end());  // expires_ holds only keys of map_
+#endif //< chapters 9-15
+//> chapter 16
+    assert(it != map_.end());  // a key the step saw, and nothing erased since
+//< chapter 16
     if (Status s = erase(it); !s.ok()) return s;
     ++*removed;
   }
