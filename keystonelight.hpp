@@ -3308,12 +3308,13 @@ namespace detail {
 // The store's hash table, built for the job (chapter 16). Chapter 11's table kept
 // std::unordered_map's layout: a node holding two std::string (32 bytes each, plus a
 // second block for any value past 15 bytes), a next pointer and a hash. Here an entry is
-// one malloc'd block, the Entry header below followed by the key's bytes and the value's:
+// one malloc'd block, the Entry header below followed by the key's bytes and the value's,
+// and before them, only for a key that has one, its expiry (flagged in key size's top bit):
 //
-//   +--------+----------+------------+-----------+--------------------+
-//   | next 8 | key size | value size | key bytes | value bytes (spare) |
-//   |        |    4     |     4      |           |                     |
-//   +--------+----------+------------+-----------+--------------------+
+//   +--------+----------+------------+------------+-----------+--------------------+
+//   | next 8 | key size | value size | (expiry 8) | key bytes | value bytes (spare) |
+//   |        |    4     |     4      |            |           |                     |
+//   +--------+----------+------------+------------+-----------+--------------------+
 //
 // Chained, with a power-of-two number of buckets (a key's bucket is the low bits of its
 // hash, which SCAN's reverse-binary cursor needs), growing as Redis's dict does: when the
@@ -3330,18 +3331,29 @@ namespace detail {
 // reads as a std::string_view and is changed by assign(), append(), resize() or `=`. A
 // change may move the entry to a larger block; the table then fixes its bucket, and the
 // iterator follows it. An insert may invalidate every iterator, an erase or a change of
-// value only the iterators of that entry (other than the one used). It never shrinks.
+// value or expiry only the iterators of that entry (other than the one used). It never
+// shrinks.
 class Table {
   struct Entry {
     Entry* next;               // the next entry in the same bucket
-    std::uint32_t key_size;    // the key's bytes follow this header,
-    std::uint32_t value_size;  // then the value's, then spare room (see resize_value)
-    char* key() { return reinterpret_cast<char*>(this + 1); }
-    char* value() { return key() + key_size; }
-    std::string_view key_view() { return {key(), key_size}; }
+    std::uint32_t key_size;    // kHasExpiry | the key's size; the expiry, if any, follows
+    std::uint32_t value_size;  // this header, then the key, the value, spare room (resize_value)
+    static constexpr std::uint32_t kHasExpiry = 0x80000000u;
+    bool has_expiry() const { return (key_size & kHasExpiry) != 0; }
+    std::size_t key_bytes() const { return key_size & ~kHasExpiry; }
+    char* key() { return reinterpret_cast<char*>(this + 1) + (has_expiry() ? kExpiryBytes : 0); }
+    char* value() { return key() + key_bytes(); }
+    std::string_view key_view() { return {key(), key_bytes()}; }
+    std::int64_t expiry() {  // ms since the epoch; 0: none
+      std::int64_t ms = 0;
+      if (has_expiry()) std::memcpy(&ms, this + 1, kExpiryBytes);
+      return ms;
+    }
   };
   static constexpr std::size_t kEntryHeaderBytes = sizeof(Entry);  // 8 + 4 + 4
+  static constexpr std::size_t kExpiryBytes = 8;                   // only when kHasExpiry
   static_assert(kEntryHeaderBytes == 16, "an entry's header is a pointer and two sizes");
+  static_assert(KEYSTONELIGHT_MAX_KEY_BYTES < Entry::kHasExpiry, "a key's size leaves the flag bit free");
 
   // A bucket array, from calloc: a large one is fresh pages from the kernel, zero already
   // (a null pointer is all zero bits on every platform this header runs on), so starting
@@ -3380,11 +3392,18 @@ class Table {
   };
 
  public:
-  // The key of an entry: a view of its bytes, valid until the entry changes or goes.
+  // The key of an entry: a view of its bytes, valid until the entry changes or goes. One
+  // an iterator hands out also holds the address of the iterator's pointer to the entry,
+  // as a Value does, so that expiry_of() and set_expiry() need no lookup, and the iterator
+  // follows the entry when a change of expiry moves it.
   class Key : public std::string_view {
    public:
-    explicit Key(std::string_view key) : std::string_view(key) {}
+    explicit Key(std::string_view key, Entry* const* at = nullptr) : std::string_view(key), at_(at) {}
     operator std::string() const { return std::string(data(), size()); }  // NOLINT: a copy
+
+   private:
+    friend class Table;
+    Entry* const* at_;
   };
 
   // The value of an entry, read-only. It holds the address of the iterator's pointer to
@@ -3462,8 +3481,8 @@ class Table {
     Iterator(const Iterator<kOther>& other)  // NOLINT: iterator to const_iterator, as std's
         : table_(other.table_), which_(other.which_), bucket_(other.bucket_), node_(other.node_) {}
     reference operator*() const {
-      if constexpr (kConst) return {Key(node_->key_view()), ValueView(&node_)};
-      else return {Key(node_->key_view()), Value(table_, &node_)};
+      if constexpr (kConst) return {Key(node_->key_view(), &node_), ValueView(&node_)};
+      else return {Key(node_->key_view(), &node_), Value(table_, &node_)};
     }
     pointer operator->() const { return {**this}; }
     Iterator& operator++() {
@@ -3507,6 +3526,7 @@ class Table {
 
   std::size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
+  std::size_t expiring() const { return expiring_; }  // entries with an expiry
   // The buckets entries go to: the new array's while the table grows.
   std::size_t bucket_count() const { return buckets_[growing() ? 1 : 0].size(); }
   bool growing() const { return !buckets_[1].empty(); }
@@ -3529,6 +3549,7 @@ class Table {
     if (iterator it = locate(key, hash); it != end()) return {it, false};
     make_room();
     Entry* entry = allocate(kEntryHeaderBytes + key.size() + value.size());
+    if (key.size() >= Entry::kHasExpiry) throw std::length_error("key over 2 GiB");
     entry->key_size = checked_size(key.size());
     entry->value_size = checked_size(value.size());
     if (!key.empty()) std::memcpy(entry->key(), key.data(), key.size());
@@ -3578,6 +3599,7 @@ class Table {
     Entry** link = &buckets_[it.which_][it.bucket_];
     while (*link != it.node_) link = &(*link)->next;
     *link = it.node_->next;
+    if (it.node_->has_expiry()) --expiring_;
     std::free(it.node_);
     --size_;
     return next;
@@ -3602,6 +3624,51 @@ class Table {
     }
     rehashed_ = 0;
     size_ = 0;
+    expiring_ = 0;
+  }
+
+  // The expiry of the entry `key` names (ms since the epoch; 0: none, or no such entry).
+  std::int64_t expiry_of(const Key& key) const {
+    if (expiring_ == 0) return 0;
+    if (key.at_ != nullptr) return (*key.at_)->expiry();
+    return expiry_of(std::string_view(key));
+  }
+  std::int64_t expiry_of(std::string_view key) const {
+    if (expiring_ == 0) return 0;
+    const_iterator it = find(key);
+    return it == end() ? 0 : it.node_->expiry();
+  }
+  // Gives the entry `key` names (which must be there) the expiry `ms` (0: none). Adding
+  // one moves the key and the value 8 bytes on, in a larger block if the allocator's
+  // rounding leaves no room; removing one moves them back and keeps the block, as a value
+  // that shrinks a little does. The iterator that handed out `key` follows the entry.
+  void set_expiry(const Key& key, std::int64_t ms) {
+    iterator it = key.at_ != nullptr ? iterator() : find(key);
+    Entry** at = key.at_ != nullptr ? const_cast<Entry**>(key.at_) : &it.node_;
+    assert(*at != nullptr);
+    Entry* e = *at;
+    if (e->has_expiry() == (ms != 0)) {
+      if (ms != 0) std::memcpy(e + 1, &ms, kExpiryBytes);  // one expiry for another, in place
+      return;
+    }
+    const std::size_t rest = e->key_bytes() + e->value_size;  // the bytes that move
+    if (ms == 0) {
+      std::memmove(e + 1, reinterpret_cast<char*>(e + 1) + kExpiryBytes, rest);
+      e->key_size &= ~Entry::kHasExpiry;
+      --expiring_;
+      return;
+    }
+    if (block_bytes(e) + kExpiryBytes > usable_bytes(e, block_bytes(e))) {
+      Entry** link = link_to(e);  // found while the key is where its hash says
+      Entry* moved = static_cast<Entry*>(std::realloc(e, block_bytes(e) + kExpiryBytes));
+      if (moved == nullptr) throw std::bad_alloc();
+      *link = e = moved;
+      *at = moved;
+    }
+    std::memmove(reinterpret_cast<char*>(e + 1) + kExpiryBytes, e + 1, rest);
+    std::memcpy(e + 1, &ms, kExpiryBytes);
+    e->key_size |= Entry::kHasExpiry;
+    ++expiring_;
   }
 
   // SCAN: calls `visit` for every entry of the bucket `cursor` names and the buckets
@@ -3622,7 +3689,7 @@ class Table {
     std::size_t seen = 0;
     auto visit_chain = [&](Entry* entry) {
       for (; entry != nullptr; entry = entry->next, ++seen) {
-        if (!visit(value_type{Key(entry->key_view()), ValueView(&entry)})) return false;
+        if (!visit(value_type{Key(entry->key_view(), &entry), ValueView(&entry)})) return false;
       }
       return true;
     };
@@ -3693,7 +3760,7 @@ class Table {
     return static_cast<std::uint32_t>(n);
   }
   static std::size_t block_bytes(const Entry* e) {
-    return kEntryHeaderBytes + e->key_size + e->value_size;
+    return kEntryHeaderBytes + (e->has_expiry() ? kExpiryBytes : 0) + e->key_bytes() + e->value_size;
   }
   static Entry* allocate(std::size_t bytes) {
     void* block = std::malloc(bytes);
@@ -3789,7 +3856,7 @@ class Table {
     Entry* e = *at;
     assert(keep <= size && keep <= e->value_size);
     (void)keep;  // realloc keeps the first bytes, the value's `keep` among them
-    const std::size_t need = kEntryHeaderBytes + e->key_size + size;
+    const std::size_t need = block_bytes(e) - e->value_size + size;
     const std::size_t have = usable_bytes(e, block_bytes(e));
     if (need <= have && (need >= have / 2 || have <= 64)) {
       e->value_size = checked_size(size);
@@ -3808,6 +3875,7 @@ class Table {
   Buckets buckets_[2];  // [0]: the table; [1]: the new array while growing
   std::size_t rehashed_ = 0;        // buckets of [0] already moved to [1]
   std::size_t size_ = 0;
+  std::size_t expiring_ = 0;  // entries with an expiry
 };
 
 }  // namespace detail
@@ -4382,24 +4450,33 @@ class Store {
 //< chapter 5
 //> chapter 9
 
+#if 0 //> chapters 9-15
   // Expiry (chapter 9). Only keys with an expiry have an entry in expires_ (Redis keeps
   // its "expires" table the same way), so a key without one pays nothing, and a store
   // where no key has one checks nothing. Guarded like map_.
   std::unordered_map<std::string, std::int64_t> expires_;  // key -> expiry, ms since epoch
+#endif //< chapters 9-15
   std::function<std::int64_t()> clock_;  // Options::clock; empty: the system clock
   bool active_expiry_ = true;            // Options::active_expiry
 
+#if 0 //> chapters 9-15
   // The expiry of `key` (0: none), and whether it has passed; a lock held. Neither reads
   // the clock, nor anything but an empty table, for a store where no key has an expiry.
   std::int64_t expiry_of(const std::string& key) const;
   bool expired(const std::string& key) const;
+#endif //< chapters 9-15
   // Gives the entry at `it` the expiry `when_ms` (0: none; a time passed removes it),
   // logged as a kExpire record; the writer lock held.
   Status change_expiry(Map::iterator it, std::int64_t when_ms);
   Status log_expire(std::string_view key, std::int64_t when_ms);
   // Sets or (with 0) clears the expiry of a key that is in map_; starts the expiry cycle
   // with the first expiry set. The writer lock held.
+#if 0 //> chapters 9-15
   void set_expiry(const std::string& key, std::int64_t expire_at_ms);
+#endif //< chapters 9-15
+//> chapter 16
+  void set_expiry(const Map::Key& key, std::int64_t expire_at_ms);
+//< chapter 16
 
   // The background expiry cycle: a thread started with the first expiry, stopped and
   // joined by close().
@@ -4458,16 +4535,16 @@ class Store {
 //< chapter 15
 //> chapter 16
 
-  // The keys chapter 16's table hands out are views of its entries, not std::string: the
-  // helpers that ask the std::string-keyed tables (expires_, watched_) take them too, and
-  // make the std::string only when that table holds a key at all.
-  std::int64_t expiry_of(std::string_view key) const {
-    return expires_.empty() ? 0 : expiry_of(std::string(key));
-  }
-  bool expired(std::string_view key) const { return !expires_.empty() && expired(std::string(key)); }
-  void set_expiry(std::string_view key, std::int64_t expire_at_ms) {
-    if (expire_at_ms != 0 || !expires_.empty()) set_expiry(std::string(key), expire_at_ms);
-  }
+  // A key's expiry is in its entry (chapter 16): the table counts the entries that have
+  // one, and with none reads nothing, nor the clock. A key an iterator handed out (it->first)
+  // names its entry, so asking needs no lookup. The keys the table hands out are views of
+  // its entries, not std::string: touch() takes them too, and makes the std::string only
+  // when watched_ holds a key at all.
+  std::int64_t expiry_of(std::string_view key) const { return map_.expiry_of(key); }
+  std::int64_t expiry_of(const Map::Key& key) const { return map_.expiry_of(key); }
+  bool expired(std::string_view key) const { return passed(map_.expiry_of(key)); }
+  bool expired(const Map::Key& key) const { return passed(map_.expiry_of(key)); }
+  bool passed(std::int64_t expiry) const { return expiry != 0 && now_ms() > expiry; }
   void touch(std::string_view key) {
     if (!watched_.empty()) touch(std::string(key));
   }
@@ -4548,7 +4625,9 @@ inline Status Store::erase(Map::iterator it) {
   if (keeps_undo()) remember(it->first, std::move(it->second));
 //< chapter 5
 //> chapter 9
+#if 0 //> chapters 9-15
   if (!expires_.empty()) expires_.erase(it->first);
+#endif //< chapters 9-15
 //< chapter 9
 //> chapter 10
   touch(it->first);
@@ -4735,7 +4814,12 @@ inline Status Store::open(const Options& options, std::unique_ptr<Store>* store)
                  std::to_string(opened->recovery_.log_version) + " log; it was rewritten as " +
                  "version " + std::to_string(kLogVersion) + ", which older builds cannot read");
   }
+#if 0 //> chapters 9-15
   if (!opened->expires_.empty() && opened->active_expiry_) {
+#endif //< chapters 9-15
+//> chapter 16
+  if (opened->map_.expiring() != 0 && opened->active_expiry_) {
+//< chapter 16
     Store* self = opened.get();
     opened->expiry_thread_ = std::thread([self] { self->expiry_loop(); });
   }
@@ -4852,6 +4936,7 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
   // the log until a compaction; a replay leaves them out the same way.
   recovery_.log_version = reader.version();
   const std::int64_t now = now_ms();
+#if 0 //> chapters 9-15
   for (auto it = expires_.begin(); it != expires_.end();) {
     if (now > it->second) {
 #if 0 //> chapters 9-13
@@ -4869,6 +4954,20 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
       ++it;
     }
   }
+#endif //< chapters 9-15
+//> chapter 16
+  // The expiries are in the entries: one walk of the table, only if any key has one.
+  for (auto it = map_.begin(); map_.expiring() != 0 && it != map_.end();) {
+    const std::int64_t expiry = map_.expiry_of(it->first);
+    if (expiry == 0 || now <= expiry) {
+      ++it;
+      continue;
+    }
+    count_live(-1, it->first, it->second);  // replay counted it in
+    it = map_.erase(it);
+    ++recovery_.keys_expired;
+  }
+//< chapter 16
 //< chapter 9
 #if 0 //> chapters 4-13
   for (const auto& [key, value] : map_) count_live(+1, key, value);
@@ -4929,14 +5028,21 @@ inline void Store::replay(const Record& record) {
       if (!added) count_live(-1, it->first, it->second);
       it->second.assign(record.value.data(), record.value.size());
       count_live(+1, it->first, it->second);
+#if 0 //> chapters 14-15
       if (record.expiry_ms != 0) expires_[it->first] = static_cast<std::int64_t>(record.expiry_ms);
       else if (!expires_.empty()) expires_.erase(it->first);
+#endif //< chapters 14-15
+//> chapter 16
+      map_.set_expiry(it->first, static_cast<std::int64_t>(record.expiry_ms));
+//< chapter 16
       break;
     }
     case RecordType::kDelete: {
       const auto it = map_.find(record.key);
       if (it == map_.end()) break;
+#if 0 //> chapters 14-15
       if (!expires_.empty()) expires_.erase(it->first);
+#endif //< chapters 14-15
       count_live(-1, it->first, it->second);
       map_.erase(it);
       break;
@@ -4944,8 +5050,13 @@ inline void Store::replay(const Record& record) {
     case RecordType::kExpire: {
       const auto it = map_.find(record.key);
       if (it == map_.end()) break;  // written only for a live key; kept safe anyway
+#if 0 //> chapters 14-15
       if (record.expiry_ms != 0) expires_[it->first] = static_cast<std::int64_t>(record.expiry_ms);
       else if (!expires_.empty()) expires_.erase(it->first);
+#endif //< chapters 14-15
+//> chapter 16
+      map_.set_expiry(it->first, static_cast<std::int64_t>(record.expiry_ms));
+//< chapter 16
       break;
     }
     case RecordType::kBatch: {  // the reader checked every entry before handing it over
@@ -5276,12 +5387,20 @@ inline void Store::restore(Undo* undo) {
     map_.erase(it);
   }
 //> chapter 9
+#if 0 //> chapters 9-15
   expires_.erase(undo->key);
   if (undo->previous && undo->previous_expiry != 0) expires_[undo->key] = undo->previous_expiry;
+#endif //< chapters 9-15
 //< chapter 9
   if (undo->previous) {
     count_live(+1, undo->key, *undo->previous);
+#if 0 //> chapters 5-15
     map_.emplace(std::move(undo->key), std::move(*undo->previous));
+#endif //< chapters 5-15
+//> chapter 16
+    const auto it = map_.emplace(undo->key, *undo->previous).first;
+    if (undo->previous_expiry != 0) map_.set_expiry(it->first, undo->previous_expiry);
+//< chapter 16
   }
 }
 
@@ -5538,7 +5657,9 @@ inline Status Store::clear() {
       if (replaced) {
         map_.clear();
 //> chapter 9
+#if 0 //> chapters 9-15
         expires_.clear();
+#endif //< chapters 9-15
 //< chapter 9
         live_bytes_ = 0;
       }
@@ -5547,7 +5668,9 @@ inline Status Store::clear() {
   }
   map_.clear();
 //> chapter 9
+#if 0 //> chapters 9-15
   expires_.clear();
+#endif //< chapters 9-15
 //< chapter 9
   live_bytes_ = 0;
   return Status();
@@ -5559,9 +5682,16 @@ inline Status Store::clear() {
 //
 // A cache forgets: a session ends, a page goes stale. A key can carry an expiry time, in
 // milliseconds since the Unix epoch (wall-clock time, as Redis keeps it, so that it
+#if 0 //> chapters 9-15
 // means the same after a restart). Keys with one have an entry in a second table,
 // expires_; a key without one costs nothing, and a store where none has one pays one
 // check of an empty table per lookup.
+#endif //< chapters 9-15
+//> chapter 16
+// means the same after a restart). Since chapter 16 it is 8 bytes of the key's entry in
+// the table, there only when the key has one, and the table counts such keys: a key
+// without one costs nothing, and a store where none has one pays one test per lookup.
+//< chapter 16
 //
 // A key whose time has passed is gone at once for everyone: every lookup checks (lazy
 // expiry). Removing it is a write, with a record in the log, done when a writer meets it
@@ -5584,9 +5714,15 @@ inline std::int64_t Store::now_ms() const {
 }
 
 inline std::size_t Store::expiring() const {
+#if 0 //> chapters 9-15
   return read([&] { return expires_.size(); });
+#endif //< chapters 9-15
+//> chapter 16
+  return read([&] { return map_.expiring(); });
+//< chapter 16
 }
 
+#if 0 //> chapters 9-15
 inline std::int64_t Store::expiry_of(const std::string& key) const {
   if (expires_.empty()) return 0;
   auto it = expires_.find(key);
@@ -5605,6 +5741,12 @@ inline void Store::set_expiry(const std::string& key, std::int64_t expire_at_ms)
     return;
   }
   expires_[key] = expire_at_ms;
+#endif //< chapters 9-15
+//> chapter 16
+inline void Store::set_expiry(const Map::Key& key, std::int64_t expire_at_ms) {
+  map_.set_expiry(key, expire_at_ms);
+  if (expire_at_ms == 0) return;
+//< chapter 16
   if (!active_expiry_) return;
   std::lock_guard<CompactorMutex> lock(expiry_mu_);
   // Once stop_expiry() has begun, the thread is its to join: no reading it here.
@@ -5728,6 +5870,7 @@ inline Status Store::get_and_expire(std::string_view key, std::int64_t when_ms, 
 inline Status Store::remove_expired(std::size_t sample, std::size_t* removed) {
   *removed = 0;
   WriteLock lock(this);
+#if 0 //> chapters 9-15
   if (expires_.empty()) return Status();
   // Look at `sample` keys from a random bucket on, as Redis samples its expires table,
   // past at most 20 empty buckets per key wanted: a table left sparse by many removals
@@ -5745,9 +5888,31 @@ inline Status Store::remove_expired(std::size_t sample, std::size_t* removed) {
       if (now > it->second) due.push_back(it->first);
     }
   }
+#endif //< chapters 9-15
+//> chapter 16
+  // With no key expiring, nothing to do. Otherwise a SCAN step from a random cursor looks
+  // at entries until it has met `sample` with an expiry, and at 20 x `sample` entries (200
+  // x `sample` buckets) at most: with few keys expiring among many, a round finds fewer
+  // than `sample`, but its work stays bounded, and the next round starts elsewhere.
+  if (map_.expiring() == 0) return Status();
+  std::vector<std::string> due;
+  const std::int64_t now = now_ms();
+  std::size_t seen = 0;
+  map_.scan(Map::next_random(&expiry_seed_), 20 * sample, [&](const Map::value_type& entry) {
+    const std::int64_t expiry = map_.expiry_of(entry.first);
+    if (expiry == 0) return true;
+    if (now > expiry) due.emplace_back(entry.first);
+    return ++seen < sample;
+  });
+//< chapter 16
   for (const std::string& key : due) {
     auto it = map_.find(key);
+#if 0 //> chapters 9-15
     assert(it != map_.end());  // expires_ holds only keys of map_
+#endif //< chapters 9-15
+//> chapter 16
+    assert(it != map_.end());  // a key the step saw, and nothing erased since
+//< chapter 16
     if (Status s = erase(it); !s.ok()) return s;
     ++*removed;
   }
