@@ -488,8 +488,8 @@ TEST_CASE("total_commands_processed counts commands run, not commands refused") 
 
 }  // TEST_SUITE
 
-// Until chapter 9 gives keys an expiry, SET refuses its expiry options by name.
-TEST_SUITE("up to chapter 8: keys do not expire") {
+// Until chapter 10 gives keys an expiry, SET refuses its expiry options by name.
+TEST_SUITE("up to chapter 9: keys do not expire") {
 
 TEST_CASE("SET refuses the expiry options it does not support yet") {
   Fixture f;

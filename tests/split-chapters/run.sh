@@ -49,9 +49,9 @@ refuse "mismatched close" "bad.hpp:3: \"//< chapter 2\" does not match the inner
 //> chapter 3
 //< chapter 2
 //< chapter 3'
-refuse "unknown chapter" "bad.hpp:1: unknown chapter 9: chapters are 1 to 3" \
-'//> chapter 9
-//< chapter 9'
+refuse "unknown chapter" "bad.hpp:1: unknown chapter 10: chapters are 1 to 3" \
+'//> chapter 10
+//< chapter 10'
 refuse "chapter zero" "bad.hpp:1: unknown chapter 0" \
 '//> chapter 0
 //< chapter 0'
