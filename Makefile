@@ -229,9 +229,9 @@ TEST_RUNS += "$(1), before" "sh tools/learn/check-before.sh $(BUILD)/learn-befor
 endef
 $(if $(FINAL_ONLY),,$(foreach n,$(NUMBERS),$(eval $(call learn_tests,$(word $(n),$(CHAPTERS)),$(n)))))
 $(eval $(call test_binary,final,$(HEADER),$(CHAPTERS),$(wildcard tests/*_test.cpp),$(call up_to_list,$(CHAPTERS)),$(FLAGS)))
-# From chapter 13 the server has two I/O models, the event loop by default: the final
+# From chapter 14 the server has two I/O models, the event loop by default: the final
 # header's server suites run once more with thread per connection (tests/support/server_io.hpp).
-TEST_RUNS += "final, io threads" "KEYSTONELIGHT_TEST_IO=threads $(BUILD)/tests/final '--test-suite=chapter?7:*,chapter?13:*'"
+TEST_RUNS += "final, io threads" "KEYSTONELIGHT_TEST_IO=threads $(BUILD)/tests/final '--test-suite=chapter?8:*,chapter?14:*'"
 
 # Scripts in tests/ that drive the programs: tests/NAME.sh runs with the build folder.
 SCRIPT_RUNS := $(foreach t,$(wildcard tests/programs/*.sh),"$(notdir $(t:.sh=))" "sh $(t) $(BUILD)")
@@ -240,10 +240,10 @@ EXAMPLE_RUNS := $(foreach c,$(CHAPTERS),$(if $(wildcard chapters/$(c)/example.in
     "example $(c)" "sh tools/check-example.sh $(BUILD)/chapters/$(c)/example chapters/$(c)/example.in chapters/$(c)/example.out"))
 
 # The torture of `make torture`, small (6 kill trials, 2 per fsync policy, about 5 s),
-# multi-key DEL and MSET included: since chapter 10 each is one batch record.
+# multi-key DEL and MSET included: since chapter 11 each is one batch record.
 TORTURE := $(BUILD)/tests/torture
 TORTURE_SMALL := "$(TORTURE) $(BUILD)/bin/keystonelight-server --trials 6 --ms 100,400 --ballast 20000"
-# The same against the server's other I/O model, thread per connection (chapter 13).
+# The same against the server's other I/O model, thread per connection (chapter 14).
 TORTURE_THREADS := "$(TORTURE) $(BUILD)/bin/keystonelight-server --trials 6 --ms 100,400 --ballast 20000 --io threads"
 
 # Runs what is built; `test`, `sanitize` and `tsan` differ in the flags and what they add.

@@ -15,19 +15,19 @@
        Status                  errors as values: a code and a message (1)
 //> chapter 2
        Platform                FileSystem and POSIX files (2), the directory lock (3), the
-                               reader-writer lock (5), sockets (7), PidFile, SignalWaiter (8)
+                               reader-writer lock (5), sockets (8), PidFile, SignalWaiter (9)
        The log                 CRC-32C, the record format, LogWriter, LogReader (2)
 //< chapter 2
-//> chapter 9
-                               the expire record, format version 2 (9)
-//< chapter 9
 //> chapter 10
-                               the batch record, format version 3 (10)
+                               the expire record, format version 2 (10)
 //< chapter 10
-//> chapter 14
+//> chapter 11
+                               the batch record, format version 3 (11)
+//< chapter 11
+//> chapter 15
                                CRC-32C by the processor's instruction, picked at run
-                               time in the platform section (14)
-//< chapter 14
+                               time in the platform section (15)
+//< chapter 15
 //> chapter 3
        The persistent log      FsyncPolicy, Options, Disk: the log, its lock and fsyncs (3),
                                compaction (4), group commit (5); diagnose: what a bad record
@@ -47,51 +47,54 @@
 //> chapter 6
                                set_all, del_all, get_all, keys, clear (6)
 //< chapter 6
-//> chapter 9
+//> chapter 10
                                keys that expire: set with a ttl, expire_at, persist,
-                               expire_time, lazy and active expiry (9)
-//< chapter 9
-//> chapter 10
-                               transaction, WriteBatch, Watch (10)
+                               expire_time, lazy and active expiry (10)
 //< chapter 10
 //> chapter 11
-                               its own hash table (detail::Table), scan, random_key,
-                               rename, copy (11)
-//< chapter 11
-//> chapter 14
-                               a replay that sizes the table from the log, prefetches
-                               and copies nothing it does not keep (14)
-//< chapter 14
-//> chapter 6
-       The protocol            RequestParser, resp:: replies, Dispatcher and its commands (6)
-//< chapter 6
-//> chapter 9
-                               EXPIRE and its kin, TTL and its kin, PERSIST, SET's EX, PX,
-                               EXAT, PXAT and KEEPTTL, SETEX, PSETEX, GETEX (9)
-//< chapter 9
-//> chapter 10
-                               MULTI, EXEC, DISCARD, WATCH, UNWATCH (10)
-//< chapter 10
-//> chapter 11
-                               SCAN, RANDOMKEY, TYPE, TOUCH, UNLINK, RENAME, RENAMENX,
-                               COPY (11)
+                               transaction, WriteBatch, Watch (11)
 //< chapter 11
 //> chapter 12
-                               the string and bitmap commands: INCRBYFLOAT, GETRANGE,
-                               SETRANGE, LCS, SETBIT, BITCOUNT, BITPOS, BITOP ... (12)
+                               its own hash table (detail::Table), scan, random_key,
+                               rename, copy (12)
 //< chapter 12
+//> chapter 15
+                               a replay that sizes the table from the log, prefetches
+                               and copies nothing it does not keep (15)
+//< chapter 15
+//> chapter 6
+       The protocol            RequestParser, resp:: replies (6)
+//< chapter 6
 //> chapter 7
-       The TCP server          Server: listener, a thread per connection, pipelining,
-                               limits, graceful stop; Client and Reply (7)
+                               Dispatcher, its command table and its commands, AUTH (7)
 //< chapter 7
-//> chapter 8
-       Process management      the PID file and signal thread are platform code; the server
-                               program is examples/keystonelight-server.cpp (8)
-//< chapter 8
+//> chapter 10
+                               EXPIRE and its kin, TTL and its kin, PERSIST, SET's EX, PX,
+                               EXAT, PXAT and KEEPTTL, SETEX, PSETEX, GETEX (10)
+//< chapter 10
+//> chapter 11
+                               MULTI, EXEC, DISCARD, WATCH, UNWATCH (11)
+//< chapter 11
+//> chapter 12
+                               SCAN, RANDOMKEY, TYPE, TOUCH, UNLINK, RENAME, RENAMENX,
+                               COPY (12)
+//< chapter 12
 //> chapter 13
-       The event loop          Poller (epoll, or poll(2)) in the platform code; Server's
-                               second I/O model: a few loops serving every connection (13)
+                               the string and bitmap commands: INCRBYFLOAT, GETRANGE,
+                               SETRANGE, LCS, SETBIT, BITCOUNT, BITPOS, BITOP ... (13)
 //< chapter 13
+//> chapter 8
+       The TCP server          Server: listener, a thread per connection, pipelining,
+                               limits, graceful stop; Client and Reply (8)
+//< chapter 8
+//> chapter 9
+       Process management      the PID file and signal thread are platform code; the server
+                               program is examples/keystonelight-server.cpp (9)
+//< chapter 9
+//> chapter 14
+       The event loop          Poller (epoll, or poll(2)) in the platform code; Server's
+                               second I/O model: a few loops serving every connection (14)
+//< chapter 14
 
    COMPILE-TIME OPTIONS: define before including to change a default.
 
@@ -111,17 +114,17 @@
        KEYSTONELIGHT_MAX_BULK_BYTES       536870912  longest argument of a request
        KEYSTONELIGHT_MAX_ARGS             1048576    most arguments in one request
 //< chapter 6
-//> chapter 7
+//> chapter 8
        KEYSTONELIGHT_MAX_OUTPUT_BYTES     67108864   unread replies before a client must read;
                                                      also the largest reply of many keys
        KEYSTONELIGHT_MAX_CLIENTS_OUTPUT_BYTES  1073741824  all clients' unread replies together
        KEYSTONELIGHT_SEND_TIMEOUT_SECONDS 60         close a client that reads nothing this long
        KEYSTONELIGHT_STOP_GRACE_MS        1000       time stop() gives unsent replies
-//< chapter 7
-//> chapter 9
+//< chapter 8
+//> chapter 10
        KEYSTONELIGHT_EXPIRY_CYCLE_MS      100        period of the active expiry cycle
        KEYSTONELIGHT_EXPIRY_SAMPLE_KEYS   20         keys with a TTL each round looks at
-//< chapter 9
+//< chapter 10
 
    CHAPTER MARKERS: a comment line made of two slashes, an angle bracket and a chapter
    ("chapter 3") opens or closes the code that chapter adds; after "#if 0", a range
@@ -141,12 +144,12 @@
 #define KEYSTONELIGHT_VERSION_MINOR 1
 #define KEYSTONELIGHT_VERSION_PATCH 0
 #define KEYSTONELIGHT_VERSION_STR "0.1.0"
-//> chapter 13
+//> chapter 14
 
-// Chapter 13's event loop is in this header (ServerConfig::io). The server program, which
-// is also chapter 8's example, offers --io only where it is.
+// Chapter 14's event loop is in this header (ServerConfig::io). The server program, which
+// is also chapter 9's example, offers --io only where it is.
 #define KEYSTONELIGHT_HAS_EVENT_LOOP 1
-//< chapter 13
+//< chapter 14
 
 // ---------------------------------------------------------------------------------------
 // Configuration: every compile-time default lives in this block, with its unit in its
@@ -196,9 +199,9 @@
 #define KEYSTONELIGHT_MAX_ARGS (1024 * 1024)
 #endif
 //< chapter 6
-//> chapter 7
+//> chapter 8
 
-// The server (chapter 7). Replies a client has not read yet: past this much, its
+// The server (chapter 8). Replies a client has not read yet: past this much, its
 // connection runs no more requests until it reads. A client that reads none of its
 // replies for the send timeout is closed. When the server stops, replies still unsent
 // get the grace period, then their connections close anyway.
@@ -216,10 +219,10 @@
 #ifndef KEYSTONELIGHT_STOP_GRACE_MS
 #define KEYSTONELIGHT_STOP_GRACE_MS 1000
 #endif
-//< chapter 7
-//> chapter 9
+//< chapter 8
+//> chapter 10
 
-// Active expiry (chapter 9), as Redis samples: every cycle, rounds of this many keys with
+// Active expiry (chapter 10), as Redis samples: every cycle, rounds of this many keys with
 // a TTL, picked at random, are checked and the expired ones removed; another round
 // follows while more than a quarter were expired, within a quarter of the cycle's time.
 #ifndef KEYSTONELIGHT_EXPIRY_CYCLE_MS
@@ -228,7 +231,7 @@
 #ifndef KEYSTONELIGHT_EXPIRY_SAMPLE_KEYS
 #define KEYSTONELIGHT_EXPIRY_SAMPLE_KEYS 20
 #endif
-//< chapter 9
+//< chapter 10
 
 // ---------------------------------------------------------------------------------------
 // Platform check: the engine speaks POSIX (open, write, fsync, flock, sockets) and says so
@@ -278,7 +281,7 @@
 
 #include <pthread.h>
 //< chapter 5
-//> chapter 7
+//> chapter 8
 #include <system_error>
 
 #include <netdb.h>
@@ -287,23 +290,23 @@
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-//< chapter 7
-//> chapter 8
+//< chapter 8
+//> chapter 9
 #include <csignal>
 
 #include <signal.h>
-//< chapter 8
-//> chapter 12
-#include <cmath>
-//< chapter 12
+//< chapter 9
 //> chapter 13
+#include <cmath>
+//< chapter 13
+//> chapter 14
 #if defined(__linux__)
 #include <sys/epoll.h>
 #endif
-//< chapter 13
-//> chapter 14
+//< chapter 14
+//> chapter 15
 
-// The processor's CRC-32C instruction (chapter 14), where there is one: SSE 4.2 on
+// The processor's CRC-32C instruction (chapter 15), where there is one: SSE 4.2 on
 // x86-64, the CRC extension of ARMv8 on 64-bit ARM. Only the platform section uses them.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <nmmintrin.h>
@@ -314,7 +317,7 @@
 #include <sys/auxv.h>
 #define KEYSTONELIGHT_CRC32C_ARMV8 1
 #endif
-//< chapter 14
+//< chapter 15
 
 namespace keystonelight {
 
@@ -786,9 +789,9 @@ class SharedMutex {
   const int rank_;
 };
 //< chapter 5
-//> chapter 7
+//> chapter 8
 
-// Sockets (chapter 7). A Socket owns one descriptor and closes it once. Every socket made
+// Sockets (chapter 8). A Socket owns one descriptor and closes it once. Every socket made
 // here is non-blocking and close-on-exec: callers wait for readiness with wait_ready(), so
 // that one poll(2) can also watch a Wakeup and a deadline, and no wait lasts for ever.
 class Socket {
@@ -1084,9 +1087,9 @@ class Wakeup {
     read_ = fds[0];
     write_ = fds[1];
     ::fcntl(write_, F_SETFL, O_NONBLOCK);  // a full pipe is readable already: never wait
-//> chapter 13
+//> chapter 14
     ::fcntl(read_, F_SETFL, O_NONBLOCK);  // drain() reads until it is empty, never waits
-//< chapter 13
+//< chapter 14
     return Status();
   }
   void notify() {
@@ -1094,7 +1097,7 @@ class Wakeup {
     ssize_t ignored = ::write(write_, &byte, 1);
     (void)ignored;  // EAGAIN means it is readable already, which is all we want
   }
-//> chapter 13
+//> chapter 14
   // Empties the pipe, so that it is readable again only after the next notify() (chapter
   // 13: an event loop's doorbell, rung for each connection handed to it). Call drain()
   // before looking at what the notifiers left: a notify() after that look rings again.
@@ -1103,7 +1106,7 @@ class Wakeup {
     while (::read(read_, bytes, sizeof(bytes)) > 0) {
     }
   }
-//< chapter 13
+//< chapter 14
   int fd() const { return read_; }
 
  private:
@@ -1127,10 +1130,10 @@ inline std::uint64_t raise_open_files_limit(std::uint64_t wanted) {
   ::getrlimit(RLIMIT_NOFILE, &limit);
   return as_count(limit.rlim_cur);
 }
-//< chapter 7
-//> chapter 13
+//< chapter 8
+//> chapter 14
 
-// Readiness (chapter 13): which of many descriptors can be read or written now, asked of
+// Readiness (chapter 14): which of many descriptors can be read or written now, asked of
 // the kernel in one call. A Poller watches a set of descriptors, each for POLLIN, POLLOUT
 // or both, and wait() reports those ready (POLLHUP and POLLERR count as ready, as in
 // wait_ready). Level-triggered: a descriptor stays ready until what made it ready is
@@ -1224,12 +1227,12 @@ using Poller = EpollPoller;
 #else
 using Poller = PollPoller;
 #endif
-//< chapter 13
+//< chapter 14
 
 }  // namespace detail
-//> chapter 8
+//> chapter 9
 
-// Process management (chapter 8): a PID file, and signals as values.
+// Process management (chapter 9): a PID file, and signals as values.
 //
 // A PID file names the process that serves a data directory and keeps a second one out.
 // "Read the pid, check whether that process lives, write ours" races: two starters can
@@ -1401,12 +1404,12 @@ class SignalWaiter {
  private:
   sigset_t set_;
 };
-//< chapter 8
-//> chapter 14
+//< chapter 9
+//> chapter 15
 
 namespace detail {
 
-// CRC-32C in hardware (chapter 14). SSE 4.2's crc32 instruction and ARMv8's crc32c
+// CRC-32C in hardware (chapter 15). SSE 4.2's crc32 instruction and ARMv8's crc32c
 // compute exactly the CRC of the table in the log section (the Castagnoli polynomial,
 // reflected), 8 bytes per instruction instead of one table lookup per byte. Not every
 // processor has them, and a header must run wherever it is compiled, so the code is
@@ -1470,7 +1473,7 @@ inline std::atomic<bool>& crc32c_uses_hardware() {
 }
 
 }  // namespace detail
-//< chapter 14
+//< chapter 15
 //> chapter 2
 
 inline FileSystem* default_file_system() {
@@ -1503,59 +1506,59 @@ inline FileSystem* default_file_system() {
 // =======================================================================================
 
 enum class RecordType : std::uint8_t {
-  kPut = 1,     // key now has value (and, from chapter 9, the expiry in the header)
+  kPut = 1,     // key now has value (and, from chapter 10, the expiry in the header)
   kDelete = 2,  // key has no value; the value length is 0
-//> chapter 9
-  kExpire = 3,  // key keeps its value, and its expiry becomes the header's (0: none); the
-                // value length is 0. Version 2 of the format (chapter 9) adds it.
-//< chapter 9
 //> chapter 10
-  kBatch = 4,   // several changes that apply together or not at all: no key, and a value
-                // made of entries (see detail::encode_batch_entry). Version 3 (chapter 10).
+  kExpire = 3,  // key keeps its value, and its expiry becomes the header's (0: none); the
+                // value length is 0. Version 2 of the format (chapter 10) adds it.
 //< chapter 10
-//> chapter 12
+//> chapter 11
+  kBatch = 4,   // several changes that apply together or not at all: no key, and a value
+                // made of entries (see detail::encode_batch_entry). Version 3 (chapter 11).
+//< chapter 11
+//> chapter 13
   kAppend = 5,  // the value grows by the record's value at its end (a missing key starts
-                // empty); the expiry stays as it was. Version 4 (chapter 12): an APPEND
+                // empty); the expiry stays as it was. Version 4 (chapter 13): an APPEND
                 // of k bytes logs k bytes, not the whole value.
-//< chapter 12
+//< chapter 13
 };
 
 inline constexpr char kLogMagic[8] = {'K', 'E', 'Y', 'S', 'T', 'O', 'N', 'E'};
 // The format version this build writes. It reads every version up to this one: a new
 // record type bumps it, so that an older build refuses a log it cannot read by saying so
 // rather than by calling a record it does not know damage.
-#if 0 //> chapters 2-8
+#if 0 //> chapters 2-9
 inline constexpr std::uint32_t kLogVersion = 1;
-#endif //< chapters 2-8
-#if 0 //> chapters 9-9
+#endif //< chapters 2-9
+#if 0 //> chapters 10-10
 inline constexpr std::uint32_t kLogVersion = 2;
-#endif //< chapters 9-9
-#if 0 //> chapters 10-11
+#endif //< chapters 10-10
+#if 0 //> chapters 11-12
 inline constexpr std::uint32_t kLogVersion = 3;
-#endif //< chapters 10-11
-//> chapter 12
+#endif //< chapters 11-12
+//> chapter 13
 inline constexpr std::uint32_t kLogVersion = 4;
-//< chapter 12
+//< chapter 13
 inline constexpr std::size_t kFileHeaderBytes = 8 + 4 + 4;           // magic, version, CRC
 // Header CRC, body CRC, type, key length, value length, expiry.
 inline constexpr std::size_t kRecordHeaderBytes = 4 + 4 + 1 + 4 + 4 + 8;
 inline constexpr std::uint32_t kMaxKeyBytes = KEYSTONELIGHT_MAX_KEY_BYTES;
 inline constexpr std::uint32_t kMaxValueBytes = KEYSTONELIGHT_MAX_VALUE_BYTES;
-//> chapter 12
+//> chapter 13
 // Whether records of this type have a value: a put's, and an append's piece. Every other
 // change has a value length of 0 (a batch's value is its entries: read apart).
 inline constexpr bool carries_value(unsigned char type) {
   return type == static_cast<unsigned char>(RecordType::kPut) ||
          type == static_cast<unsigned char>(RecordType::kAppend);
 }
-//< chapter 12
-//> chapter 10
+//< chapter 13
+//> chapter 11
 // A batch entry: type, key length, value length, expiry; then its key and value. The
 // batch record's body CRC covers every entry, so an entry carries no CRC of its own.
 inline constexpr std::size_t kBatchEntryHeaderBytes = 1 + 4 + 4 + 8;
 // The most a batch record's entries may hold: what its 32-bit value length can say.
 inline constexpr std::uint64_t kMaxBatchBytes = 0xFFFFFFFFu;
-//< chapter 10
+//< chapter 11
 
 // One record as the reader found it. The views point into the reader's buffer and stay
 // valid until its next call.
@@ -1585,30 +1588,30 @@ struct Crc32cTable {
 };
 inline constexpr Crc32cTable kCrc32cTable{};
 
-#if 0 //> chapters 2-13
+#if 0 //> chapters 2-14
 // Extends `crc` (the CRC of what came before, 0 at the start) with `n` more bytes.
 inline std::uint32_t crc32c_extend(std::uint32_t crc, const char* data, std::size_t n) {
-#endif //< chapters 2-13
-//> chapter 14
-// The table's CRC, a byte at a time: what crc32c_extend() falls back on (chapter 14).
+#endif //< chapters 2-14
+//> chapter 15
+// The table's CRC, a byte at a time: what crc32c_extend() falls back on (chapter 15).
 inline std::uint32_t crc32c_extend_table(std::uint32_t crc, const char* data, std::size_t n) {
-//< chapter 14
+//< chapter 15
   crc = ~crc;
   for (std::size_t i = 0; i < n; ++i) {
     crc = kCrc32cTable.entry[(crc ^ static_cast<unsigned char>(data[i])) & 0xFF] ^ (crc >> 8);
   }
   return ~crc;
 }
-//> chapter 14
+//> chapter 15
 
 // Extends `crc` (the CRC of what came before, 0 at the start) with `n` more bytes: with
-// the processor's CRC instruction where it has one (chapter 14), else with the table.
+// the processor's CRC instruction where it has one (chapter 15), else with the table.
 inline std::uint32_t crc32c_extend(std::uint32_t crc, const char* data, std::size_t n) {
   return crc32c_uses_hardware().load(std::memory_order_relaxed)
              ? crc32c_extend_hardware(crc, data, n)
              : crc32c_extend_table(crc, data, n);
 }
-//< chapter 14
+//< chapter 15
 inline std::uint32_t crc32c(std::string_view data) {
   return crc32c_extend(0, data.data(), data.size());
 }
@@ -1664,7 +1667,7 @@ inline void encode_record(RecordType type, std::string_view key, std::string_vie
   out->append(key);
   out->append(value);
 }
-//> chapter 10
+//> chapter 11
 
 // Appends one entry of a batch record's value to *out.
 inline void encode_batch_entry(RecordType type, std::string_view key, std::string_view value,
@@ -1689,7 +1692,7 @@ class BatchReader {
     const std::uint32_t key_bytes = get_u32(p + 1);
     const std::uint32_t value_bytes = get_u32(p + 5);
     const std::uint64_t size = kBatchEntryHeaderBytes + std::uint64_t{key_bytes} + value_bytes;
-#if 0 //> chapters 10-11
+#if 0 //> chapters 11-12
     if (type < static_cast<unsigned char>(RecordType::kPut) ||
         type > static_cast<unsigned char>(RecordType::kExpire) || key_bytes > kMaxKeyBytes ||
         value_bytes > kMaxValueBytes ||
@@ -1697,8 +1700,8 @@ class BatchReader {
         size > body_.size()) {
       return false;
     }
-#endif //< chapters 10-11
-//> chapter 12
+#endif //< chapters 11-12
+//> chapter 13
     // Any change but a batch: batches do not nest.
     if (type < static_cast<unsigned char>(RecordType::kPut) ||
         type > static_cast<unsigned char>(RecordType::kAppend) ||
@@ -1707,7 +1710,7 @@ class BatchReader {
         size > body_.size()) {
       return false;
     }
-//< chapter 12
+//< chapter 13
     entry->type = static_cast<RecordType>(type);
     entry->key = body_.substr(kBatchEntryHeaderBytes, key_bytes);
     entry->value = body_.substr(kBatchEntryHeaderBytes + key_bytes, value_bytes);
@@ -1721,14 +1724,14 @@ class BatchReader {
   std::string_view body_;
 };
 
-#if 0 //> chapters 10-11
+#if 0 //> chapters 11-12
 // Whether a batch record's value is a whole number of entries, at least two, each one a
 // put, delete or expire that a record of its own could hold.
-#endif //< chapters 10-11
-//> chapter 12
+#endif //< chapters 11-12
+//> chapter 13
 // Whether a batch record's value is a whole number of entries, at least two, each one a
 // put, delete, expire or append that a record of its own could hold.
-//< chapter 12
+//< chapter 13
 inline bool valid_batch(std::string_view body) {
   BatchReader reader(body);
   Record entry;
@@ -1736,7 +1739,7 @@ inline bool valid_batch(std::string_view body) {
   while (reader.next(&entry)) ++count;
   return reader.at_end() && count >= 2;
 }
-//< chapter 10
+//< chapter 11
 
 }  // namespace detail
 
@@ -1759,25 +1762,25 @@ inline Status check_record_limits(std::string_view key, std::string_view value) 
 
 // Checks a whole record against the format before it is written.
 inline Status check_record(RecordType type, std::string_view key, std::string_view value) {
-//> chapter 10
+//> chapter 11
   if (type == RecordType::kBatch) {
     if (key.empty() && value.size() <= kMaxBatchBytes) return Status();
     return Status::invalid_argument("a batch of " + std::to_string(value.size()) + " bytes is "
                                     "more than one record can hold (4 GiB): change fewer keys "
                                     "at a time");
   }
-//< chapter 10
+//< chapter 11
   if (Status s = check_record_limits(key, value); !s.ok()) return s;
-#if 0 //> chapters 2-11
+#if 0 //> chapters 2-12
   if (type != RecordType::kPut && !value.empty()) {
     return Status::invalid_argument("only a put record has a value");
   }
-#endif //< chapters 2-11
-//> chapter 12
+#endif //< chapters 2-12
+//> chapter 13
   if (!carries_value(static_cast<unsigned char>(type)) && !value.empty()) {
     return Status::invalid_argument("only a put or an append record has a value");
   }
-//< chapter 12
+//< chapter 13
   return Status();
 }
 
@@ -1807,7 +1810,7 @@ class LogWriter {
     if (!broken_.ok()) return broken_;
     buffer_.clear();
     detail::encode_record(type, key, value, expiry_ms, &buffer_);
-#if 0 //> chapters 2-14
+#if 0 //> chapters 2-15
     Status s = file_->append(buffer_);
     if (!s.ok()) {
       // Cut the partial record off. If even that fails, the file holds half a record that
@@ -1818,16 +1821,16 @@ class LogWriter {
     size_ += buffer_.size();
     if (buffer_.capacity() > kKeepBufferBytes) std::string().swap(buffer_);
     return Status();
-#endif //< chapters 2-14
-//> chapter 15
+#endif //< chapters 2-15
+//> chapter 16
     Status s = append_encoded(buffer_);
     if (buffer_.capacity() > kKeepBufferBytes) std::string().swap(buffer_);
     return s;
-//< chapter 15
+//< chapter 16
   }
-//> chapter 15
+//> chapter 16
 
-  // Appends records encoded already, a batch of them (chapter 15), in one write(2). On
+  // Appends records encoded already, a batch of them (chapter 16), in one write(2). On
   // failure the file is cut back to where they began, so none of them is left behind.
   Status append_encoded(std::string_view records) {
     if (!broken_.ok()) return broken_;
@@ -1842,7 +1845,7 @@ class LogWriter {
     size_ += records.size();
     return Status();
   }
-//< chapter 15
+//< chapter 16
 
   Status sync() { return file_->sync(); }
 
@@ -1861,7 +1864,7 @@ class LogWriter {
   static constexpr std::size_t kKeepBufferBytes = 1 << 20;  // drop buffers grown past this
 
   std::unique_ptr<File> file_;
-  // Atomic because from chapter 15 the thread that appends is not always the one that
+  // Atomic because from chapter 16 the thread that appends is not always the one that
   // asks for the size: a group-commit leader writes while a writer checks the size.
   std::atomic<std::uint64_t> size_;
   std::string buffer_;  // the record being written, reused to spare an allocation each
@@ -2011,9 +2014,9 @@ class LogReader {
     return count;
   }
 
-//> chapter 14
+//> chapter 15
   // About how many records the log holds from offset() on, to size a table before a
-  // replay (chapter 14): the bytes left over the mean size of the first records, those
+  // replay (chapter 15): the bytes left over the mean size of the first records, those
   // within the read-ahead buffer the replay reads next anyway (a budget of its size
   // keeps a first record of 100 MB from being read twice). Only whole, valid records
   // count, and each is at least kRecordHeaderBytes long, so the answer is never more
@@ -2051,7 +2054,7 @@ class LogReader {
     return std::string_view();
   }
 
-//< chapter 14
+//< chapter 15
   // Words for a result, for messages: "checksum mismatch".
   static const char* describe(Result r) {
     switch (r) {
@@ -2075,9 +2078,9 @@ class LogReader {
   static constexpr std::uint64_t kSearchSlackBytes = 1 << 20;  // a search may always spend
   static constexpr std::uint64_t kSpent = std::numeric_limits<std::uint64_t>::max();
   static constexpr std::uint64_t kPageBytes = 4096;  // the unit a power cut loses
-//> chapter 14
+//> chapter 15
   static constexpr std::uint64_t kEstimateRecords = 1024;  // read by estimate_records()
-//< chapter 14
+//< chapter 15
 
   // Parses the record at `at`. With `budget`, a body is checked only while the budget
   // covers its size, and is charged to it; one it cannot pay sets it to kSpent.
@@ -2098,27 +2101,27 @@ class LogReader {
     if (type < static_cast<unsigned char>(RecordType::kPut) || type > max_type()) {
       return Result::kBadType;
     }
-#if 0 //> chapters 2-9
+#if 0 //> chapters 2-10
     if (key_bytes > kMaxKeyBytes || value_bytes > kMaxValueBytes ||
         (type != static_cast<unsigned char>(RecordType::kPut) && value_bytes != 0)) {
       return Result::kBadLength;
     }
-#endif //< chapters 2-9
-//> chapter 10
+#endif //< chapters 2-10
+//> chapter 11
     const bool batch = type == static_cast<unsigned char>(RecordType::kBatch);
-#if 0 //> chapters 10-11
+#if 0 //> chapters 11-12
     if (key_bytes > (batch ? 0 : kMaxKeyBytes) || (!batch && value_bytes > kMaxValueBytes) ||
         (!batch && type != static_cast<unsigned char>(RecordType::kPut) && value_bytes != 0)) {
       return Result::kBadLength;
     }
-#endif //< chapters 10-11
-//< chapter 10
-//> chapter 12
+#endif //< chapters 11-12
+//< chapter 11
+//> chapter 13
     if (key_bytes > (batch ? 0 : kMaxKeyBytes) || (!batch && value_bytes > kMaxValueBytes) ||
         (!batch && !carries_value(type) && value_bytes != 0)) {
       return Result::kBadLength;
     }
-//< chapter 12
+//< chapter 13
     // Checked against the file's size before anything is read or allocated: a damaged
     // length must not make us read (or reserve) half a gigabyte.
     const std::uint64_t size = kRecordHeaderBytes + std::uint64_t{key_bytes} + value_bytes;
@@ -2135,13 +2138,13 @@ class LogReader {
                                           static_cast<std::size_t>(size) - kRecordHeaderBytes)) {
       return Result::kBadChecksum;
     }
-//> chapter 10
+//> chapter 11
     // A batch whose CRC holds but whose entries do not add up was written wrong, not
     // damaged on the way: it is refused all the same, never half applied.
     if (batch && !detail::valid_batch(std::string_view(p + kRecordHeaderBytes, value_bytes))) {
       return Result::kBadLength;
     }
-//< chapter 10
+//< chapter 11
     record->type = static_cast<RecordType>(type);
     record->key = std::string_view(p + kRecordHeaderBytes, key_bytes);
     record->value = std::string_view(p + kRecordHeaderBytes + key_bytes, value_bytes);
@@ -2175,25 +2178,25 @@ class LogReader {
 
   // The highest record type the file's version has: a version-1 log holds no kExpire.
   unsigned char max_type() const {
-#if 0 //> chapters 2-8
+#if 0 //> chapters 2-9
     return static_cast<unsigned char>(RecordType::kDelete);
-#endif //< chapters 2-8
-#if 0 //> chapters 9-9
+#endif //< chapters 2-9
+#if 0 //> chapters 10-10
     return static_cast<unsigned char>(version_ < 2 ? RecordType::kDelete : RecordType::kExpire);
-#endif //< chapters 9-9
-#if 0 //> chapters 10-11
+#endif //< chapters 10-10
+#if 0 //> chapters 11-12
     const RecordType newest = version_ < 2   ? RecordType::kDelete
                               : version_ < 3 ? RecordType::kExpire
                                              : RecordType::kBatch;
     return static_cast<unsigned char>(newest);
-#endif //< chapters 10-11
-//> chapter 12
+#endif //< chapters 11-12
+//> chapter 13
     const RecordType newest = version_ < 2   ? RecordType::kDelete
                               : version_ < 3 ? RecordType::kExpire
                               : version_ < 4 ? RecordType::kBatch
                                              : RecordType::kAppend;
     return static_cast<unsigned char>(newest);
-//< chapter 12
+//< chapter 13
   }
 
   File* file_;
@@ -2273,9 +2276,9 @@ struct Options {
   std::uint64_t compact_min_bytes = KEYSTONELIGHT_COMPACT_MIN_BYTES;
   double compact_ratio = KEYSTONELIGHT_COMPACT_RATIO;
 //< chapter 4
-//> chapter 9
+//> chapter 10
 
-  // Expiry (chapter 9). The clock that says when a key's time has come: milliseconds
+  // Expiry (chapter 10). The clock that says when a key's time has come: milliseconds
   // since the Unix epoch, the wall clock, as Redis keeps it. Empty: the system's clock.
   // Tests move time by hand with it. Called with the store's locks held: it must be fast
   // and must not touch the store.
@@ -2284,7 +2287,7 @@ struct Options {
   // Whether a background thread removes expired keys nobody reads (active expiry). Off,
   // they are removed when touched, by compaction, or by remove_expired().
   bool active_expiry = true;
-//< chapter 9
+//< chapter 10
 };
 
 //> chapter 4
@@ -2311,16 +2314,16 @@ struct RecoveryReport {
   // dropped with it, and the file that keeps every dropped byte (see Damage::kLostPages).
   std::uint64_t records_dropped = 0;
   std::string dropped_file;
-//> chapter 9
-  std::uint64_t keys_expired = 0;  // replayed keys whose time had passed, left out (chapter 9)
-  std::uint32_t log_version = 0;   // the format version the log was found in (chapter 9)
-//< chapter 9
+//> chapter 10
+  std::uint64_t keys_expired = 0;  // replayed keys whose time had passed, left out (chapter 10)
+  std::uint32_t log_version = 0;   // the format version the log was found in (chapter 10)
+//< chapter 10
   std::chrono::microseconds duration{0};
 };
 
 namespace detail {
 
-// Hands a message for a person to `info_log` (Options::info_log; from chapter 7 also
+// Hands a message for a person to `info_log` (Options::info_log; from chapter 8 also
 // ServerConfig::info_log), or to standard error without one.
 inline void note(const std::function<void(const std::string&)>& info_log,
                  const std::string& message) {
@@ -2363,17 +2366,17 @@ class Disk {
 #if 0 //> chapters 3-4
   // Appends a record; with kAlways, also syncs it.
 #endif //< chapters 3-4
-#if 0 //> chapters 5-14
+#if 0 //> chapters 5-15
   // Appends a record. With kAlways, the caller then waits in wait_durable() (chapter 5's
   // group commit), after letting go of the Store's writer lock. Writes come one at a
   // time: the caller holds that lock.
-#endif //< chapters 5-14
-//> chapter 15
-  // Adds a record to the batch that the next wait_durable() writes (chapter 15): nothing
+#endif //< chapters 5-15
+//> chapter 16
+  // Adds a record to the batch that the next wait_durable() writes (chapter 16): nothing
   // reaches the file yet, so the caller waits in wait_durable() before it tells anyone,
   // after letting go of the Store's writer lock. Writes come one at a time: the caller
   // holds that lock.
-//< chapter 15
+//< chapter 16
   // The first I/O failure is kept: every later write returns it, because after a failed
   // write or fsync nobody can say what the file holds (Linux may even drop the unwritten
   // pages and report success later).
@@ -2390,32 +2393,32 @@ class Disk {
     }
     if (!s.ok()) return fail(s);
 #endif //< chapters 3-4
-#if 0 //> chapters 5-14
+#if 0 //> chapters 5-15
     Status s = log_->append(type, key, value, expiry_ms);
     if (!s.ok()) return fail(s);
     appended_.fetch_add(1);  // after write(2) returned: a sync that starts now covers it
-#endif //< chapters 5-14
-#if 0 //> chapters 3-14
+#endif //< chapters 5-15
+#if 0 //> chapters 3-15
     if (options_.fsync == FsyncPolicy::kEverySecond) {
       std::lock_guard<std::mutex> lock(mu_);
       unsynced_ = true;
     }
-#endif //< chapters 3-14
-//> chapter 15
+#endif //< chapters 3-15
+//> chapter 16
     if (Status s = check_record(type, key, value); !s.ok()) return s;
     std::lock_guard<std::mutex> lock(mu_);
     detail::encode_record(type, key, value, expiry_ms, &pending_);
     appended_.fetch_add(1);
-//< chapter 15
+//< chapter 16
     return Status();
   }
 
   // Safe to race with close(): the check and the copy of log_ are one step under mu_,
   // so a sync that starts after close() has taken the log says so instead of using it.
   Status sync() {
-//> chapter 15
+//> chapter 16
     if (Status s = wait_durable(appended_.load()); !s.ok()) return s;  // the batch first
-//< chapter 15
+//< chapter 16
     std::shared_ptr<LogWriter> log;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -2431,7 +2434,7 @@ class Disk {
   std::uint64_t appended() const { return appended_.load(); }
 
   // The number of records known to be on disk (kAlways: covered by a finished fsync).
-  // From chapter 15: known to be as durable as the policy promises, which is written to
+  // From chapter 16: known to be as durable as the policy promises, which is written to
   // the file in every policy, and under kAlways synced too.
   std::uint64_t synced() const {
     std::lock_guard<std::mutex> lock(mu_);
@@ -2444,7 +2447,7 @@ class Disk {
     return !failed_.ok();
   }
 
-#if 0 //> chapters 5-14
+#if 0 //> chapters 5-15
   // Group commit. Returns once record number `ticket` is on disk (at once unless the
   // policy is kAlways). The first waiter to find no fsync running becomes the leader: it
   // notes how many records have been written, fsyncs once, and wakes everyone whom that
@@ -2482,9 +2485,9 @@ class Disk {
     }
     return Status();
   }
-#endif //< chapters 5-14
-//> chapter 15
-  // Group commit, for writes as well as fsyncs (chapter 15). Returns once record number
+#endif //< chapters 5-15
+//> chapter 16
+  // Group commit, for writes as well as fsyncs (chapter 16). Returns once record number
   // `ticket` is as durable as the policy promises: written to the file, and under kAlways
   // synced. The first waiter to find no leader becomes one: it takes every record
   // appended so far, writes them with one write(2), syncs once under kAlways, and wakes
@@ -2530,7 +2533,7 @@ class Disk {
     }
     return Status();
   }
-//< chapter 15
+//< chapter 16
 //< chapter 5
 
   // Stops the flusher, syncs, closes the log and releases the lock. Idempotent.
@@ -2543,7 +2546,7 @@ class Disk {
     cv_.notify_all();
     if (flusher_.joinable()) flusher_.join();
     Status s = usable_for_close();
-//> chapter 15
+//> chapter 16
     std::string batch;  // what no leader has written yet, after the one writing now
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -2552,7 +2555,7 @@ class Disk {
     }
     if (s.ok()) s = usable_for_close();
     if (s.ok()) s = log_->append_encoded(batch);
-//< chapter 15
+//< chapter 16
     if (s.ok()) s = log_->sync();
     if (!s.ok()) s = fail(s);
     {
@@ -2664,9 +2667,9 @@ class Disk {
     retry_at_bytes_ = 0;  // any back-off measured the old log
 //> chapter 5
     synced_ = appended_.load();  // the new log was synced whole: every write so far is durable
-//> chapter 15
+//> chapter 16
     pending_.clear();  // the batch not written yet: the new log has its changes already
-//< chapter 15
+//< chapter 16
     durable_cv_.notify_all();
 //< chapter 5
     return Status();
@@ -2760,16 +2763,16 @@ class Disk {
 //< chapter 4
 //> chapter 5
   std::atomic<std::uint64_t> appended_{0};  // records appended; written under the Store's lock
-#if 0 //> chapters 5-14
+#if 0 //> chapters 5-15
   std::uint64_t synced_ = 0;                // records known to be on disk
   bool syncing_ = false;                    // a group-commit leader is in fsync
-#endif //< chapters 5-14
-//> chapter 15
+#endif //< chapters 5-15
+//> chapter 16
   std::atomic<std::uint64_t> synced_{0};  // records as durable as the policy promises
   std::string pending_;                   // records appended, not yet written, in order
   bool leading_ = false;                  // a group-commit leader is writing (and syncing)
   static constexpr std::size_t kKeepBatchBytes = 1 << 20;  // a batch buffer kept for reuse
-//< chapter 15
+//< chapter 16
   bool close_done_ = false;                 // close() has made its final sync
   std::condition_variable durable_cv_;      // wakes group-commit followers
 //< chapter 5
@@ -3004,11 +3007,11 @@ inline bool glob_match(std::string_view pattern, std::string_view text,
 }
 
 }  // namespace detail
-//> chapter 11
+//> chapter 12
 
 namespace detail {
 
-// The store's hash table (chapter 11), in place of std::unordered_map, for two things
+// The store's hash table (chapter 12), in place of std::unordered_map, for two things
 // the standard one cannot give: a lookup by std::string_view, with no std::string made
 // to ask; and a cursor for SCAN that stays valid while the table grows. Chained, with a
 // power-of-two number of buckets, so a key's bucket is the low bits of its hash; that is
@@ -3107,10 +3110,10 @@ class Table {
     it->second = std::move(value);
     return {it, added};
   }
-//> chapter 14
+//> chapter 15
 
   // Finds `key`, or adds it with an empty value; says which. The key is copied only when
-  // it is added, so that a replay makes no std::string it does not keep (chapter 14).
+  // it is added, so that a replay makes no std::string it does not keep (chapter 15).
   std::pair<iterator, bool> find_or_add(std::string_view key) {
     if (iterator it = find(key); it != end()) return {it, false};
     return emplace(std::string(key));
@@ -3134,7 +3137,7 @@ class Table {
     while (want < count && want <= std::numeric_limits<std::size_t>::max() / 4) want *= 2;
     if (want > buckets_.size()) resize(want);
   }
-//< chapter 14
+//< chapter 15
 
   // Removes the entry at `it`; returns the one after it.
   iterator erase(const_iterator it) {
@@ -3259,7 +3262,7 @@ class Table {
 };
 
 }  // namespace detail
-//< chapter 11
+//< chapter 12
 //< chapter 6
 
 // =======================================================================================
@@ -3279,9 +3282,9 @@ class Table {
 // fail. Only the destructor must not race with other calls.
 //< chapter 5
 // =======================================================================================
-//> chapter 10
+//> chapter 11
 
-// Changes to apply to a store together (chapter 10): Store::write applies all of them,
+// Changes to apply to a store together (chapter 11): Store::write applies all of them,
 // in order, in one transaction, or none. A plain value: build it, hand it over, reuse it.
 class WriteBatch {
  public:
@@ -3303,7 +3306,7 @@ class WriteBatch {
   };
   std::vector<Op> ops_;
 };
-//< chapter 10
+//< chapter 11
 
 class Store {
  public:
@@ -3402,7 +3405,7 @@ class Store {
 //< chapter 5
 //> chapter 6
 
-  // For the protocol's MSET, DEL, KEYS and FLUSHDB (chapter 6). set_all stores every
+  // For MSET, DEL, KEYS and FLUSHDB, which chapter 7 serves. set_all stores every
   // pair, and del_all removes every key (counting in *removed those that existed), under
   // one writer lock, so no reader sees half of them (a crash can still stop them halfway:
   // each key is its own record). keys() copies every key. clear() removes everything by
@@ -3430,9 +3433,9 @@ class Store {
   std::vector<std::string> keys(std::string_view pattern, const ReadBound& bound,
                                 bool* complete) const;
 //< chapter 6
-//> chapter 9
+//> chapter 10
 
-  // Keys that expire (chapter 9). A key may carry an expiry time: milliseconds since the
+  // Keys that expire (chapter 10). A key may carry an expiry time: milliseconds since the
   // Unix epoch by the store's clock (Options::clock). Once the clock has passed it, the
   // key is gone for every reader at once, and its removal is logged when a writer or the
   // background expiry cycle meets it. The time is in the key's log record, so it survives
@@ -3489,10 +3492,10 @@ class Store {
   // *removed. The background cycle calls it (Options::active_expiry); it is public for
   // stores that turn that off and for tests.
   Status remove_expired(std::size_t sample, std::size_t* removed);
-//< chapter 9
-//> chapter 10
+//< chapter 10
+//> chapter 11
 
-  // Batches and transactions (chapter 10).
+  // Batches and transactions (chapter 11).
 
   // Runs `fn` as one transaction. The writer lock is held for the whole of it, so no
   // reader sees part of it and no other write comes between; and every change it makes
@@ -3506,9 +3509,9 @@ class Store {
 
   // Applies every change of `batch`, in order, in one transaction: all of them or none.
   Status write(const WriteBatch& batch);
-//> chapter 11
+//> chapter 12
 
-  // The keyspace (chapter 11).
+  // The keyspace (chapter 12).
 
   // One step of a walk over every key, as Redis's SCAN: the live keys matching the glob
   // `pattern` (empty: every key) among the next `count` or so, into *keys, and the cursor
@@ -3532,7 +3535,7 @@ class Store {
   // Copies the value and expiry of `from` to `to`, as Redis's COPY: only when `to` holds
   // nothing, unless `replace`. *copied says whether it did.
   Status copy(std::string_view from, std::string_view to, bool replace, bool* copied);
-//< chapter 11
+//< chapter 12
 
   // Keys watched for optimistic locking, as Redis's WATCH: a Watch remembers each key's
   // version when add() saw it; changed() says whether any has been written since (set,
@@ -3559,10 +3562,10 @@ class Store {
     Store* store_;
     std::vector<Key> keys_;
   };
-//< chapter 10
-//> chapter 15
+//< chapter 11
+//> chapter 16
 
-  // Commit before reply (chapter 15). While a thread holds a Deferred for a store, its
+  // Commit before reply (chapter 16). While a thread holds a Deferred for a store, its
   // calls on that store return without waiting for their records to reach the file: a
   // write returns once it is applied, a read once it has read, and the Deferred notes the
   // record number each answer depends on (the write's own record; for a read, every
@@ -3630,7 +3633,7 @@ class Store {
     std::unique_lock<detail::OrderedMutex<1>> writers_;  // the store's writers_mu_ and mu_,
     std::unique_lock<detail::SharedMutex> map_;          // while held (see hold())
   };
-//< chapter 15
+//< chapter 16
 
   // Whether `key` has a value.
   bool exists(std::string_view key) const;
@@ -3643,55 +3646,55 @@ class Store {
   std::vector<std::pair<std::string, std::string>> entries() const;
 
  private:
-#if 0 //> chapters 1-10
+#if 0 //> chapters 1-11
   using Map = std::unordered_map<std::string, std::string>;
-#endif //< chapters 1-10
-//> chapter 11
+#endif //< chapters 1-11
+//> chapter 12
   using Map = detail::Table;
-//< chapter 11
+//< chapter 12
 
   // The one place a value is stored: set() calls it, and so (from chapter 5) do the
   // read-modify-write operations, with the writer lock held.
-#if 0 //> chapters 1-8
+#if 0 //> chapters 1-9
   Status put(std::string_view key, std::string_view value);
-#endif //< chapters 1-8
-//> chapter 9
+#endif //< chapters 1-9
+//> chapter 10
   // The key's expiry becomes `expire_at_ms` (0: none).
   Status put(std::string_view key, std::string_view value, std::int64_t expire_at_ms = 0);
-//< chapter 9
+//< chapter 10
 
   // The entry of `key`, or map_.end(): lookup() for reads, lookup_for_write() with the
-  // writer lock held. From chapter 9 a key whose time has passed is not found, and
+  // writer lock held. From chapter 10 a key whose time has passed is not found, and
   // lookup_for_write() removes it, logging the removal.
   Map::const_iterator lookup(std::string_view key) const;
   Map::iterator lookup_for_write(std::string_view key);
 
   // The one place an entry is removed (with the writer lock held, from chapter 5).
   Status erase(Map::iterator it);
-//> chapter 12
-  // The one place a value grows at its end (APPEND, chapter 12): logged as a kAppend
+//> chapter 13
+  // The one place a value grows at its end (APPEND, chapter 13): logged as a kAppend
   // record of the suffix alone, and undone, when it must be, by cutting the suffix off.
   // `it` is the key's entry, or map_.end() to create it. The writer lock held.
   Status extend(Map::iterator it, std::string_view key, std::string_view suffix);
-//< chapter 12
+//< chapter 13
 
 //> chapter 3
   // Append one change to the log of a persistent store (nothing for one in memory),
   // after checking the limits that the log's format sets. The expiry (0: none) stays 0
-  // until chapter 9 gives keys one.
+  // until chapter 10 gives keys one.
   Status log_put(std::string_view key, std::string_view value, std::int64_t expire_at_ms = 0);
   Status log_delete(std::string_view key);
 
   // Replays the log in options.dir into map_ (chapter 3's recovery), one record at a time.
   Status recover(const Options& options, FileSystem* fs, std::unique_ptr<LogWriter>* writer);
   void replay(const Record& record);
-//> chapter 12
+//> chapter 13
   // Whether the appends in `record` (itself, or its entries) keep each value within
   // KEYSTONELIGHT_MAX_VALUE_BYTES. A writer never lets them pass it, but a build with a
   // smaller limit than the writer's must refuse such a log, as it refuses a put over its
   // limit: it could not write the value back in a compaction.
   Status check_appends(const Record& record, const std::string& path) const;
-//< chapter 12
+//< chapter 13
 //> chapter 4
 
   // Compacts when the log has grown past the thresholds in Options (chapter 4).
@@ -3734,13 +3737,13 @@ class Store {
 //< chapter 5
 
 //< chapter 3
-#if 0 //> chapters 1-10
+#if 0 //> chapters 1-11
   // std::unordered_map has no lookup by string_view in C++17, so lookups build a
   // std::string key; short keys fit in its inline buffer and allocate nothing.
-#endif //< chapters 1-10
-//> chapter 11
-  // Chapter 11's own table: lookups by string_view, and a cursor for SCAN.
-//< chapter 11
+#endif //< chapters 1-11
+//> chapter 12
+  // Chapter 12's own table: lookups by string_view, and a cursor for SCAN.
+//< chapter 12
   Map map_;
 //> chapter 3
   std::unique_ptr<detail::Disk> disk_;  // null for a store in memory
@@ -3768,24 +3771,24 @@ class Store {
   using WritersMutex = detail::OrderedMutex<1>;
   using CompactorMutex = detail::OrderedMutex<3>;
   struct WriteLock {  // a writer's two locks, in order
-#if 0 //> chapters 5-9
+#if 0 //> chapters 5-10
     explicit WriteLock(Store* store) : writers(store->writers_mu_), map(store->mu_) {}
-#endif //< chapters 5-9
-//> chapter 10
-    // Inside a transaction its thread holds both already (chapter 10): it takes neither.
+#endif //< chapters 5-10
+//> chapter 11
+    // Inside a transaction its thread holds both already (chapter 11): it takes neither.
     explicit WriteLock(Store* store)
         : writers(store->writers_mu_, std::defer_lock), map(store->mu_, std::defer_lock) {
       if (store->in_transaction()) return;
-//> chapter 15
+//> chapter 16
       if (Deferred* deferred = store->deferring(); deferred != nullptr && deferred->hold_) {
-        deferred->lock();  // a run of writes takes the locks once (chapter 15)
+        deferred->lock();  // a run of writes takes the locks once (chapter 16)
         return;
       }
-//< chapter 15
+//< chapter 16
       writers.lock();
       map.lock();
     }
-//< chapter 10
+//< chapter 11
     std::unique_lock<WritersMutex> writers;
     std::unique_lock<detail::SharedMutex> map;
   };
@@ -3803,19 +3806,19 @@ class Store {
     std::uint64_t ticket;  // the record's number in the log (Disk::appended() after it)
     std::string key;
     std::optional<std::string> previous;  // the value it replaced; nullopt: none
-//> chapter 9
+//> chapter 10
     std::int64_t previous_expiry = 0;     // and its expiry
-//< chapter 9
-//> chapter 12
+//< chapter 10
+//> chapter 13
     std::size_t appended = 0;  // not 0: an append added this many bytes to a value kept
-//< chapter 12
+//< chapter 13
   };
   std::deque<Undo> undo_;
   bool undone_ = false;  // a failed fsync's writes were undone: every later write fails
 //< chapter 5
-//> chapter 9
+//> chapter 10
 
-  // Expiry (chapter 9). Only keys with an expiry have an entry in expires_ (Redis keeps
+  // Expiry (chapter 10). Only keys with an expiry have an entry in expires_ (Redis keeps
   // its "expires" table the same way), so a key without one pays nothing, and a store
   // where no key has one checks nothing. Guarded like map_.
   std::unordered_map<std::string, std::int64_t> expires_;  // key -> expiry, ms since epoch
@@ -3843,10 +3846,10 @@ class Store {
   bool expiry_stopping_ = false;  // guarded by expiry_mu_
   std::thread expiry_thread_;     // started under the writer lock, joined by stop_expiry()
   std::uint64_t expiry_seed_ = 0x9E3779B97F4A7C15u;  // remove_expired's random walk
-//< chapter 9
-//> chapter 10
+//< chapter 10
+//> chapter 11
 
-  // Transactions (chapter 10). The running transaction's batch: the log entries of its
+  // Transactions (chapter 11). The running transaction's batch: the log entries of its
   // changes, and what each replaced, to put back if it fails. Set, read and cleared by
   // the transaction's own thread, under the writer lock.
   struct Batch {
@@ -3875,19 +3878,19 @@ class Store {
     if (watched_.empty()) return;
     if (auto it = watched_.find(key); it != watched_.end()) it->second.version = ++watch_clock_;
   }
-//< chapter 10
-//> chapter 11
+//< chapter 11
+//> chapter 12
 
   mutable std::atomic<std::uint64_t> random_seed_{0x2545F4914F6CDD1Du};  // random_key()'s
-//< chapter 11
-//> chapter 15
+//< chapter 12
+//> chapter 16
 
-  // This thread's Deferred for this store, if it holds one (chapter 15).
+  // This thread's Deferred for this store, if it holds one (chapter 16).
   Deferred* deferring() const {
     Deferred* deferred = Deferred::current();
     return deferred != nullptr && deferred->store_ == this ? deferred : nullptr;
   }
-//< chapter 15
+//< chapter 16
 };
 
 inline std::optional<std::string> Store::get(std::string_view key) const {
@@ -3916,19 +3919,19 @@ inline Status Store::set(std::string_view key, std::string_view value) {
 //< chapter 5
 }
 
-#if 0 //> chapters 1-8
+#if 0 //> chapters 1-9
 inline Status Store::put(std::string_view key, std::string_view value) {
-#endif //< chapters 1-8
-//> chapter 9
+#endif //< chapters 1-9
+//> chapter 10
 inline Status Store::put(std::string_view key, std::string_view value, std::int64_t expire_at_ms) {
-//< chapter 9
+//< chapter 10
 //> chapter 3
-#if 0 //> chapters 3-8
+#if 0 //> chapters 3-9
   if (Status s = log_put(key, value); !s.ok()) return s;
-#endif //< chapters 3-8
-//> chapter 9
+#endif //< chapters 3-9
+//> chapter 10
   if (Status s = log_put(key, value, expire_at_ms); !s.ok()) return s;
-//< chapter 9
+//< chapter 10
 //< chapter 3
   auto [it, added] = map_.try_emplace(std::string(key));  // finds the key, or adds it empty
 //> chapter 4
@@ -3941,12 +3944,12 @@ inline Status Store::put(std::string_view key, std::string_view value, std::int6
   }
 //< chapter 5
   it->second.assign(value.data(), value.size());
-//> chapter 9
-  set_expiry(it->first, expire_at_ms);
-//< chapter 9
 //> chapter 10
-  touch(it->first);
+  set_expiry(it->first, expire_at_ms);
 //< chapter 10
+//> chapter 11
+  touch(it->first);
+//< chapter 11
 //> chapter 4
   maybe_compact();
 //< chapter 4
@@ -3963,19 +3966,19 @@ inline Status Store::erase(Map::iterator it) {
 //> chapter 5
   if (keeps_undo()) remember(it->first, std::move(it->second));
 //< chapter 5
-//> chapter 9
-  expires_.erase(it->first);
-//< chapter 9
 //> chapter 10
-  touch(it->first);
+  expires_.erase(it->first);
 //< chapter 10
+//> chapter 11
+  touch(it->first);
+//< chapter 11
   map_.erase(it);
 //> chapter 4
   maybe_compact();
 //< chapter 4
   return Status();
 }
-//> chapter 12
+//> chapter 13
 
 inline Status Store::extend(Map::iterator it, std::string_view key, std::string_view suffix) {
   const bool added = it == map_.end();
@@ -4004,29 +4007,29 @@ inline Status Store::extend(Map::iterator it, std::string_view key, std::string_
   maybe_compact();
   return Status();
 }
-//< chapter 12
+//< chapter 13
 
 inline Store::Map::const_iterator Store::lookup(std::string_view key) const {
-#if 0 //> chapters 1-10
+#if 0 //> chapters 1-11
   auto it = map_.find(std::string(key));
-#endif //< chapters 1-10
-//> chapter 11
+#endif //< chapters 1-11
+//> chapter 12
   auto it = map_.find(key);  // no std::string to make: the table takes a string_view
-//< chapter 11
-//> chapter 9
+//< chapter 12
+//> chapter 10
   if (it != map_.end() && expired(it->first)) return map_.end();
-//< chapter 9
+//< chapter 10
   return it;
 }
 
 inline Store::Map::iterator Store::lookup_for_write(std::string_view key) {
-#if 0 //> chapters 1-10
+#if 0 //> chapters 1-11
   auto it = map_.find(std::string(key));
-#endif //< chapters 1-10
-//> chapter 11
+#endif //< chapters 1-11
+//> chapter 12
   auto it = map_.find(key);
-//< chapter 11
-//> chapter 9
+//< chapter 12
+//> chapter 10
   if (it != map_.end() && expired(it->first)) {
     // Its time has passed: remove it for good, and say so in the log, so that a restart
     // agrees with what clients saw even if the clock has moved back meanwhile. If that
@@ -4034,7 +4037,7 @@ inline Store::Map::iterator Store::lookup_for_write(std::string_view key) {
     (void)erase(it);
     return map_.end();
   }
-//< chapter 9
+//< chapter 10
   return it;
 }
 
@@ -4051,7 +4054,7 @@ inline Status Store::del(std::string_view key, bool* existed) {
   return Status();
 #endif //< chapters 1-4
 //> chapter 5
-  Status s = finish_write(lock);  // the fsync (from chapter 15, the write) may fail here
+  Status s = finish_write(lock);  // the fsync (from chapter 16, the write) may fail here
   if (existed != nullptr) *existed = s.ok();
   return s;
 //< chapter 5
@@ -4081,10 +4084,10 @@ inline std::vector<std::pair<std::string, std::string>> Store::entries() const {
 #endif //< chapters 1-4
 //> chapter 5
   using Entries = std::vector<std::pair<std::string, std::string>>;
-#if 0 //> chapters 5-8
+#if 0 //> chapters 5-9
   return read([&] { return Entries(map_.begin(), map_.end()); });
-#endif //< chapters 5-8
-//> chapter 9
+#endif //< chapters 5-9
+//> chapter 10
   return read([&] {
     Entries entries;
     entries.reserve(map_.size());
@@ -4093,7 +4096,7 @@ inline std::vector<std::pair<std::string, std::string>> Store::entries() const {
     }
     return entries;
   });
-//< chapter 9
+//< chapter 10
 //< chapter 5
 }
 //> chapter 3
@@ -4102,10 +4105,10 @@ inline std::vector<std::pair<std::string, std::string>> Store::entries() const {
 
 inline Status Store::open(const Options& options, std::unique_ptr<Store>* store) {
   std::unique_ptr<Store> opened(new Store());
-//> chapter 9
+//> chapter 10
   opened->clock_ = options.clock;
   opened->active_expiry_ = options.active_expiry;
-//< chapter 9
+//< chapter 10
   if (options.dir.empty()) {
     *store = std::move(opened);
     return Status();
@@ -4142,7 +4145,7 @@ inline Status Store::open(const Options& options, std::unique_ptr<Store>* store)
     opened->compactor_ = std::thread([self] { self->compactor_loop(); });
   }
 //< chapter 5
-//> chapter 9
+//> chapter 10
   if (opened->recovery_.log_version < kLogVersion && opened->recovery_.log_version != 0) {
     // An older format cannot hold this build's records: rewrite it in this one, in one
     // crash-safe step (a compaction), before anything is appended.
@@ -4155,7 +4158,7 @@ inline Status Store::open(const Options& options, std::unique_ptr<Store>* store)
     Store* self = opened.get();
     opened->expiry_thread_ = std::thread([self] { self->expiry_loop(); });
   }
-//< chapter 9
+//< chapter 10
   *store = std::move(opened);
   return Status();
 }
@@ -4201,23 +4204,23 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
     return s;
   }
 
-//> chapter 14
+//> chapter 15
   // Sized once, from the log, rather than doubled sixteen times as a million keys arrive.
   map_.reserve(static_cast<std::size_t>(
       std::min<std::uint64_t>(reader.estimate_records(), std::numeric_limits<std::size_t>::max())));
-//< chapter 14
+//< chapter 15
   Record record;
   LogReader::Result result;
   while ((result = reader.next(&record)) == LogReader::Result::kRecord) {
-//> chapter 12
+//> chapter 13
     if (Status s = check_appends(record, path); !s.ok()) return s;
-//< chapter 12
-//> chapter 14
+//< chapter 13
+//> chapter 15
     // Memory, not the processor, is what a replay waits for: start loading the bucket of
     // the key four records on, and the first entry of the bucket loaded two records ago.
     map_.prefetch(reader.peek_key(4), false);
     map_.prefetch(reader.peek_key(2), true);
-//< chapter 14
+//< chapter 15
     replay(record);
     ++recovery_.records;
     if (recovery_.records % 4096 == 0 && options.keep_loading && !options.keep_loading()) {
@@ -4263,77 +4266,77 @@ inline Status Store::recover(const Options& options, FileSystem* fs,
   recovery_.duration = std::chrono::duration_cast<std::chrono::microseconds>(
       std::chrono::steady_clock::now() - started);
   writer->reset(new LogWriter(std::move(file), end));
-//> chapter 9
+//> chapter 10
   // Keys whose time passed while the store was closed stay out. Their records remain in
   // the log until a compaction; a replay leaves them out the same way.
   recovery_.log_version = reader.version();
   const std::int64_t now = now_ms();
   for (auto it = expires_.begin(); it != expires_.end();) {
     if (now > it->second) {
-#if 0 //> chapters 9-13
+#if 0 //> chapters 10-14
       map_.erase(it->first);
-#endif //< chapters 9-13
-//> chapter 14
+#endif //< chapters 10-14
+//> chapter 15
       const auto entry = map_.find(it->first);
       assert(entry != map_.end());  // replay keeps an expiry only for a key it holds
       count_live(-1, entry->first, entry->second);  // replay counted it in
       map_.erase(entry);
-//< chapter 14
+//< chapter 15
       it = expires_.erase(it);
       ++recovery_.keys_expired;
     } else {
       ++it;
     }
   }
-//< chapter 9
-#if 0 //> chapters 4-13
+//< chapter 10
+#if 0 //> chapters 4-14
   for (const auto& [key, value] : map_) count_live(+1, key, value);
-#endif //< chapters 4-13
+#endif //< chapters 4-14
   return Status();
 }
 
-#if 0 //> chapters 3-13
+#if 0 //> chapters 3-14
 // Applies one record of the log to the map, as the write that made it did.
 inline void Store::replay(const Record& record) {
   std::string key(record.key);
   switch (record.type) {
     case RecordType::kPut:
-//> chapter 9
+//> chapter 10
       if (record.expiry_ms != 0) expires_[key] = static_cast<std::int64_t>(record.expiry_ms);
       else expires_.erase(key);
-//< chapter 9
+//< chapter 10
       map_.insert_or_assign(std::move(key), std::string(record.value));
       break;
     case RecordType::kDelete:
-//> chapter 9
+//> chapter 10
       expires_.erase(key);
-//< chapter 9
+//< chapter 10
       map_.erase(key);
       break;
-//> chapter 9
+//> chapter 10
     case RecordType::kExpire:
       if (map_.count(key) == 0) break;  // written only for a live key; kept safe anyway
       if (record.expiry_ms != 0) expires_[key] = static_cast<std::int64_t>(record.expiry_ms);
       else expires_.erase(key);
       break;
-//< chapter 9
-//> chapter 10
+//< chapter 10
+//> chapter 11
     case RecordType::kBatch: {  // the reader checked every entry before handing it over
       detail::BatchReader entries(record.value);
       Record entry;
       while (entries.next(&entry)) replay(entry);
       break;
     }
-//< chapter 10
-//> chapter 12
+//< chapter 11
+//> chapter 13
     case RecordType::kAppend:
       map_.try_emplace(std::move(key)).first->second.append(record.value);
       break;
-//< chapter 12
+//< chapter 13
   }
 }
-#endif //< chapters 3-13
-//> chapter 14
+#endif //< chapters 3-14
+//> chapter 15
 // Applies one record of the log to the map, as the write that made it did. The record's
 // key is a view into the reader's buffer: it is copied once, into the table, and only
 // when it is new; expires_, keyed by std::string, is asked only when it holds a key.
@@ -4379,9 +4382,9 @@ inline void Store::replay(const Record& record) {
     }
   }
 }
-//< chapter 14
+//< chapter 15
 
-//> chapter 12
+//> chapter 13
 inline Status Store::check_appends(const Record& record, const std::string& path) const {
   if (record.type != RecordType::kAppend && record.type != RecordType::kBatch) return Status();
   // The size each value has as the record applies: for a batch, after its earlier entries
@@ -4419,16 +4422,16 @@ inline Status Store::check_appends(const Record& record, const std::string& path
       std::to_string(kMaxValueBytes) + "). Nothing was changed. A build with a larger " +
       "limit wrote this log: open it with that build");
 }
-//< chapter 12
+//< chapter 13
 
 inline Store::~Store() { (void)close(); }
 
 inline Status Store::close() {
 //> chapter 5
   stop_compactor();
-//> chapter 9
+//> chapter 10
   stop_expiry();
-//< chapter 9
+//< chapter 10
   WriteLock lock(this);  // a write holding the locks finishes first; later ones fail
 //< chapter 5
   return disk_ ? disk_->close() : Status();
@@ -4446,18 +4449,18 @@ inline const Options& Store::options() const {
 inline Status Store::log_put(std::string_view key, std::string_view value,
                              std::int64_t expire_at_ms) {
   if (Status s = check_record_limits(key, value); !s.ok()) return s;
-//> chapter 10
+//> chapter 11
   if (batch_ != nullptr) return add_to_batch(RecordType::kPut, key, value, expire_at_ms);
-//< chapter 10
+//< chapter 11
   return disk_ ? disk_->append(RecordType::kPut, key, value,
                                static_cast<std::uint64_t>(expire_at_ms))
                : Status();
 }
 
 inline Status Store::log_delete(std::string_view key) {
-//> chapter 10
+//> chapter 11
   if (batch_ != nullptr) return add_to_batch(RecordType::kDelete, key, {}, 0);
-//< chapter 10
+//< chapter 11
   return disk_ ? disk_->append(RecordType::kDelete, key, {}) : Status();
 }
 //< chapter 3
@@ -4476,15 +4479,15 @@ inline Status Store::log_delete(std::string_view key) {
 // =======================================================================================
 
 inline Status Store::compact() {
-//> chapter 15
+//> chapter 16
   if (Deferred* deferred = deferring()) deferred->hold(false);  // it needs writers_mu_ itself
-//< chapter 15
-//> chapter 10
+//< chapter 16
+//> chapter 11
   if (in_transaction()) {  // refused in memory too, so that both kinds of store agree
     return Status::invalid_argument("a compaction cannot run inside a transaction, which "
                                     "holds the writer lock it needs: compact after it");
   }
-//< chapter 10
+//< chapter 11
   if (!disk_) return Status();
 //> chapter 5
   // Writers wait, so the map the new log is made from is the map when it replaces the
@@ -4496,13 +4499,13 @@ inline Status Store::compact() {
 
 inline Stats Store::stats() const {
 //> chapter 5
-#if 0 //> chapters 5-9
+#if 0 //> chapters 5-10
   std::shared_lock<detail::SharedMutex> lock(mu_);
-#endif //< chapters 5-9
-//> chapter 10
+#endif //< chapters 5-10
+//> chapter 11
   std::shared_lock<detail::SharedMutex> lock(mu_, std::defer_lock);
   if (!in_transaction()) lock.lock();
-//< chapter 10
+//< chapter 11
 //< chapter 5
   Stats stats = disk_ ? disk_->stats() : Stats();
   stats.live_bytes = (disk_ ? kFileHeaderBytes : 0) + live_bytes_;
@@ -4532,17 +4535,17 @@ inline void Store::maybe_compact() {
 }
 
 inline void Store::contents(const detail::Disk::Entry& entry) const {
-//> chapter 9
+//> chapter 10
   const std::int64_t now = now_ms();
-//< chapter 9
+//< chapter 10
   for (const auto& [key, value] : map_) {
-#if 0 //> chapters 4-8
+#if 0 //> chapters 4-9
     entry(key, value, 0);
-#endif //< chapters 4-8
-//> chapter 9
+#endif //< chapters 4-9
+//> chapter 10
     const std::int64_t expiry = expiry_of(key);
     if (expiry == 0 || now <= expiry) entry(key, value, static_cast<std::uint64_t>(expiry));
-//< chapter 9
+//< chapter 10
   }
 }
 
@@ -4567,26 +4570,26 @@ inline void Store::count_live(int sign, std::string_view key, std::string_view v
 // =======================================================================================
 
 inline Status Store::finish_write(WriteLock& lock) {
-#if 0 //> chapters 10-14
+#if 0 //> chapters 11-15
   if (!lock.writers.owns_lock()) return Status();  // in a transaction: its commit waits
-#endif //< chapters 10-14
-//> chapter 15
+#endif //< chapters 11-15
+//> chapter 16
   if (!lock.writers.owns_lock()) {  // in a transaction (its commit waits), or held by a Deferred
     Deferred* deferred = deferring();
     if (deferred != nullptr && !in_transaction() && disk_) deferred->note(disk_->appended());
     return Status();
   }
-//< chapter 15
+//< chapter 16
   if (!disk_) return Status();
   const std::uint64_t ticket = disk_->appended();  // still under the lock: our record's number
   lock.map.unlock();
   lock.writers.unlock();  // the next writer may append while we wait for the fsync
-//> chapter 15
+//> chapter 16
   if (Deferred* deferred = deferring()) {  // its holder commits before it tells anyone
     deferred->note(ticket);
     return Status();
   }
-//< chapter 15
+//< chapter 16
   Status s = disk_->wait_durable(ticket);
   if (!s.ok()) undo_unsynced();  // readers must not go on seeing what failed
   return s;
@@ -4594,15 +4597,15 @@ inline Status Store::finish_write(WriteLock& lock) {
 
 template <typename Peek>
 auto Store::read(Peek peek) const -> decltype(peek()) {
-//> chapter 10
+//> chapter 11
   if (in_transaction()) return peek();  // its thread holds the lock, and its writes wait
-//< chapter 10
-//> chapter 15
+//< chapter 11
+//> chapter 16
   if (Deferred* deferred = deferring(); deferred != nullptr && deferred->writers_.owns_lock()) {
     if (disk_) deferred->note(disk_->appended());  // it holds the lock: nothing can change
     return peek();
   }
-//< chapter 15
+//< chapter 16
   std::shared_lock<detail::SharedMutex> lock(mu_);
   auto found = peek();
   if (!disk_ || undone_) return found;
@@ -4610,12 +4613,12 @@ auto Store::read(Peek peek) const -> decltype(peek()) {
   // costs nothing unless the policy is kAlways and an fsync is still due.
   const std::uint64_t ticket = disk_->appended();
   lock.unlock();
-//> chapter 15
+//> chapter 16
   if (Deferred* deferred = deferring()) {
     deferred->note(ticket);
     return found;
   }
-//< chapter 15
+//< chapter 16
   if (disk_->wait_durable(ticket).ok()) return found;
   // Only a store made by open() has a disk_, and open() makes it non-const.
   const_cast<Store*>(this)->undo_unsynced();
@@ -4623,37 +4626,37 @@ auto Store::read(Peek peek) const -> decltype(peek()) {
 }
 
 inline bool Store::keeps_undo() const {
-#if 0 //> chapters 5-9
+#if 0 //> chapters 5-10
   return disk_ && disk_->options().fsync == FsyncPolicy::kAlways;
-#endif //< chapters 5-9
-#if 0 //> chapters 10-14
+#endif //< chapters 5-10
+#if 0 //> chapters 11-15
   // A transaction keeps what it replaced too, to undo it when it fails.
   return batch_ != nullptr || (disk_ && disk_->options().fsync == FsyncPolicy::kAlways);
-#endif //< chapters 10-14
-//> chapter 15
+#endif //< chapters 11-15
+//> chapter 16
   // A transaction keeps what it replaced too, to undo it when it fails; and from chapter
   // 15 every write of a persistent store does, since in every policy it is applied before
   // its record reaches the file.
   return batch_ != nullptr || disk_ != nullptr;
-//< chapter 15
+//< chapter 16
 }
 
 inline void Store::remember(std::string_view key, std::optional<std::string> previous) {
-//> chapter 10
+//> chapter 11
   if (batch_ != nullptr) {  // kept by the transaction, and handed to undo_ when it commits
     batch_->undo.push_back({0, std::string(key), std::move(previous)});
     if (batch_->undo.back().previous) batch_->undo.back().previous_expiry = expiry_of(batch_->undo.back().key);
     return;
   }
-//< chapter 10
+//< chapter 11
   // Tickets grow in the order of the log; undo_unsynced() relies on it.
   assert(undo_.empty() || undo_.back().ticket < disk_->appended());
   const std::uint64_t synced = disk_->synced();
   while (!undo_.empty() && undo_.front().ticket <= synced) undo_.pop_front();  // durable now
   undo_.push_back({disk_->appended(), std::string(key), std::move(previous)});
-//> chapter 9
+//> chapter 10
   if (undo_.back().previous) undo_.back().previous_expiry = expiry_of(undo_.back().key);
-//< chapter 9
+//< chapter 10
 }
 
 // Puts back, newest first, what every write after the last good fsync replaced. The log
@@ -4670,7 +4673,7 @@ inline void Store::undo_unsynced() {
 
 // Puts back what one write replaced (the writer lock held).
 inline void Store::restore(Undo* undo) {
-//> chapter 12
+//> chapter 13
   if (undo->appended != 0) {  // the value is as the append left it: cut its piece off
     auto it = map_.find(undo->key);
     assert(it != map_.end() && it->second.size() >= undo->appended);
@@ -4679,15 +4682,15 @@ inline void Store::restore(Undo* undo) {
     count_live(+1, undo->key, it->second);
     return;
   }
-//< chapter 12
+//< chapter 13
   if (auto it = map_.find(undo->key); it != map_.end()) {
     count_live(-1, undo->key, it->second);
     map_.erase(it);
   }
-//> chapter 9
+//> chapter 10
   expires_.erase(undo->key);
   if (undo->previous && undo->previous_expiry != 0) expires_[undo->key] = undo->previous_expiry;
-//< chapter 9
+//< chapter 10
   if (undo->previous) {
     count_live(+1, undo->key, *undo->previous);
     map_.emplace(std::move(undo->key), std::move(*undo->previous));
@@ -4706,13 +4709,13 @@ inline Status Store::increment(std::string_view key, std::int64_t delta, std::in
     return Status::invalid_argument("increment or decrement would overflow");
   }
   const std::int64_t next = current + delta;
-#if 0 //> chapters 5-8
+#if 0 //> chapters 5-9
   if (Status s = put(key, std::to_string(next)); !s.ok()) return s;
-#endif //< chapters 5-8
-//> chapter 9
+#endif //< chapters 5-9
+//> chapter 10
   const std::int64_t expiry = it != map_.end() ? expiry_of(it->first) : 0;  // INCR keeps it
   if (Status s = put(key, std::to_string(next), expiry); !s.ok()) return s;
-//< chapter 9
+//< chapter 10
   if (result != nullptr) *result = next;
   return finish_write(lock);
 }
@@ -4720,7 +4723,7 @@ inline Status Store::increment(std::string_view key, std::int64_t delta, std::in
 inline Status Store::append(std::string_view key, std::string_view suffix, std::size_t* length) {
   WriteLock lock(this);
   auto it = lookup_for_write(key);
-//> chapter 12
+//> chapter 13
   const std::size_t size = it != map_.end() ? it->second.size() : 0;
   if (size + suffix.size() > kMaxValueBytes) {
     return Status::invalid_argument("string exceeds maximum allowed size (proto-max-bulk-len: " +
@@ -4729,29 +4732,29 @@ inline Status Store::append(std::string_view key, std::string_view suffix, std::
   if (Status s = extend(it, key, suffix); !s.ok()) return s;
   if (length != nullptr) *length = size + suffix.size();
   return finish_write(lock);
-//< chapter 12
-#if 0 //> chapters 5-11
+//< chapter 13
+#if 0 //> chapters 5-12
   std::string value = it != map_.end() ? it->second : std::string();
   if (value.size() + suffix.size() > kMaxValueBytes) {
     return Status::invalid_argument("string exceeds maximum allowed size (proto-max-bulk-len: " +
                                     std::to_string(kMaxValueBytes) + " bytes)");
   }
   value.append(suffix);
-#if 0 //> chapters 5-8
+#if 0 //> chapters 5-9
   if (Status s = put(key, value); !s.ok()) return s;
-#endif //< chapters 5-8
-//> chapter 9
+#endif //< chapters 5-9
+//> chapter 10
   const std::int64_t expiry = it != map_.end() ? expiry_of(it->first) : 0;  // APPEND keeps it
   if (Status s = put(key, value, expiry); !s.ok()) return s;
-//< chapter 9
+//< chapter 10
   if (length != nullptr) *length = value.size();
   return finish_write(lock);
-#endif //< chapters 5-11
+#endif //< chapters 5-12
 }
 
 inline Status Store::set(std::string_view key, std::string_view value, SetIf condition,
                          bool* stored, std::optional<std::string>* previous) {
-#if 0 //> chapters 5-8
+#if 0 //> chapters 5-9
   WriteLock lock(this);
   auto it = lookup_for_write(key);
   const bool present = it != map_.end();
@@ -4763,12 +4766,12 @@ inline Status Store::set(std::string_view key, std::string_view value, SetIf con
   if (Status s = put(key, value); !s.ok()) return s;
   *stored = true;
   return finish_write(lock);
-#endif //< chapters 5-8
-//> chapter 9
-  SetOptions options;  // chapter 9's set() has every option; this is one of its forms
+#endif //< chapters 5-9
+//> chapter 10
+  SetOptions options;  // chapter 10's set() has every option; this is one of its forms
   options.condition = condition;
   return set(key, value, options, stored, previous);
-//< chapter 9
+//< chapter 10
 }
 
 inline void Store::compactor_loop() {
@@ -4805,29 +4808,29 @@ inline void Store::stop_compactor() {
 //< chapter 5
 //> chapter 6
 
-// The store operations the protocol needs beyond chapter 5's (chapter 6).
+// What chapter 7's commands need from the store beyond chapter 5's (chapter 6).
 
 inline Status Store::set_all(const std::vector<std::pair<std::string_view, std::string_view>>& pairs) {
   for (const auto& [key, value] : pairs) {  // refuse before writing any, not halfway
     if (Status s = check_record_limits(key, value); !s.ok()) return s;
   }
-//> chapter 10
+//> chapter 11
   return transaction([&] {  // one batch record: a crash keeps every pair or none
-//< chapter 10
+//< chapter 11
   WriteLock lock(this);
   for (const auto& [key, value] : pairs) {
     if (Status s = put(key, value); !s.ok()) return s;
   }
   return finish_write(lock);
-//> chapter 10
+//> chapter 11
   });
-//< chapter 10
+//< chapter 11
 }
 
 inline Status Store::del_all(const std::vector<std::string_view>& keys, std::size_t* removed) {
-//> chapter 10
+//> chapter 11
   return transaction([&] {  // one batch record: a crash keeps every removal or none
-//< chapter 10
+//< chapter 11
   WriteLock lock(this);
   *removed = 0;
   for (std::string_view key : keys) {
@@ -4837,9 +4840,9 @@ inline Status Store::del_all(const std::vector<std::string_view>& keys, std::siz
     ++*removed;
   }
   return finish_write(lock);
-//> chapter 10
+//> chapter 11
   });
-//< chapter 10
+//< chapter 11
 }
 
 inline std::vector<std::optional<std::string>> Store::get_all(
@@ -4852,9 +4855,9 @@ inline std::vector<std::string> Store::keys() const {
     std::vector<std::string> keys;
     keys.reserve(map_.size());
     for (const auto& entry : map_) {
-//> chapter 9
+//> chapter 10
       if (expired(entry.first)) continue;
-//< chapter 9
+//< chapter 10
       keys.push_back(entry.first);
     }
     return keys;
@@ -4901,9 +4904,9 @@ inline std::vector<std::string> Store::keys(std::string_view pattern, const Read
         break;
       }
       if (!detail::glob_match(pattern, entry.first, bound.stop)) continue;
-//> chapter 9
+//> chapter 10
       if (expired(entry.first)) continue;
-//< chapter 9
+//< chapter 10
       if (entry.first.size() > bound.max_bytes - copied) {
         whole = false;
         break;
@@ -4921,7 +4924,7 @@ inline std::vector<std::string> Store::keys(std::string_view pattern, const Read
 
 inline Status Store::clear() {
   WriteLock lock(this);
-//> chapter 10
+//> chapter 11
   if (in_transaction()) {
     // The log cannot be swapped under a transaction's batch: each key gets a delete in
     // it instead, so that the whole transaction still lands as one record.
@@ -4935,7 +4938,7 @@ inline Status Store::clear() {
   for (auto& [key, watched] : watched_) {  // every key that exists changes (Redis's rule)
     if (lookup(key) != map_.end()) watched.version = ++watch_clock_;
   }
-//< chapter 10
+//< chapter 11
   if (disk_) {
     // A compaction of nothing: an empty log replaces the old one in one rename, so a
     // crash leaves all the data or none of it, never some.
@@ -4946,25 +4949,25 @@ inline Status Store::clear() {
       // refuses writes does at once, leaves both untouched.
       if (replaced) {
         map_.clear();
-//> chapter 9
+//> chapter 10
         expires_.clear();
-//< chapter 9
+//< chapter 10
         live_bytes_ = 0;
       }
       return s;
     }
   }
   map_.clear();
-//> chapter 9
+//> chapter 10
   expires_.clear();
-//< chapter 9
+//< chapter 10
   live_bytes_ = 0;
   return Status();
 }
-//> chapter 9
+//> chapter 10
 
 // =======================================================================================
-// Chapter 9: keys that expire
+// Chapter 10: keys that expire
 //
 // A cache forgets: a session ends, a page goes stale. A key can carry an expiry time, in
 // milliseconds since the Unix epoch (wall-clock time, as Redis keeps it, so that it
@@ -5023,9 +5026,9 @@ inline void Store::set_expiry(const std::string& key, std::int64_t expire_at_ms)
 }
 
 inline Status Store::log_expire(const std::string& key, std::int64_t when_ms) {
-//> chapter 10
+//> chapter 11
   if (batch_ != nullptr) return add_to_batch(RecordType::kExpire, key, {}, when_ms);
-//< chapter 10
+//< chapter 11
   return disk_ ? disk_->append(RecordType::kExpire, key, {}, static_cast<std::uint64_t>(when_ms))
                : Status();
 }
@@ -5035,9 +5038,9 @@ inline Status Store::change_expiry(Map::iterator it, std::int64_t when_ms) {
   if (Status s = log_expire(it->first, when_ms); !s.ok()) return s;
   if (keeps_undo()) remember(it->first, it->second);
   set_expiry(it->first, when_ms);
-//> chapter 10
+//> chapter 11
   touch(it->first);
-//< chapter 10
+//< chapter 11
   return Status();
 }
 
@@ -5190,11 +5193,11 @@ inline void Store::stop_expiry() {
   expiry_cv_.notify_one();
   if (expiry_thread_.joinable()) expiry_thread_.join();
 }
-//< chapter 9
-//> chapter 10
+//< chapter 10
+//> chapter 11
 
 // =======================================================================================
-// Chapter 10: batches and transactions
+// Chapter 11: batches and transactions
 //
 // MSET of ten keys was ten records: a crash between the fourth and the fifth kept four,
 // and no client was ever told. A transaction fixes that for MSET, DEL of many keys,
@@ -5333,11 +5336,11 @@ inline void Store::Watch::clear() {
   }
   keys_.clear();
 }
-//< chapter 10
-//> chapter 11
+//< chapter 11
+//> chapter 12
 
 // =======================================================================================
-// Chapter 11: the keyspace
+// Chapter 12: the keyspace
 //
 // SCAN walks every key a few at a time, with a cursor that is a plain number: no state
 // on the server, so a client may stop, keep the cursor and go on tomorrow. The promise:
@@ -5429,11 +5432,11 @@ inline Status Store::copy(std::string_view from, std::string_view to, bool repla
     return Status();
   });
 }
-//< chapter 11
-//> chapter 15
+//< chapter 12
+//> chapter 16
 
 // =======================================================================================
-// Chapter 15: commit before reply
+// Chapter 16: commit before reply
 //
 // Until now each write made its own write(2), under the writer lock: sixteen pipelined
 // SETs were sixteen system calls, and while one writer was in the kernel every other
@@ -5479,7 +5482,7 @@ inline Status Store::Deferred::commit() {
 inline std::uint64_t Store::Deferred::durable() const {
   return store_->disk_ ? store_->disk_->synced() : std::numeric_limits<std::uint64_t>::max();
 }
-//< chapter 15
+//< chapter 16
 
 // =======================================================================================
 // Chapter 6: the protocol
@@ -5494,8 +5497,8 @@ inline std::uint64_t Store::Deferred::durable() const {
 // A length prefix beats a delimiter for binary values: the value may hold any byte,
 // CR and LF included, and the reader knows how much to wait for. The grammar, the limits
 // and every command are in docs/protocol.md. Nothing here touches a socket: the parser
-// reads bytes from a buffer, the dispatcher writes reply bytes to a string, so both are
-// tested (and fuzzed) byte by byte, and chapter 7 only moves bytes.
+// reads bytes from a buffer and resp:: writes reply bytes to a string, so both are
+// tested (and fuzzed) byte by byte; chapter 7 runs the requests, chapter 8 moves bytes.
 // =======================================================================================
 
 // Limits on what a client may send. A request over a limit is a protocol error: the
@@ -5543,11 +5546,11 @@ class RequestParser {
 
   // What went wrong, as Redis words it: "Protocol error: invalid bulk length".
   const std::string& error() const { return error_; }
-//> chapter 7
+//> chapter 8
 
-  // New limits from the next request on (chapter 7: the server loosens them after AUTH).
+  // New limits from the next request on (chapter 8: the server loosens them after AUTH).
   void set_limits(ProtocolLimits limits) { limits_ = limits; }
-//< chapter 7
+//< chapter 8
 
  private:
   // At the start of a request: an array header, or an inline line.
@@ -5722,6 +5725,19 @@ inline void null_array(std::string* out) { out->append("*-1\r\n"); }
 
 }  // namespace resp
 
+//< chapter 6
+//> chapter 7
+// =======================================================================================
+// Chapter 7: the dispatcher
+//
+// The parser gives a request as a list of words; the dispatcher runs it against the
+// store and writes its reply with resp::. Every fact about a command (its name, arity,
+// flags, where its keys are) is a row of one table, as in Redis's command table: the
+// dispatcher checks arity and AUTH from the row before it calls the command's function,
+// and COMMAND reports the rows. A Session holds what outlives one request (AUTH, the
+// client's name, QUIT). Still no socket: chapter 8 moves these bytes over TCP.
+// =======================================================================================
+
 namespace detail {
 
 inline long process_id() { return static_cast<long>(::getpid()); }
@@ -5755,34 +5771,34 @@ struct Session {
   std::string name;            // CLIENT SETNAME
   bool close = false;          // close the connection once the replies are sent (QUIT)
   bool shutdown = false;       // SHUTDOWN was asked for: the server decides what follows
-//> chapter 10
-  // MULTI ... EXEC (chapter 10): the commands queued, and whether one was refused while
+//> chapter 11
+  // MULTI ... EXEC (chapter 11): the commands queued, and whether one was refused while
   // queuing (EXEC then aborts); the keys WATCHed (null until the first WATCH).
   bool multi = false;
   bool multi_failed = false;
   std::vector<std::vector<std::string>> queued;
   std::unique_ptr<Store::Watch> watch;
-//< chapter 10
-//> chapter 15
-  // The connection thread's Deferred (chapter 15): a run of write commands holds the
+//< chapter 11
+//> chapter 16
+  // The connection thread's Deferred (chapter 16): a run of write commands holds the
   // writer lock once. Null outside a server.
   Store::Deferred* deferred = nullptr;
-//< chapter 15
+//< chapter 16
 };
 
-// Figures the server keeps current for INFO (chapter 7 fills the client counts).
+// Figures the server keeps current for INFO (chapter 8 fills the client counts).
 struct ServerCounters {
   std::atomic<std::uint64_t> connected_clients{0};
   std::atomic<std::uint64_t> total_connections{0};
   std::atomic<std::uint64_t> total_commands{0};
   std::atomic<std::uint64_t> rejected_connections{0};
-//> chapter 7
+//> chapter 8
   std::atomic<std::uint64_t> total_net_input_bytes{0};
   std::atomic<std::uint64_t> total_net_output_bytes{0};
   std::atomic<std::uint64_t> clients_output_bytes{0};     // every client's unsent replies, now
   std::atomic<std::uint64_t> client_max_output_bytes{0};  // the most one client has held
   std::atomic<std::uint64_t> evicted_clients{0};          // closed for max_clients_output_bytes
-//< chapter 7
+//< chapter 8
   const std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 };
 
@@ -5793,9 +5809,9 @@ struct ServerConfig {
   std::size_t max_clients = 10000;
   int timeout_seconds = 0;          // close idle clients after this long; 0 = never
   std::string requirepass;          // AUTH needed when not empty
-//> chapter 7
+//> chapter 8
 
-  // For the server only (chapter 7); see the macros of the same names.
+  // For the server only (chapter 8); see the macros of the same names.
   ProtocolLimits limits;
   std::size_t max_output_bytes = KEYSTONELIGHT_MAX_OUTPUT_BYTES;
   std::size_t max_clients_output_bytes = KEYSTONELIGHT_MAX_CLIENTS_OUTPUT_BYTES;
@@ -5803,15 +5819,15 @@ struct ServerConfig {
   // Receives the server's notes (a client closed for not reading, max clients lowered).
   // Empty means standard error. Called from the server's threads: it must be thread-safe.
   std::function<void(const std::string& message)> info_log;
-//< chapter 7
-//> chapter 13
+//< chapter 8
+//> chapter 14
 
-  // How the server serves its connections (chapter 13): a few event loops, each serving
-  // many connections (the default), or chapter 7's thread per connection.
+  // How the server serves its connections (chapter 14): a few event loops, each serving
+  // many connections (the default), or chapter 8's thread per connection.
   enum class Io { kEvents, kThreads };
   Io io = Io::kEvents;
   std::size_t loops = 0;  // event loops; 0: one per core (std::thread::hardware_concurrency)
-//< chapter 13
+//< chapter 14
 };
 
 // Executes parsed requests against a Store and writes RESP replies. It knows nothing of
@@ -5845,10 +5861,10 @@ class Dispatcher {
     kReadOnly = 2,  // reads keys, changes nothing
     kAdmin = 4,     // about the server, not the data
     kNoAuth = 8,    // allowed before AUTH
-//> chapter 10
+//> chapter 11
     kNotQueued = 16,  // runs at once inside MULTI (EXEC, DISCARD, WATCH, MULTI, QUIT)
     kNoMulti = 32,    // refused inside MULTI
-//< chapter 10
+//< chapter 11
   };
   struct Command {
     const char* name;
@@ -5878,15 +5894,15 @@ class Dispatcher {
 
   // Every reply built from many keys or values (MGET, KEYS, and those to come) is bounded
   // while it is built, so that no request makes the server hold more than the client may
-  // be sent (chapter 7's max_output_bytes), nor a copy of it first: the store's walk takes
+  // be sent (chapter 8's max_output_bytes), nor a copy of it first: the store's walk takes
   // bound(), which also carries the stop flag, and reply_all() writes the array, or an
   // error when the walk was cut short or the reply with its framing would pass the bound.
   Store::ReadBound bound() const {
     Store::ReadBound b;
     b.stop = &stopping_;
-//> chapter 7
+//> chapter 8
     b.max_bytes = config_.max_output_bytes;
-//< chapter 7
+//< chapter 8
     return b;
   }
   template <typename Values>
@@ -6032,9 +6048,9 @@ class Dispatcher {
     session->close = true;
   }
   void auth(const Args& a, Session* session, std::string* out);
-//> chapter 9
+//> chapter 10
 
-  // Expiry (chapter 9). The options SET and GETEX share, as Redis parses them: any order,
+  // Expiry (chapter 10). The options SET and GETEX share, as Redis parses them: any order,
   // repeats allowed (the last value counts), and no two that contradict each other.
   struct StringOptions {
     Store::SetIf condition = Store::SetIf::kAlways;  // NX, XX
@@ -6077,10 +6093,10 @@ class Dispatcher {
     set_with(a, a[3], o, out);
   }
   void getex(const Args& a, Session*, std::string* out);
-//< chapter 9
-//> chapter 10
+//< chapter 10
+//> chapter 11
 
-  // Transactions (chapter 10): MULTI queues what follows, EXEC runs it in one
+  // Transactions (chapter 11): MULTI queues what follows, EXEC runs it in one
   // Store::transaction, unless a WATCHed key changed since WATCH.
   void multi(const Args&, Session* session, std::string* out) {
     if (session->multi) return resp::error(out, "ERR MULTI calls can not be nested");
@@ -6110,10 +6126,10 @@ class Dispatcher {
     session->queued.clear();
     if (session->watch) session->watch->clear();
   }
-//< chapter 10
-//> chapter 11
+//< chapter 11
+//> chapter 12
 
-  // The keyspace (chapter 11).
+  // The keyspace (chapter 12).
   void scan(const Args& a, Session*, std::string* out);
   void randomkey(const Args&, Session*, std::string* out) {
     std::optional<std::string> key = store_->random_key();
@@ -6133,10 +6149,10 @@ class Dispatcher {
     else resp::simple(out, "OK");
   }
   void copy(const Args& a, Session*, std::string* out);
-//< chapter 11
-//> chapter 12
+//< chapter 12
+//> chapter 13
 
-  // Strings as Redis sees them (chapter 12): the rest of Redis's string group, and the
+  // Strings as Redis sees them (chapter 13): the rest of Redis's string group, and the
   // bitmap commands. A write that changes a value in place runs through modify(): read,
   // change and write in one Store::transaction, keeping the key's expiry; `change` gets
   // the value (nullopt: no key), may rewrite it, writes its reply to *reply, and returns
@@ -6165,7 +6181,7 @@ class Dispatcher {
   // there) and BYTE or BIT (if `i + 2` is); as bits [*first, *last], empty if first > last.
   static bool bit_range(const Args& a, std::size_t i, std::size_t size, std::int64_t* first,
                         std::int64_t* last, std::string* out);
-//< chapter 12
+//< chapter 13
 
   Store* store_;
   const ServerConfig config_;
@@ -6223,16 +6239,16 @@ inline const std::vector<Dispatcher::Command>& Dispatcher::commands() {
       {"command",        -1, 0,                   0, 0, 0, &Dispatcher::command},
       {"client",         -2, 0,                   0, 0, 0, &Dispatcher::client},
       {"select",          2, 0,                   0, 0, 0, &Dispatcher::select},
-#if 0 //> chapters 6-9
+#if 0 //> chapters 7-10
       {"quit",           -1, kNoAuth,             0, 0, 0, &Dispatcher::quit},
       {"shutdown",       -1, kAdmin,              0, 0, 0, &Dispatcher::shutdown},
-#endif //< chapters 6-9
-//> chapter 10
+#endif //< chapters 7-10
+//> chapter 11
       {"quit",           -1, kNoAuth | kNotQueued, 0, 0, 0, &Dispatcher::quit},
       {"shutdown",       -1, kAdmin | kNoMulti,   0, 0, 0, &Dispatcher::shutdown},
-//< chapter 10
+//< chapter 11
       {"auth",           -2, kNoAuth,             0, 0, 0, &Dispatcher::auth},
-//> chapter 9
+//> chapter 10
       {"expire",         -3, kWrite,              1, 1, 1, &Dispatcher::expire},
       {"pexpire",        -3, kWrite,              1, 1, 1, &Dispatcher::pexpire},
       {"expireat",       -3, kWrite,              1, 1, 1, &Dispatcher::expireat},
@@ -6245,15 +6261,15 @@ inline const std::vector<Dispatcher::Command>& Dispatcher::commands() {
       {"setex",           4, kWrite,              1, 1, 1, &Dispatcher::setex},
       {"psetex",          4, kWrite,              1, 1, 1, &Dispatcher::setex},
       {"getex",          -2, kWrite,              1, 1, 1, &Dispatcher::getex},
-//< chapter 9
-//> chapter 10
+//< chapter 10
+//> chapter 11
       {"multi",           1, kNotQueued,          0, 0, 0, &Dispatcher::multi},
       {"exec",            1, kNotQueued,          0, 0, 0, &Dispatcher::exec},
       {"discard",         1, kNotQueued,          0, 0, 0, &Dispatcher::discard},
       {"watch",          -2, kNotQueued,          1, -1, 1, &Dispatcher::watch},
       {"unwatch",         1, 0,                   0, 0, 0, &Dispatcher::unwatch},
-//< chapter 10
-//> chapter 11
+//< chapter 11
+//> chapter 12
       {"scan",           -2, kReadOnly,           0, 0, 0, &Dispatcher::scan},
       {"randomkey",       1, kReadOnly,           0, 0, 0, &Dispatcher::randomkey},
       {"type",            2, kReadOnly,           1, 1, 1, &Dispatcher::type},
@@ -6262,8 +6278,8 @@ inline const std::vector<Dispatcher::Command>& Dispatcher::commands() {
       {"rename",          3, kWrite,              1, 2, 1, &Dispatcher::rename},
       {"renamenx",        3, kWrite,              1, 2, 1, &Dispatcher::rename},
       {"copy",           -3, kWrite,              1, 2, 1, &Dispatcher::copy},
-//< chapter 11
-//> chapter 12
+//< chapter 12
+//> chapter 13
       {"incrbyfloat",     3, kWrite,              1, 1, 1, &Dispatcher::incrbyfloat},
       {"getrange",        4, kReadOnly,           1, 1, 1, &Dispatcher::getrange},
       {"substr",          4, kReadOnly,           1, 1, 1, &Dispatcher::getrange},
@@ -6278,7 +6294,7 @@ inline const std::vector<Dispatcher::Command>& Dispatcher::commands() {
       {"bitcount",       -2, kReadOnly,           1, 1, 1, &Dispatcher::bitcount},
       {"bitpos",         -3, kReadOnly,           1, 1, 1, &Dispatcher::bitpos},
       {"bitop",          -4, kWrite,              2, -1, 1, &Dispatcher::bitop},
-//< chapter 12
+//< chapter 13
   };
   return table;
 }
@@ -6295,7 +6311,7 @@ inline const Dispatcher::Command* Dispatcher::find(const std::string& lowercase_
 
 inline void Dispatcher::execute(const Args& args, Session* session, std::string* out) {
   const Command* command = check(args, session, out);
-//> chapter 10
+//> chapter 11
   if (command == nullptr && session->multi) session->multi_failed = true;  // EXEC aborts
   if (command != nullptr && session->multi && !(command->flags & kNotQueued)) {
     if (command->flags & kNoMulti) {
@@ -6305,16 +6321,16 @@ inline void Dispatcher::execute(const Args& args, Session* session, std::string*
     session->queued.push_back(args);
     return resp::simple(out, "QUEUED");
   }
-//< chapter 10
+//< chapter 11
   if (command != nullptr) run(*command, args, session, out);
 }
 
 inline void Dispatcher::run(const Command& command, const Args& args, Session* session,
                             std::string* out) {
   ++counters_.total_commands;  // as Redis counts: commands run, not commands refused
-//> chapter 15
+//> chapter 16
   if (session->deferred != nullptr) session->deferred->hold((command.flags & kWrite) != 0);
-//< chapter 15
+//< chapter 16
   (this->*(command.handler))(args, session, out);
 }
 
@@ -6350,7 +6366,7 @@ inline const Dispatcher::Command* Dispatcher::check(const Args& args, const Sess
   return command;
 }
 
-//> chapter 10
+//> chapter 11
 inline void Dispatcher::exec(const Args&, Session* session, std::string* out) {
   if (!session->multi) return resp::error(out, "ERR EXEC without MULTI");
   if (session->multi_failed) {
@@ -6377,8 +6393,8 @@ inline void Dispatcher::exec(const Args&, Session* session, std::string* out) {
   resp::array(out, queued.size());
   out->append(replies);
 }
-//< chapter 10
-//> chapter 11
+//< chapter 11
+//> chapter 12
 
 // SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]. Every value is a string, so
 // TYPE string filters nothing and any other type leaves nothing.
@@ -6452,11 +6468,11 @@ inline void Dispatcher::copy(const Args& a, Session*, std::string* out) {
   if (s.ok()) resp::integer(out, copied ? 1 : 0);
   else reply_status(out, s);
 }
-//< chapter 11
-//> chapter 12
+//< chapter 12
+//> chapter 13
 
 // ---------------------------------------------------------------------------------------
-// Chapter 12: strings as Redis sees them. A Redis string is bytes; some commands read the
+// Chapter 13: strings as Redis sees them. A Redis string is bytes; some commands read the
 // bytes as a number (INCRBYFLOAT), some as a bitmap (SETBIT, BITCOUNT, BITPOS, BITOP),
 // some as a string to cut or patch (GETRANGE, SETRANGE, LCS). Every one that reads and
 // then writes does both in one Store::transaction. No length or offset a client sends is
@@ -6868,10 +6884,10 @@ inline void Dispatcher::bitop(const Args& a, Session*, std::string* out) {
   if (s.ok()) resp::integer(out, static_cast<std::int64_t>(length));
   else reply_status(out, s);
 }
-//< chapter 12
+//< chapter 13
 
 inline void Dispatcher::set(const Args& a, Session*, std::string* out) {
-#if 0 //> chapters 6-8
+#if 0 //> chapters 7-9
   Store::SetIf condition = Store::SetIf::kAlways;
   bool want_previous = false;
   for (std::size_t i = 3; i < a.size(); ++i) {
@@ -6902,15 +6918,15 @@ inline void Dispatcher::set(const Args& a, Session*, std::string* out) {
   } else {
     resp::null_bulk(out);
   }
-#endif //< chapters 6-8
-//> chapter 9
+#endif //< chapters 7-9
+//> chapter 10
   StringOptions o;
   if (string_options(a, 3, true, &o, out)) set_with(a, a[2], o, out);
-//< chapter 9
+//< chapter 10
 }
-//> chapter 9
+//> chapter 10
 
-// SET, SETEX and PSETEX (chapter 9): the options are parsed; the expiry is checked, then
+// SET, SETEX and PSETEX (chapter 10): the options are parsed; the expiry is checked, then
 // the store does the rest in one step.
 inline void Dispatcher::set_with(const Args& a, const std::string& value, const StringOptions& o,
                                  std::string* out) {
@@ -7035,7 +7051,7 @@ inline void Dispatcher::getex(const Args& a, Session*, std::string* out) {
   if (value) resp::bulk(out, *value);
   else resp::null_bulk(out);
 }
-//< chapter 9
+//< chapter 10
 
 inline void Dispatcher::info(const Args& a, Session*, std::string* out) {
   auto wanted = [&](const char* section) {
@@ -7069,10 +7085,10 @@ inline void Dispatcher::info(const Args& a, Session*, std::string* out) {
     text += "# Clients\r\n";
     field("connected_clients", std::to_string(counters_.connected_clients.load()));
     field("maxclients", std::to_string(config_.max_clients));
-//> chapter 7
+//> chapter 8
     field("clients_output_bytes", std::to_string(counters_.clients_output_bytes.load()));
     field("client_max_output_bytes", std::to_string(counters_.client_max_output_bytes.load()));
-//< chapter 7
+//< chapter 8
     text += "\r\n";
   }
   if (wanted("persistence")) {
@@ -7095,25 +7111,25 @@ inline void Dispatcher::info(const Args& a, Session*, std::string* out) {
     field("total_connections_received", std::to_string(counters_.total_connections.load()));
     field("total_commands_processed", std::to_string(counters_.total_commands.load()));
     field("rejected_connections", std::to_string(counters_.rejected_connections.load()));
-//> chapter 7
+//> chapter 8
     field("total_net_input_bytes", std::to_string(counters_.total_net_input_bytes.load()));
     field("total_net_output_bytes", std::to_string(counters_.total_net_output_bytes.load()));
     field("evicted_clients", std::to_string(counters_.evicted_clients.load()));
-//< chapter 7
+//< chapter 8
     text += "\r\n";
   }
   if (wanted("keyspace")) {
     text += "# Keyspace\r\n";
     const std::size_t keys = store_->size();
-#if 0 //> chapters 6-8
+#if 0 //> chapters 7-9
     if (keys > 0) field("db0", "keys=" + std::to_string(keys) + ",expires=0,avg_ttl=0");
-#endif //< chapters 6-8
-//> chapter 9
+#endif //< chapters 7-9
+//> chapter 10
     if (keys > 0) {
       field("db0", "keys=" + std::to_string(keys) + ",expires=" +
                        std::to_string(store_->expiring()) + ",avg_ttl=0");
     }
-//< chapter 9
+//< chapter 10
   }
   resp::bulk(out, text);
 }
@@ -7210,11 +7226,11 @@ inline void Dispatcher::auth(const Args& a, Session* session, std::string* out) 
   session->authenticated = true;
   resp::simple(out, "OK");
 }
-//< chapter 6
-//> chapter 7
+//< chapter 7
+//> chapter 8
 
 // =======================================================================================
-// Chapter 7: the TCP server
+// Chapter 8: the TCP server
 //
 // A listener thread accepts connections and gives each one a thread of its own. That
 // thread's loop reads like the protocol: wait for bytes, run every complete request in
@@ -7231,7 +7247,7 @@ inline void Dispatcher::auth(const Args& a, Session* session, std::string* out) 
 // has a deadline where one applies: no thread can sleep through a stop.
 // =======================================================================================
 
-// Serves a Store over TCP in the protocol of chapter 6. Thread-safe. The store must
+// Serves a Store over TCP in the protocol of chapters 6 and 7. Thread-safe. The store must
 // outlive the server; the server never closes it.
 class Server {
  public:
@@ -7305,10 +7321,10 @@ class Server {
     Clock::time_point last_sent = last_received;
     Clock::time_point stop_deadline;
     std::string ending;  // why the server ends the connection, when a person should know
-//> chapter 13
+//> chapter 14
     short watching = 0;  // what its event loop's Poller watches it for (POLLIN, POLLOUT)
-//< chapter 13
-//> chapter 15
+//< chapter 14
+//> chapter 16
     // Commit before reply: the replies in `out` that wait for its thread's Deferred
     // (session.deferred) to commit: bytes [begin, end) may go once record `ticket` is.
     struct Withheld {
@@ -7316,7 +7332,7 @@ class Server {
       std::uint64_t ticket;
     };
     std::vector<Withheld> withheld;
-//< chapter 15
+//< chapter 16
   };
   // Before AUTH a client may send only small requests, as Redis allows it, and leave only
   // a few KiB of replies unread (Redis has no such cap): the replies it can earn are short
@@ -7354,9 +7370,9 @@ class Server {
 
   // How often a connection with replies waiting looks for an eviction while it waits.
   static constexpr int kEvictionCheckMs = 100;
-//> chapter 13
+//> chapter 14
 
-  // The steps both I/O models share (chapter 13 took them out of chapter 7's serve()):
+  // The steps both I/O models share (chapter 14 took them out of chapter 8's serve()):
   // open_link makes a connection's state, advance() runs what it sent and sends what it
   // can without waiting (false: the connection ends), close_link lets it go.
   std::unique_ptr<Link> open_link(Connection* c) const;
@@ -7365,10 +7381,10 @@ class Server {
     return !link.closing && !link.stopping && !link.peer_done && link.unsent() <= output_limit(link);
   }
   void close_link(Link& link);
-//> chapter 15
+//> chapter 16
   bool run_ready(Link& link, short ready);
   void release(Link& link);
-//< chapter 15
+//< chapter 16
 
   // One event loop: a thread, a Poller, and the connections handed to it. Only its own
   // thread touches `links`; the accept thread leaves new connections in `arrivals` and
@@ -7379,9 +7395,9 @@ class Server {
     std::mutex mu;  // guards arrivals
     std::vector<Connection*> arrivals;
     std::unordered_map<int, std::unique_ptr<Link>> links;  // by descriptor
-//> chapter 15
+//> chapter 16
     Store::Deferred* deferred = nullptr;  // its thread's, on that thread's stack
-//< chapter 15
+//< chapter 16
     bool stop_seen = false;
     std::thread thread;
   };
@@ -7396,7 +7412,7 @@ class Server {
   std::vector<std::unique_ptr<Loop>> loops_;  // empty under Io::kThreads
   std::size_t next_loop_ = 0;                 // the accept thread's turn: round robin
   std::atomic<bool> accepting_over_{false};   // stop() has joined the accept thread
-//< chapter 13
+//< chapter 14
 
   Store* const store_;
   ServerConfig config_;  // max_clients and port as start() settled them
@@ -7450,18 +7466,18 @@ inline Status Server::start() {
   }
   config_.port = port;
   port_ = port;
-//> chapter 13
+//> chapter 14
   if (config_.io == ServerConfig::Io::kEvents) {
     if (Status s = open_loops(); !s.ok()) {
       listener_.reset();
       return s;
     }
   }
-//< chapter 13
+//< chapter 14
   dispatcher_ = std::make_unique<Dispatcher>(store_, config_);
-//> chapter 13
+//> chapter 14
   for (auto& loop : loops_) loop->thread = std::thread(&Server::run_loop, this, loop.get());
-//< chapter 13
+//< chapter 14
   accept_thread_ = std::thread(&Server::accept_loop, this);
   started_ = true;
   return Status();
@@ -7486,11 +7502,11 @@ inline Status Server::stop() {
   dispatcher_->interrupt();  // seen between two keys of a long command
   stop_.notify();    // seen by every poll
   accept_thread_.join();  // no new connection after this
-//> chapter 13
+//> chapter 14
   accepting_over_ = true;  // each loop ends once it has no connection left
   for (auto& loop : loops_) loop->doorbell.notify();
   for (auto& loop : loops_) loop->thread.join();
-//< chapter 13
+//< chapter 14
   std::unordered_map<std::uint64_t, std::unique_ptr<Connection>> all;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -7551,12 +7567,12 @@ inline void Server::admit(detail::Socket socket) {
   std::lock_guard<std::mutex> lock(mu_);
   c->id = next_id_++;
   connections_.emplace(c->id, std::move(connection));
-//> chapter 13
+//> chapter 14
   if (!loops_.empty()) {  // an event loop serves it, not a thread of its own
     hand_off(c);
     return;
   }
-//< chapter 13
+//< chapter 14
   try {
     c->thread = std::thread(&Server::serve, this, c);
   } catch (const std::system_error& e) {
@@ -7626,7 +7642,7 @@ inline void Server::evict_biggest() {
   ++counters.evicted_clients;
 }
 
-#if 0 //> chapters 7-12
+#if 0 //> chapters 8-13
 inline void Server::serve(Connection* c) {
   ProtocolLimits guest = config_.limits;
   guest.max_bulk_bytes = std::min(guest.max_bulk_bytes, kGuestBulkBytes);
@@ -7681,17 +7697,17 @@ inline void Server::serve(Connection* c) {
   std::lock_guard<std::mutex> lock(mu_);
   finished_.push_back(c->id);
 }
-#endif //< chapters 7-12
-//> chapter 13
+#endif //< chapters 8-13
+//> chapter 14
 // A connection's thread (Io::kThreads): advance as far as it can without waiting, then
 // wait for the socket, a stop, an eviction or a deadline, and again.
 inline void Server::serve(Connection* c) {
   std::unique_ptr<Link> owned = open_link(c);
   Link& link = *owned;
-//> chapter 15
-  Store::Deferred deferred(store_);  // each batch of its requests commits once (chapter 15)
+//> chapter 16
+  Store::Deferred deferred(store_);  // each batch of its requests commits once (chapter 16)
   link.session.deferred = &deferred;
-//< chapter 15
+//< chapter 16
   while (advance(link)) {
     const std::optional<Clock::time_point> deadline = next_deadline(link);
     const bool reading = wants_input(link);
@@ -7730,9 +7746,9 @@ inline std::unique_ptr<Server::Link> Server::open_link(Connection* c) const {
 inline bool Server::advance(Link& link) {
   while (true) {
     run_requests(link);
-//> chapter 15
+//> chapter 16
     release(link);  // nothing goes out before what it depends on is durable
-//< chapter 15
+//< chapter 16
     account_output(link.c, link.unsent());
     if (link.c->evicted.load()) {  // chosen while it ran requests: what it holds is never sent
       evicted(link);
@@ -7762,7 +7778,7 @@ inline void Server::close_link(Link& link) {
   if (!link.ending.empty()) note("client " + link.c->peer + " " + link.ending);
   --dispatcher_->counters().connected_clients;
 }
-//< chapter 13
+//< chapter 14
 
 // Runs every complete request in `link.in`, in order, until the replies waiting for the
 // client pass its output limit: then it must read before more run (backpressure).
@@ -7796,28 +7812,28 @@ inline void Server::run_requests(Link& link) {
       // No memory for this reply: its client loses the connection, not all the others
       // their server. What was written of the reply is dropped, not sent half.
       link.out.resize(replied);
-//> chapter 15
+//> chapter 16
       (void)link.session.deferred->take();  // no reply of its own to hold back: the error is sent
-//< chapter 15
+//< chapter 16
       resp::error(&link.out, "ERR the server is out of memory: the connection is closed");
       link.ending = "closed: no memory for the reply to its '" + link.args[0].substr(0, 32) + "'";
       link.closing = true;
       break;
     }
-//> chapter 15
+//> chapter 16
     if (const std::uint64_t ticket = link.session.deferred->take(); ticket != 0) {
       link.withheld.push_back({replied, link.out.size(), ticket});
     }
-//< chapter 15
+//< chapter 16
     if (link.session.authenticated && !was_authenticated) link.parser.set_limits(config_.limits);
     if (link.session.shutdown) request_shutdown();
     if (link.session.close) link.closing = true;
     account_output(link.c, link.unsent());  // after each request: a batch may be megabytes
     if (link.c->evicted.load()) break;
   }
-//> chapter 15
+//> chapter 16
   link.session.deferred->hold(false);  // a run of writes held the writer lock: give it back
-//< chapter 15
+//< chapter 16
   link.in.erase(0, parsed);
   if (link.peer_done && !link.stopping && link.unsent() <= output_limit(link)) {
     link.closing = true;
@@ -7937,10 +7953,10 @@ inline void Server::evicted(Link& link) const {
                 "make the clients read their replies";
 }
 
-//> chapter 13
+//> chapter 14
 
 // =======================================================================================
-// Chapter 13: the event loop
+// Chapter 14: the event loop
 //
 // Io::kEvents serves every connection from a few threads, one per core by default. Each
 // loop's thread asks its Poller which of its sockets are ready, and for each one takes
@@ -7991,11 +8007,11 @@ inline void Server::hand_off(Connection* c) {
 inline void Server::run_loop(Loop* loop) {
   std::vector<detail::PollerEvent> ready;
   std::vector<int> ended;
-//> chapter 15
-  Store::Deferred deferred(store_);  // one commit per pass (chapter 15)
+//> chapter 16
+  Store::Deferred deferred(store_);  // one commit per pass (chapter 16)
   loop->deferred = &deferred;
   std::vector<std::pair<int, Link*>> served;  // run this pass; replies still to send
-//< chapter 15
+//< chapter 16
   Clock::time_point next_tick = Clock::now() + std::chrono::milliseconds(kEvictionCheckMs);
   while (true) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(next_tick - Clock::now());
@@ -8010,16 +8026,16 @@ inline void Server::run_loop(Loop* loop) {
       } else if (e.fd == stop_.fd()) {
         stop = true;
       } else if (auto it = loop->links.find(e.fd); it != loop->links.end()) {
-#if 0 //> chapters 13-14
+#if 0 //> chapters 14-15
         if (!serve_ready(*loop, *it->second, e.events)) ended.push_back(e.fd);
-#endif //< chapters 13-14
-//> chapter 15
+#endif //< chapters 14-15
+//> chapter 16
         if (!run_ready(*it->second, e.events)) ended.push_back(e.fd);
         else served.emplace_back(e.fd, it->second.get());
-//< chapter 15
+//< chapter 16
       }
     }
-//> chapter 15
+//> chapter 16
     // Every request of the pass has run: their records reach the file together, then
     // their replies go out.
     (void)deferred.commit();
@@ -8027,7 +8043,7 @@ inline void Server::run_loop(Loop* loop) {
       if (!serve_ready(*loop, *link, 0)) ended.push_back(fd);
     }
     served.clear();
-//< chapter 15
+//< chapter 16
     for (int fd : ended) end(*loop, fd);
     if (stop && !loop->stop_seen) {  // the stop pipe stays readable: watch it no more
       loop->stop_seen = true;
@@ -8062,9 +8078,9 @@ inline void Server::take_arrivals(Loop& loop) {
   for (Connection* c : arrivals) {
     std::unique_ptr<Link> link = open_link(c);
     const int fd = c->socket.fd();
-//> chapter 15
+//> chapter 16
     link->session.deferred = loop.deferred;
-//< chapter 15
+//< chapter 16
     if (loop.stop_seen) begin_stop(*link);
     if (Status s = loop.poller.add(fd, POLLIN); !s.ok()) {
       link->ending = "closed: " + s.message();
@@ -8129,10 +8145,10 @@ inline void Server::end(Loop& loop, int fd) {
   std::lock_guard<std::mutex> lock(mu_);
   connections_.erase(id);
 }
-//< chapter 13
-//> chapter 15
+//< chapter 14
+//> chapter 16
 
-// The first half of serving a connection the Poller reported `ready` (chapter 15): take
+// The first half of serving a connection the Poller reported `ready` (chapter 16): take
 // what arrived and run it. The pass commits before serve_ready() sends the replies.
 // False when the connection ends.
 inline bool Server::run_ready(Link& link, short ready) {
@@ -8170,7 +8186,7 @@ inline void Server::release(Link& link) {
   link.out.swap(out);
   link.withheld.clear();
 }
-//< chapter 15
+//< chapter 16
 
 // A reply, as RESP2 types it.
 struct Reply {
@@ -8382,19 +8398,19 @@ class Client {
   std::string in_;        // bytes received; the first pos_ are read
   std::size_t pos_ = 0;
 };
-//< chapter 7
-//> chapter 8
+//< chapter 8
+//> chapter 9
 
 // =======================================================================================
-// Chapter 8: process management
+// Chapter 9: process management
 //
 // What a server program needs beyond the Server: a PID file that keeps a second instance
 // out, and signals handled in a thread of their own (SIGHUP compacts; SIGTERM and SIGINT
 // stop gracefully). Both are platform code, defined with the rest of it near the top of
 // this file; the program that puts everything together is
-// examples/keystonelight-server.cpp, which is also chapter 8's example.
+// examples/keystonelight-server.cpp, which is also chapter 9's example.
 // =======================================================================================
-//< chapter 8
+//< chapter 9
 
 }  // namespace keystonelight
 

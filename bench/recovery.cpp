@@ -1,8 +1,8 @@
 // How long Store::open takes to replay a log of KEYS keys (16-byte keys, 100-byte values),
-// the start-up figure of chapter 14. Not part of `make bench`: build it against any stage
+// the start-up figure of chapter 15. Not part of `make bench`: build it against any stage
 // of the header to compare two of them on one machine, with optimisation, for example
 //
-//   g++ -std=c++17 -O2 -pthread -Ichapters/12-strings-and-bits bench/recovery.cpp -o /tmp/before
+//   g++ -std=c++17 -O2 -pthread -Ichapters/13-strings-and-bits bench/recovery.cpp -o /tmp/before
 //   g++ -std=c++17 -O2 -pthread -I. bench/recovery.cpp -o /tmp/after
 //   /tmp/before /tmp/kl-1m 1000000 && /tmp/after /tmp/kl-1m 1000000
 //

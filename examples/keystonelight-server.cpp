@@ -1,5 +1,5 @@
 // keystonelight-server: a Keystonelight store served over TCP in Redis's protocol, as a
-// program to run: flags, a PID file, a log, and signals. It is also chapter 8's example.
+// program to run: flags, a PID file, a log, and signals. It is also chapter 10's example.
 //
 //   keystonelight-server [--port N] [--bind ADDR] [--dir DIR] [--pidfile PATH] ...
 //   keystonelight-server --help | --version
@@ -78,7 +78,7 @@ constexpr const char* kUsage =
     "  --pidfile PATH         PID file (default DIR/keystonelight.pid)\n"
     "  --fsync POLICY         always, everysec or no (default everysec)\n"
     "  --max-clients N        clients served at once (default 10000)\n"
-#if defined(KEYSTONELIGHT_HAS_EVENT_LOOP)  // chapter 13: a header before it has no --io
+#if defined(KEYSTONELIGHT_HAS_EVENT_LOOP)  // chapter 15: a header before it has no --io
     "  --io MODEL             events: a few event loops serve every client; threads: a\n"
     "                         thread per client (default events)\n"
     "  --loops N              event loops under --io events; 0 is one per core (default 0)\n"

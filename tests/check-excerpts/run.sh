@@ -1,6 +1,6 @@
 #!/bin/sh
 # tests/check-excerpts/run.sh CHECKER: the excerpt check must catch what goes stale. In a
-# scratch copy of chapter 12 it passes as the chapter is, and fails, naming the README
+# scratch copy of chapter 13 it passes as the chapter is, and fails, naming the README
 # line, once an excerpt no longer matches the code: one line edited, pieces out of order,
 # a diff line changed, an unknown fence. It lets through what is meant to differ: a block
 # marked ```cpp illustration, hunk headers whose numbers moved, indentation.
@@ -11,7 +11,7 @@ suite=check-excerpts
 
 work=$(mktemp -d) || exit 1
 trap 'rm -rf "$work"' EXIT
-chapter=chapters/12-strings-and-bits
+chapter=chapters/13-strings-and-bits
 fresh() {
   rm -rf "$work/ch" && mkdir "$work/ch" &&
     cp "$chapter/README.md" "$chapter/keystonelight.hpp" "$chapter/example.cpp" \

@@ -1,4 +1,4 @@
-// Which I/O model the server tests run against. From chapter 13 the Server has two
+// Which I/O model the server tests run against. From chapter 14 the Server has two
 // (ServerConfig::io): KEYSTONELIGHT_TEST_IO=threads or =events in the environment picks
 // one, and without it the tests use the default. `make test` runs the server's suites
 // once each way. Against the chapters before 13, which have one model, it does nothing.
