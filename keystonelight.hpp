@@ -252,6 +252,7 @@
 #include <vector>
 //> chapter 2
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -274,7 +275,6 @@
 #include <sys/file.h>
 //< chapter 3
 //> chapter 5
-#include <atomic>
 #include <cstdlib>
 #include <deque>
 #include <shared_mutex>

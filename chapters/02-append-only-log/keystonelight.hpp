@@ -76,6 +76,7 @@
 #include <utility>
 #include <vector>
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>

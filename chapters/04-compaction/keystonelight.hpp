@@ -99,6 +99,7 @@
 #include <utility>
 #include <vector>
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>

@@ -145,6 +145,7 @@
 #include <utility>
 #include <vector>
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -163,7 +164,6 @@
 #include <thread>
 
 #include <sys/file.h>
-#include <atomic>
 #include <cstdlib>
 #include <deque>
 #include <shared_mutex>

@@ -167,6 +167,7 @@
 #include <utility>
 #include <vector>
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -185,7 +186,6 @@
 #include <thread>
 
 #include <sys/file.h>
-#include <atomic>
 #include <cstdlib>
 #include <deque>
 #include <shared_mutex>

@@ -179,6 +179,7 @@
 #include <utility>
 #include <vector>
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -197,7 +198,6 @@
 #include <thread>
 
 #include <sys/file.h>
-#include <atomic>
 #include <cstdlib>
 #include <deque>
 #include <shared_mutex>

@@ -183,6 +183,7 @@
 #include <utility>
 #include <vector>
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -201,7 +202,6 @@
 #include <thread>
 
 #include <sys/file.h>
-#include <atomic>
 #include <cstdlib>
 #include <deque>
 #include <shared_mutex>
