@@ -15,18 +15,18 @@
        Status                  errors as values: a code and a message (1)
 //> chapter 2
        Platform                FileSystem and POSIX files (2), the directory lock (3), the
-                               reader-writer lock (5), sockets (7), PidFile, SignalWaiter (8)
+                               reader-writer lock (5), sockets (8), PidFile, SignalWaiter (9)
        The log                 CRC-32C, the record format, LogWriter, LogReader (2)
 //< chapter 2
 //> chapter 10
-                               the expire record, format version 2 (9)
+                               the expire record, format version 2 (10)
 //< chapter 10
 //> chapter 11
-                               the batch record, format version 3 (10)
+                               the batch record, format version 3 (11)
 //< chapter 11
 //> chapter 15
                                CRC-32C by the processor's instruction, picked at run
-                               time in the platform section (14)
+                               time in the platform section (15)
 //< chapter 15
 //> chapter 3
        The persistent log      FsyncPolicy, Options, Disk: the log, its lock and fsyncs (3),
@@ -49,48 +49,51 @@
 //< chapter 6
 //> chapter 10
                                keys that expire: set with a ttl, expire_at, persist,
-                               expire_time, lazy and active expiry (9)
+                               expire_time, lazy and active expiry (10)
 //< chapter 10
 //> chapter 11
-                               transaction, WriteBatch, Watch (10)
+                               transaction, WriteBatch, Watch (11)
 //< chapter 11
 //> chapter 12
                                its own hash table (detail::Table), scan, random_key,
-                               rename, copy (11)
+                               rename, copy (12)
 //< chapter 12
 //> chapter 15
                                a replay that sizes the table from the log, prefetches
-                               and copies nothing it does not keep (14)
+                               and copies nothing it does not keep (15)
 //< chapter 15
 //> chapter 6
-       The protocol            RequestParser, resp:: replies, Dispatcher and its commands (6)
+       The protocol            RequestParser, resp:: replies (6)
 //< chapter 6
+//> chapter 7
+                               Dispatcher, its command table and its commands, AUTH (7)
+//< chapter 7
 //> chapter 10
                                EXPIRE and its kin, TTL and its kin, PERSIST, SET's EX, PX,
-                               EXAT, PXAT and KEEPTTL, SETEX, PSETEX, GETEX (9)
+                               EXAT, PXAT and KEEPTTL, SETEX, PSETEX, GETEX (10)
 //< chapter 10
 //> chapter 11
-                               MULTI, EXEC, DISCARD, WATCH, UNWATCH (10)
+                               MULTI, EXEC, DISCARD, WATCH, UNWATCH (11)
 //< chapter 11
 //> chapter 12
                                SCAN, RANDOMKEY, TYPE, TOUCH, UNLINK, RENAME, RENAMENX,
-                               COPY (11)
+                               COPY (12)
 //< chapter 12
 //> chapter 13
                                the string and bitmap commands: INCRBYFLOAT, GETRANGE,
-                               SETRANGE, LCS, SETBIT, BITCOUNT, BITPOS, BITOP ... (12)
+                               SETRANGE, LCS, SETBIT, BITCOUNT, BITPOS, BITOP ... (13)
 //< chapter 13
 //> chapter 8
        The TCP server          Server: listener, a thread per connection, pipelining,
-                               limits, graceful stop; Client and Reply (7)
+                               limits, graceful stop; Client and Reply (8)
 //< chapter 8
 //> chapter 9
        Process management      the PID file and signal thread are platform code; the server
-                               program is examples/keystonelight-server.cpp (8)
+                               program is examples/keystonelight-server.cpp (9)
 //< chapter 9
 //> chapter 14
        The event loop          Poller (epoll, or poll(2)) in the platform code; Server's
-                               second I/O model: a few loops serving every connection (13)
+                               second I/O model: a few loops serving every connection (14)
 //< chapter 14
 
    COMPILE-TIME OPTIONS: define before including to change a default.
@@ -4022,7 +4025,7 @@ class Store {
 //< chapter 5
 //> chapter 6
 
-  // For the protocol's MSET, DEL, KEYS and FLUSHDB (chapter 6). set_all stores every
+  // For MSET, DEL, KEYS and FLUSHDB, which chapter 7 serves. set_all stores every
   // pair, and del_all removes every key (counting in *removed those that existed), under
   // one writer lock, so no reader sees half of them (a crash can still stop them halfway:
   // each key is its own record). keys() copies every key. clear() removes everything by
@@ -5515,7 +5518,7 @@ inline void Store::stop_compactor() {
 //< chapter 5
 //> chapter 6
 
-// The store operations the protocol needs beyond chapter 5's (chapter 6).
+// What chapter 7's commands need from the store beyond chapter 5's (chapter 6).
 
 inline Status Store::set_all(const std::vector<std::pair<std::string_view, std::string_view>>& pairs) {
   for (const auto& [key, value] : pairs) {  // refuse before writing any, not halfway
@@ -6255,8 +6258,8 @@ inline std::uint64_t Store::Deferred::durable() const {
 // A length prefix beats a delimiter for binary values: the value may hold any byte,
 // CR and LF included, and the reader knows how much to wait for. The grammar, the limits
 // and every command are in docs/protocol.md. Nothing here touches a socket: the parser
-// reads bytes from a buffer, the dispatcher writes reply bytes to a string, so both are
-// tested (and fuzzed) byte by byte, and chapter 8 only moves bytes.
+// reads bytes from a buffer and resp:: writes reply bytes to a string, so both are
+// tested (and fuzzed) byte by byte; chapter 7 runs the requests, chapter 8 moves bytes.
 // =======================================================================================
 
 // Limits on what a client may send. A request over a limit is a protocol error: the
@@ -6482,6 +6485,19 @@ inline std::size_t bulk_bytes(std::size_t n) { return array_bytes(n) + n + 2; }
 inline void null_array(std::string* out) { out->append("*-1\r\n"); }
 
 }  // namespace resp
+
+//< chapter 6
+//> chapter 7
+// =======================================================================================
+// Chapter 7: the dispatcher
+//
+// The parser gives a request as a list of words; the dispatcher runs it against the
+// store and writes its reply with resp::. Every fact about a command (its name, arity,
+// flags, where its keys are) is a row of one table, as in Redis's command table: the
+// dispatcher checks arity and AUTH from the row before it calls the command's function,
+// and COMMAND reports the rows. A Session holds what outlives one request (AUTH, the
+// client's name, QUIT). Still no socket: chapter 8 moves these bytes over TCP.
+// =======================================================================================
 
 namespace detail {
 
@@ -6984,10 +7000,10 @@ inline const std::vector<Dispatcher::Command>& Dispatcher::commands() {
       {"command",        -1, 0,                   0, 0, 0, &Dispatcher::command},
       {"client",         -2, 0,                   0, 0, 0, &Dispatcher::client},
       {"select",          2, 0,                   0, 0, 0, &Dispatcher::select},
-#if 0 //> chapters 6-10
+#if 0 //> chapters 7-10
       {"quit",           -1, kNoAuth,             0, 0, 0, &Dispatcher::quit},
       {"shutdown",       -1, kAdmin,              0, 0, 0, &Dispatcher::shutdown},
-#endif //< chapters 6-10
+#endif //< chapters 7-10
 //> chapter 11
       {"quit",           -1, kNoAuth | kNotQueued, 0, 0, 0, &Dispatcher::quit},
       {"shutdown",       -1, kAdmin | kNoMulti,   0, 0, 0, &Dispatcher::shutdown},
@@ -7632,7 +7648,7 @@ inline void Dispatcher::bitop(const Args& a, Session*, std::string* out) {
 //< chapter 13
 
 inline void Dispatcher::set(const Args& a, Session*, std::string* out) {
-#if 0 //> chapters 6-9
+#if 0 //> chapters 7-9
   Store::SetIf condition = Store::SetIf::kAlways;
   bool want_previous = false;
   for (std::size_t i = 3; i < a.size(); ++i) {
@@ -7663,7 +7679,7 @@ inline void Dispatcher::set(const Args& a, Session*, std::string* out) {
   } else {
     resp::null_bulk(out);
   }
-#endif //< chapters 6-9
+#endif //< chapters 7-9
 //> chapter 10
   StringOptions o;
   if (string_options(a, 3, true, &o, out)) set_with(a, a[2], o, out);
@@ -7866,9 +7882,9 @@ inline void Dispatcher::info(const Args& a, Session*, std::string* out) {
   if (wanted("keyspace")) {
     text += "# Keyspace\r\n";
     const std::size_t keys = store_->size();
-#if 0 //> chapters 6-9
+#if 0 //> chapters 7-9
     if (keys > 0) field("db0", "keys=" + std::to_string(keys) + ",expires=0,avg_ttl=0");
-#endif //< chapters 6-9
+#endif //< chapters 7-9
 //> chapter 10
     if (keys > 0) {
       field("db0", "keys=" + std::to_string(keys) + ",expires=" +
@@ -7971,7 +7987,7 @@ inline void Dispatcher::auth(const Args& a, Session* session, std::string* out) 
   session->authenticated = true;
   resp::simple(out, "OK");
 }
-//< chapter 6
+//< chapter 7
 //> chapter 8
 
 // =======================================================================================
@@ -7992,7 +8008,7 @@ inline void Dispatcher::auth(const Args& a, Session* session, std::string* out) 
 // has a deadline where one applies: no thread can sleep through a stop.
 // =======================================================================================
 
-// Serves a Store over TCP in the protocol of chapter 6. Thread-safe. The store must
+// Serves a Store over TCP in the protocol of chapters 6 and 7. Thread-safe. The store must
 // outlive the server; the server never closes it.
 class Server {
  public:

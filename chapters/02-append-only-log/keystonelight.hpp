@@ -16,7 +16,7 @@
 
        Status                  errors as values: a code and a message (1)
        Platform                FileSystem and POSIX files (2), the directory lock (3), the
-                               reader-writer lock (5), sockets (7), PidFile, SignalWaiter (8)
+                               reader-writer lock (5), sockets (8), PidFile, SignalWaiter (9)
        The log                 CRC-32C, the record format, LogWriter, LogReader (2)
        Store                   get, set, del, exists, size, entries (1)
 
@@ -400,7 +400,7 @@ inline FileSystem* default_file_system() {
 // =======================================================================================
 
 enum class RecordType : std::uint8_t {
-  kPut = 1,     // key now has value (and, from chapter 9, the expiry in the header)
+  kPut = 1,     // key now has value (and, from chapter 10, the expiry in the header)
   kDelete = 2,  // key has no value; the value length is 0
 };
 
@@ -897,7 +897,7 @@ class Store {
   Status put(std::string_view key, std::string_view value);
 
   // The entry of `key`, or map_.end(): lookup() for reads, lookup_for_write() with the
-  // writer lock held. From chapter 9 a key whose time has passed is not found, and
+  // writer lock held. From chapter 10 a key whose time has passed is not found, and
   // lookup_for_write() removes it, logging the removal.
   Map::const_iterator lookup(std::string_view key) const;
   Map::iterator lookup_for_write(std::string_view key);

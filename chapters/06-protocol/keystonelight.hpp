@@ -16,7 +16,7 @@
 
        Status                  errors as values: a code and a message (1)
        Platform                FileSystem and POSIX files (2), the directory lock (3), the
-                               reader-writer lock (5), sockets (7), PidFile, SignalWaiter (8)
+                               reader-writer lock (5), sockets (8), PidFile, SignalWaiter (9)
        The log                 CRC-32C, the record format, LogWriter, LogReader (2)
        The persistent log      FsyncPolicy, Options, Disk: the log, its lock and fsyncs (3),
                                compaction (4), group commit (5); diagnose: what a bad record
@@ -27,7 +27,7 @@
                                the locks, reads that wait for durability, increment,
                                append, conditional set, the background compactor (5)
                                set_all, del_all, get_all, keys, clear (6)
-       The protocol            RequestParser, resp:: replies, Dispatcher and its commands (6)
+       The protocol            RequestParser, resp:: replies (6)
 
    COMPILE-TIME OPTIONS: define before including to change a default.
 
@@ -636,7 +636,7 @@ inline FileSystem* default_file_system() {
 // =======================================================================================
 
 enum class RecordType : std::uint8_t {
-  kPut = 1,     // key now has value (and, from chapter 9, the expiry in the header)
+  kPut = 1,     // key now has value (and, from chapter 10, the expiry in the header)
   kDelete = 2,  // key has no value; the value length is 0
 };
 
@@ -1171,7 +1171,7 @@ struct RecoveryReport {
 
 namespace detail {
 
-// Hands a message for a person to `info_log` (Options::info_log; from chapter 7 also
+// Hands a message for a person to `info_log` (Options::info_log; from chapter 8 also
 // ServerConfig::info_log), or to standard error without one.
 inline void note(const std::function<void(const std::string&)>& info_log,
                  const std::string& message) {
@@ -1247,7 +1247,7 @@ class Disk {
   std::uint64_t appended() const { return appended_.load(); }
 
   // The number of records known to be on disk (kAlways: covered by a finished fsync).
-  // From chapter 15: known to be as durable as the policy promises, which is written to
+  // From chapter 16: known to be as durable as the policy promises, which is written to
   // the file in every policy, and under kAlways synced too.
   std::uint64_t synced() const {
     std::lock_guard<std::mutex> lock(mu_);
@@ -1830,7 +1830,7 @@ class Store {
   Status set(std::string_view key, std::string_view value, SetIf condition, bool* stored,
              std::optional<std::string>* previous = nullptr);
 
-  // For the protocol's MSET, DEL, KEYS and FLUSHDB (chapter 6). set_all stores every
+  // For MSET, DEL, KEYS and FLUSHDB, which chapter 7 serves. set_all stores every
   // pair, and del_all removes every key (counting in *removed those that existed), under
   // one writer lock, so no reader sees half of them (a crash can still stop them halfway:
   // each key is its own record). keys() copies every key. clear() removes everything by
@@ -1876,7 +1876,7 @@ class Store {
   Status put(std::string_view key, std::string_view value);
 
   // The entry of `key`, or map_.end(): lookup() for reads, lookup_for_write() with the
-  // writer lock held. From chapter 9 a key whose time has passed is not found, and
+  // writer lock held. From chapter 10 a key whose time has passed is not found, and
   // lookup_for_write() removes it, logging the removal.
   Map::const_iterator lookup(std::string_view key) const;
   Map::iterator lookup_for_write(std::string_view key);
@@ -1886,7 +1886,7 @@ class Store {
 
   // Append one change to the log of a persistent store (nothing for one in memory),
   // after checking the limits that the log's format sets. The expiry (0: none) stays 0
-  // until chapter 9 gives keys one.
+  // until chapter 10 gives keys one.
   Status log_put(std::string_view key, std::string_view value, std::int64_t expire_at_ms = 0);
   Status log_delete(std::string_view key);
 
@@ -2029,7 +2029,7 @@ inline Status Store::del(std::string_view key, bool* existed) {
   if (existed != nullptr) *existed = false;
   if (it == map_.end()) return Status();
   if (Status s = erase(it); !s.ok()) return s;
-  Status s = finish_write(lock);  // the fsync (from chapter 15, the write) may fail here
+  Status s = finish_write(lock);  // the fsync (from chapter 16, the write) may fail here
   if (existed != nullptr) *existed = s.ok();
   return s;
 }
@@ -2423,7 +2423,7 @@ inline void Store::stop_compactor() {
   if (compactor_.joinable()) compactor_.join();
 }
 
-// The store operations the protocol needs beyond chapter 5's (chapter 6).
+// What chapter 7's commands need from the store beyond chapter 5's (chapter 6).
 
 inline Status Store::set_all(const std::vector<std::pair<std::string_view, std::string_view>>& pairs) {
   for (const auto& [key, value] : pairs) {  // refuse before writing any, not halfway
@@ -2554,8 +2554,8 @@ inline Status Store::clear() {
 // A length prefix beats a delimiter for binary values: the value may hold any byte,
 // CR and LF included, and the reader knows how much to wait for. The grammar, the limits
 // and every command are in docs/protocol.md. Nothing here touches a socket: the parser
-// reads bytes from a buffer, the dispatcher writes reply bytes to a string, so both are
-// tested (and fuzzed) byte by byte, and chapter 7 only moves bytes.
+// reads bytes from a buffer and resp:: writes reply bytes to a string, so both are
+// tested (and fuzzed) byte by byte; chapter 7 runs the requests, chapter 8 moves bytes.
 // =======================================================================================
 
 // Limits on what a client may send. A request over a limit is a protocol error: the
@@ -2776,577 +2776,6 @@ inline std::size_t bulk_bytes(std::size_t n) { return array_bytes(n) + n + 2; }
 inline void null_array(std::string* out) { out->append("*-1\r\n"); }
 
 }  // namespace resp
-
-namespace detail {
-
-inline long process_id() { return static_cast<long>(::getpid()); }
-
-// Whether a secret a client sent equals the configured one, in time that depends only
-// on their lengths, never on where they first differ: a comparison that stops at the
-// first wrong byte would tell a patient attacker, by its timing, how much of a guess was
-// right.
-inline bool same_secret(std::string_view given, std::string_view secret) {
-  if (secret.empty()) return false;
-  unsigned char difference = given.size() == secret.size() ? 0 : 1;
-  for (std::size_t i = 0; i < given.size(); ++i) {
-    difference |= static_cast<unsigned char>(given[i] ^ secret[i % secret.size()]);
-  }
-  return difference == 0;
-}
-
-inline std::string lower(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
-}
-
-}  // namespace detail
-
-// The state of one client's conversation that outlives a single command.
-struct Session {
-  bool authenticated = false;  // AUTH succeeded (or no password is set)
-  std::string name;            // CLIENT SETNAME
-  bool close = false;          // close the connection once the replies are sent (QUIT)
-  bool shutdown = false;       // SHUTDOWN was asked for: the server decides what follows
-};
-
-// Figures the server keeps current for INFO (chapter 7 fills the client counts).
-struct ServerCounters {
-  std::atomic<std::uint64_t> connected_clients{0};
-  std::atomic<std::uint64_t> total_connections{0};
-  std::atomic<std::uint64_t> total_commands{0};
-  std::atomic<std::uint64_t> rejected_connections{0};
-  const std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
-};
-
-// How the server is set up: CONFIG GET and INFO report it; the server program fills it in.
-struct ServerConfig {
-  std::string bind = "127.0.0.1";
-  int port = 6380;
-  std::size_t max_clients = 10000;
-  int timeout_seconds = 0;          // close idle clients after this long; 0 = never
-  std::string requirepass;          // AUTH needed when not empty
-};
-
-// Executes parsed requests against a Store and writes RESP replies. It knows nothing of
-// sockets. Thread-safe: one Dispatcher serves every connection, each with its Session.
-// The store must outlive the dispatcher.
-class Dispatcher {
- public:
-  explicit Dispatcher(Store* store, ServerConfig config = ServerConfig())
-      : store_(store), config_(std::move(config)) {}
-
-  // Runs one request (args[0] is the command, in any case) and appends its reply to *out.
-  // Unknown commands and wrong arguments get an error reply; nothing here closes the
-  // connection except QUIT, through session->close.
-  void execute(const std::vector<std::string>& args, Session* session, std::string* out);
-
-  ServerCounters& counters() { return counters_; }
-  const ServerConfig& config() const { return config_; }
-
-  // Tells commands that walk many keys (KEYS, MGET, EXISTS) to give up between two keys
-  // with an error reply, now and from now on: the server calls it when it stops, so that
-  // no long command holds up its exit. Safe from any thread.
-  void interrupt() { stopping_ = true; }
-
- private:
-  using Args = std::vector<std::string>;
-  using Handler = void (Dispatcher::*)(const Args&, Session*, std::string*);
-  // Every fact about a command lives in its row of the table (as in Redis's command
-  // table); execute(), AUTH gating and COMMAND read them from there.
-  enum Flag : unsigned {
-    kWrite = 1,     // changes the store
-    kReadOnly = 2,  // reads keys, changes nothing
-    kAdmin = 4,     // about the server, not the data
-    kNoAuth = 8,    // allowed before AUTH
-  };
-  struct Command {
-    const char* name;
-    int arity;       // as in Redis: N means exactly N words, -N at least N (the name included)
-    unsigned flags;  // Flag bits
-    int first_key;   // the first argument that is a key (0: none), as COMMAND reports it
-    int last_key;    // the last one; -1: the last argument
-    int key_step;    // from one key to the next: 2 for MSET's key value pairs
-    Handler handler;
-  };
-  static const std::vector<Command>& commands();
-  static const Command* find(const std::string& lowercase_name);
-  // The command `args` names, once it is known to exist, to have the words it needs and
-  // to be allowed for this session; otherwise null, with the error reply written.
-  const Command* check(const Args& args, const Session* session, std::string* out) const;
-  void run(const Command& command, const Args& args, Session* session, std::string* out);
-
-  static void reply_status(std::string* out, const Status& s) {
-    if (s.ok()) resp::simple(out, "OK");
-    else resp::error(out, "ERR " + s.message());
-  }
-  static bool integer_arg(const std::string& text, std::int64_t* value, std::string* out) {
-    if (detail::parse_int64(text, value)) return true;
-    resp::error(out, "ERR value is not an integer or out of range");
-    return false;
-  }
-
-  // Every reply built from many keys or values (MGET, KEYS, and those to come) is bounded
-  // while it is built, so that no request makes the server hold more than the client may
-  // be sent (chapter 7's max_output_bytes), nor a copy of it first: the store's walk takes
-  // bound(), which also carries the stop flag, and reply_all() writes the array, or an
-  // error when the walk was cut short or the reply with its framing would pass the bound.
-  Store::ReadBound bound() const {
-    Store::ReadBound b;
-    b.stop = &stopping_;
-    return b;
-  }
-  template <typename Values>
-  void reply_all(const char* command, const Values& values, bool complete,
-                 const Store::ReadBound& bound, std::string* out) const;
-  static const std::string* value_of(const std::string& v) { return &v; }
-  static const std::string* value_of(const std::optional<std::string>& v) { return v ? &*v : nullptr; }
-  // After interrupt(): true, with the error reply written.
-  bool stopped(const char* command, std::string* out) const {
-    if (!stopping_.load(std::memory_order_relaxed)) return false;
-    resp::error(out, std::string("ERR '") + command + "' was stopped: the server is shutting "
-                     "down; send it again once the server is back");
-    return true;
-  }
-
-  void ping(const Args& a, Session*, std::string* out) {
-    if (a.size() > 2) return resp::error(out, "ERR wrong number of arguments for 'ping' command");
-    if (a.size() == 1) resp::simple(out, "PONG");
-    else resp::bulk(out, a[1]);
-  }
-  void echo(const Args& a, Session*, std::string* out) { resp::bulk(out, a[1]); }
-  void get(const Args& a, Session*, std::string* out) {
-    std::optional<std::string> value = store_->get(a[1]);
-    if (value) resp::bulk(out, *value);
-    else resp::null_bulk(out);
-  }
-  void set(const Args& a, Session*, std::string* out);
-  void del(const Args& a, Session*, std::string* out) {
-    std::size_t removed = 0;
-    Status s = store_->del_all(std::vector<std::string_view>(a.begin() + 1, a.end()), &removed);
-    if (!s.ok()) return reply_status(out, s);
-    resp::integer(out, static_cast<std::int64_t>(removed));
-  }
-  void exists(const Args& a, Session*, std::string* out) {
-    std::int64_t found = 0;
-    for (std::size_t i = 1; i < a.size(); ++i) {
-      if (stopped("exists", out)) return;
-      found += store_->exists(a[i]) ? 1 : 0;
-    }
-    resp::integer(out, found);
-  }
-  void mget(const Args& a, Session*, std::string* out) {
-    Store::ReadBound b = bound();
-    // A reply of one value is GET's: the value limit bounds it, not the client's.
-    if (a.size() == 2) b.max_bytes = std::numeric_limits<std::size_t>::max();
-    bool complete = false;
-    const std::vector<std::optional<std::string>> values =
-        store_->get_all(std::vector<std::string_view>(a.begin() + 1, a.end()), b, &complete);
-    reply_all("mget", values, complete, b, out);
-  }
-  void mset(const Args& a, Session*, std::string* out) {
-    if (a.size() % 2 == 0) {
-      return resp::error(out, "ERR wrong number of arguments for 'mset' command");
-    }
-    std::vector<std::pair<std::string_view, std::string_view>> pairs;
-    for (std::size_t i = 1; i + 1 < a.size(); i += 2) pairs.emplace_back(a[i], a[i + 1]);
-    reply_status(out, store_->set_all(pairs));
-  }
-  void add(const std::string& key, std::int64_t delta, std::string* out) {
-    std::int64_t result = 0;
-    Status s = store_->increment(key, delta, &result);
-    if (s.ok()) resp::integer(out, result);
-    else reply_status(out, s);
-  }
-  void incr(const Args& a, Session*, std::string* out) { add(a[1], 1, out); }
-  void decr(const Args& a, Session*, std::string* out) { add(a[1], -1, out); }
-  void incrby(const Args& a, Session*, std::string* out) {
-    std::int64_t delta = 0;
-    if (integer_arg(a[2], &delta, out)) add(a[1], delta, out);
-  }
-  void decrby(const Args& a, Session*, std::string* out) {
-    std::int64_t delta = 0;
-    if (!integer_arg(a[2], &delta, out)) return;
-    if (delta == std::numeric_limits<std::int64_t>::min()) {
-      return resp::error(out, "ERR decrement would overflow");
-    }
-    add(a[1], -delta, out);
-  }
-  void append(const Args& a, Session*, std::string* out) {
-    std::size_t length = 0;
-    Status s = store_->append(a[1], a[2], &length);
-    if (s.ok()) resp::integer(out, static_cast<std::int64_t>(length));
-    else reply_status(out, s);
-  }
-  void strlen(const Args& a, Session*, std::string* out) {
-    std::optional<std::string> value = store_->get(a[1]);
-    resp::integer(out, value ? static_cast<std::int64_t>(value->size()) : 0);
-  }
-  void dbsize(const Args&, Session*, std::string* out) {
-    resp::integer(out, static_cast<std::int64_t>(store_->size()));
-  }
-  void keys(const Args& a, Session*, std::string* out) {
-    const Store::ReadBound b = bound();
-    bool complete = false;
-    const std::vector<std::string> matching = store_->keys(a[1], b, &complete);
-    reply_all("keys", matching, complete, b, out);
-  }
-  void flushdb(const Args& a, Session*, std::string* out) {
-    if (a.size() > 2 || (a.size() == 2 && detail::lower(a[1]) != "sync" &&
-                         detail::lower(a[1]) != "async")) {
-      return resp::error(out, "ERR syntax error");
-    }
-    reply_status(out, store_->clear());
-  }
-  void compact(const Args& a, Session*, std::string* out) {
-    Status s = store_->compact();
-    if (!s.ok()) return reply_status(out, s);
-    // BGREWRITEAOF's clients expect Redis's words; the rewrite is done by now, though.
-    resp::simple(out, detail::lower(a[0]) == "bgrewriteaof"
-                          ? "Background append only file rewriting started"
-                          : "OK");
-  }
-  void info(const Args& a, Session*, std::string* out);
-  void config(const Args& a, Session*, std::string* out);
-  void command(const Args& a, Session*, std::string* out);
-  void client(const Args& a, Session* session, std::string* out);
-  void select(const Args& a, Session*, std::string* out) {
-    std::int64_t index = 0;
-    if (!integer_arg(a[1], &index, out)) return;
-    if (index == 0) resp::simple(out, "OK");
-    else resp::error(out, "ERR DB index is out of range");
-  }
-  void quit(const Args&, Session* session, std::string* out) {
-    session->close = true;
-    resp::simple(out, "OK");
-  }
-  // SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]. NOSAVE, SAVE, NOW and FORCE change
-  // nothing here: every write is in the log already, and there is no snapshot to save or
-  // replica to wait for. ABORT cancels a shutdown in progress, and no command runs once
-  // one has begun, so it always has nothing to cancel.
-  void shutdown(const Args& a, Session* session, std::string* out) {
-    bool save = false, nosave = false, abort = false;
-    for (std::size_t i = 1; i < a.size(); ++i) {
-      const std::string option = detail::lower(a[i]);
-      if (option == "save") save = true;
-      else if (option == "nosave") nosave = true;
-      else if (option == "abort") abort = true;
-      else if (option != "now" && option != "force") return resp::error(out, "ERR syntax error");
-    }
-    if ((save && nosave) || (abort && a.size() > 2)) return resp::error(out, "ERR syntax error");
-    if (abort) return resp::error(out, "ERR No shutdown in progress.");
-    session->shutdown = true;  // as Redis: no reply; the server stops and the link closes
-    session->close = true;
-  }
-  void auth(const Args& a, Session* session, std::string* out);
-
-  Store* store_;
-  const ServerConfig config_;
-  ServerCounters counters_;
-  std::atomic<bool> stopping_{false};  // interrupt() was called
-};
-
-template <typename Values>
-inline void Dispatcher::reply_all(const char* command, const Values& values, bool complete,
-                                  const Store::ReadBound& bound, std::string* out) const {
-  if (!complete && stopped(command, out)) return;
-  std::size_t bytes = resp::array_bytes(values.size());
-  for (const auto& v : values) {
-    const std::string* value = value_of(v);
-    bytes += value ? resp::bulk_bytes(value->size()) : 5;  // "$-1\r\n"
-  }
-  if (!complete || bytes > bound.max_bytes) {
-    return resp::error(out, std::string("ERR the reply to '") + command + "' would exceed the "
-                            "client output limit of " + std::to_string(bound.max_bytes) +
-                            " bytes (max_output_bytes): ask for fewer keys at a time");
-  }
-  out->reserve(out->size() + bytes);
-  resp::array(out, values.size());
-  for (const auto& v : values) {
-    if (const std::string* value = value_of(v)) resp::bulk(out, *value);
-    else resp::null_bulk(out);
-  }
-}
-
-inline const std::vector<Dispatcher::Command>& Dispatcher::commands() {
-  // name           arity  flags                first last step
-  static const std::vector<Command> table = {
-      {"ping",           -1, 0,                   0, 0, 0, &Dispatcher::ping},
-      {"echo",            2, 0,                   0, 0, 0, &Dispatcher::echo},
-      {"get",             2, kReadOnly,           1, 1, 1, &Dispatcher::get},
-      {"set",            -3, kWrite,              1, 1, 1, &Dispatcher::set},
-      {"del",            -2, kWrite,              1, -1, 1, &Dispatcher::del},
-      {"exists",         -2, kReadOnly,           1, -1, 1, &Dispatcher::exists},
-      {"mget",           -2, kReadOnly,           1, -1, 1, &Dispatcher::mget},
-      {"mset",           -3, kWrite,              1, -1, 2, &Dispatcher::mset},
-      {"incr",            2, kWrite,              1, 1, 1, &Dispatcher::incr},
-      {"decr",            2, kWrite,              1, 1, 1, &Dispatcher::decr},
-      {"incrby",          3, kWrite,              1, 1, 1, &Dispatcher::incrby},
-      {"decrby",          3, kWrite,              1, 1, 1, &Dispatcher::decrby},
-      {"append",          3, kWrite,              1, 1, 1, &Dispatcher::append},
-      {"strlen",          2, kReadOnly,           1, 1, 1, &Dispatcher::strlen},
-      {"dbsize",          1, kReadOnly,           0, 0, 0, &Dispatcher::dbsize},
-      {"keys",            2, kReadOnly,           0, 0, 0, &Dispatcher::keys},
-      {"flushdb",        -1, kWrite,              0, 0, 0, &Dispatcher::flushdb},
-      {"flushall",       -1, kWrite,              0, 0, 0, &Dispatcher::flushdb},
-      {"compact",         1, kAdmin,              0, 0, 0, &Dispatcher::compact},
-      {"bgrewriteaof",    1, kAdmin,              0, 0, 0, &Dispatcher::compact},
-      {"info",           -1, 0,                   0, 0, 0, &Dispatcher::info},
-      {"config",         -2, kAdmin,              0, 0, 0, &Dispatcher::config},
-      {"command",        -1, 0,                   0, 0, 0, &Dispatcher::command},
-      {"client",         -2, 0,                   0, 0, 0, &Dispatcher::client},
-      {"select",          2, 0,                   0, 0, 0, &Dispatcher::select},
-      {"quit",           -1, kNoAuth,             0, 0, 0, &Dispatcher::quit},
-      {"shutdown",       -1, kAdmin,              0, 0, 0, &Dispatcher::shutdown},
-      {"auth",           -2, kNoAuth,             0, 0, 0, &Dispatcher::auth},
-  };
-  return table;
-}
-
-inline const Dispatcher::Command* Dispatcher::find(const std::string& lowercase_name) {
-  static const std::unordered_map<std::string, const Command*> by_name = [] {
-    std::unordered_map<std::string, const Command*> map;
-    for (const Command& c : commands()) map.emplace(c.name, &c);
-    return map;
-  }();
-  auto it = by_name.find(lowercase_name);
-  return it == by_name.end() ? nullptr : it->second;
-}
-
-inline void Dispatcher::execute(const Args& args, Session* session, std::string* out) {
-  const Command* command = check(args, session, out);
-  if (command != nullptr) run(*command, args, session, out);
-}
-
-inline void Dispatcher::run(const Command& command, const Args& args, Session* session,
-                            std::string* out) {
-  ++counters_.total_commands;  // as Redis counts: commands run, not commands refused
-  (this->*(command.handler))(args, session, out);
-}
-
-inline const Dispatcher::Command* Dispatcher::check(const Args& args, const Session* session,
-                                                    std::string* out) const {
-  if (args.empty()) {  // the parser never makes one
-    resp::error(out, "ERR empty command");
-    return nullptr;
-  }
-  const std::string name = detail::lower(args[0]);
-  const Command* command = find(name);
-  if (command == nullptr) {
-    // Names and arguments are cut, as Redis cuts them: a reply must not echo megabytes.
-    std::string message = "ERR unknown command '" + args[0].substr(0, 128) +
-                          "', with args beginning with: ";
-    for (std::size_t i = 1; i < args.size() && message.size() < 256; ++i) {
-      message += "'" + args[i].substr(0, 64) + "' ";
-    }
-    resp::error(out, message);
-    return nullptr;
-  }
-  const auto words = static_cast<int>(std::min<std::size_t>(args.size(), 1 << 30));
-  if ((command->arity > 0 && words != command->arity) ||
-      (command->arity < 0 && words < -command->arity)) {
-    resp::error(out, std::string("ERR wrong number of arguments for '") + command->name +
-                         "' command");
-    return nullptr;
-  }
-  if (!config_.requirepass.empty() && !session->authenticated && !(command->flags & kNoAuth)) {
-    resp::error(out, "NOAUTH Authentication required.");
-    return nullptr;
-  }
-  return command;
-}
-
-inline void Dispatcher::set(const Args& a, Session*, std::string* out) {
-  Store::SetIf condition = Store::SetIf::kAlways;
-  bool want_previous = false;
-  for (std::size_t i = 3; i < a.size(); ++i) {
-    const std::string option = detail::lower(a[i]);
-    if (option == "nx" && condition != Store::SetIf::kIfPresent) {
-      condition = Store::SetIf::kIfAbsent;
-    } else if (option == "xx" && condition != Store::SetIf::kIfAbsent) {
-      condition = Store::SetIf::kIfPresent;
-    } else if (option == "get") {
-      want_previous = true;
-    } else if (option == "ex" || option == "px" || option == "exat" || option == "pxat" ||
-               option == "keepttl") {
-      return resp::error(out, "ERR " + a[i].substr(0, 16) + " is not supported: keys do not "
-                              "expire in this version of Keystonelight");
-    } else {
-      return resp::error(out, "ERR syntax error");
-    }
-  }
-  bool stored = false;
-  std::optional<std::string> previous;
-  Status s = store_->set(a[1], a[2], condition, &stored, want_previous ? &previous : nullptr);
-  if (!s.ok()) return reply_status(out, s);
-  if (want_previous) {
-    if (previous) resp::bulk(out, *previous);
-    else resp::null_bulk(out);
-  } else if (stored) {
-    resp::simple(out, "OK");
-  } else {
-    resp::null_bulk(out);
-  }
-}
-
-inline void Dispatcher::info(const Args& a, Session*, std::string* out) {
-  auto wanted = [&](const char* section) {
-    if (a.size() == 1) return true;
-    for (std::size_t i = 1; i < a.size(); ++i) {
-      const std::string s = detail::lower(a[i]);
-      if (s == section || s == "all" || s == "everything" || s == "default") return true;
-    }
-    return false;
-  };
-  const Stats stats = store_->stats();
-  const auto uptime = std::chrono::duration_cast<std::chrono::seconds>(
-      std::chrono::steady_clock::now() - counters_.started);
-  std::string text;
-  auto field = [&](const char* name, const std::string& value) {
-    text += name;
-    text += ':';
-    text += value;
-    text += "\r\n";
-  };
-  if (wanted("server")) {
-    text += "# Server\r\n";
-    field("keystonelight_version", KEYSTONELIGHT_VERSION_STR);
-    field("redis_version", "7.0.0");  // what clients that check a version should assume
-    field("process_id", std::to_string(detail::process_id()));
-    field("tcp_port", std::to_string(config_.port));
-    field("uptime_in_seconds", std::to_string(uptime.count()));
-    text += "\r\n";
-  }
-  if (wanted("clients")) {
-    text += "# Clients\r\n";
-    field("connected_clients", std::to_string(counters_.connected_clients.load()));
-    field("maxclients", std::to_string(config_.max_clients));
-    text += "\r\n";
-  }
-  if (wanted("persistence")) {
-    text += "# Persistence\r\n";
-    const Options& options = store_->options();
-    field("aof_enabled", options.dir.empty() ? "0" : "1");
-    field("dir", options.dir);
-    field("appendfsync", fsync_name(options.fsync));
-    field("log_bytes", std::to_string(stats.log_bytes));
-    field("live_bytes", std::to_string(stats.live_bytes));
-    field("compactions", std::to_string(stats.compactions));
-    field("failed_compactions", std::to_string(stats.failed_compactions));
-    field("compaction_in_progress", stats.compaction_pending ? "1" : "0");
-    field("last_compaction_status", stats.last_compaction.ok() ? "ok" : "err");
-    field("last_compaction_duration_us", std::to_string(stats.last_compaction_duration.count()));
-    text += "\r\n";
-  }
-  if (wanted("stats")) {
-    text += "# Stats\r\n";
-    field("total_connections_received", std::to_string(counters_.total_connections.load()));
-    field("total_commands_processed", std::to_string(counters_.total_commands.load()));
-    field("rejected_connections", std::to_string(counters_.rejected_connections.load()));
-    text += "\r\n";
-  }
-  if (wanted("keyspace")) {
-    text += "# Keyspace\r\n";
-    const std::size_t keys = store_->size();
-    if (keys > 0) field("db0", "keys=" + std::to_string(keys) + ",expires=0,avg_ttl=0");
-  }
-  resp::bulk(out, text);
-}
-
-inline void Dispatcher::config(const Args& a, Session*, std::string* out) {
-  if (detail::lower(a[1]) != "get") {
-    return resp::error(out, "ERR CONFIG " + a[1].substr(0, 32) + " is not supported: only CONFIG GET is");
-  }
-  if (a.size() < 3) return resp::error(out, "ERR wrong number of arguments for 'config|get' command");
-  const std::pair<const char*, std::string> settings[] = {
-      {"bind", config_.bind},
-      {"port", std::to_string(config_.port)},
-      {"dir", store_->options().dir},
-      {"appendonly", store_->options().dir.empty() ? "no" : "yes"},
-      {"appendfsync", fsync_name(store_->options().fsync)},
-      {"maxclients", std::to_string(config_.max_clients)},
-      {"timeout", std::to_string(config_.timeout_seconds)},
-      {"save", ""},  // no snapshots: the log is the only persistence
-      {"databases", "1"},
-  };
-  std::vector<std::pair<std::string, std::string>> found;
-  for (const auto& [name, value] : settings) {
-    for (std::size_t i = 2; i < a.size(); ++i) {
-      if (detail::glob_match(detail::lower(a[i]), name)) {
-        found.emplace_back(name, value);
-        break;
-      }
-    }
-  }
-  resp::array(out, found.size() * 2);
-  for (const auto& [name, value] : found) {
-    resp::bulk(out, name);
-    resp::bulk(out, value);
-  }
-}
-
-inline void Dispatcher::command(const Args& a, Session*, std::string* out) {
-  const std::string sub = a.size() > 1 ? detail::lower(a[1]) : "";
-  if (sub == "count") return resp::integer(out, static_cast<std::int64_t>(commands().size()));
-  if (sub == "docs") return resp::array(out, 0);  // redis-cli asks; it needs no docs to work
-  if (!sub.empty()) return resp::error(out, "ERR unknown subcommand '" + a[1] + "'");
-  resp::array(out, commands().size());
-  static constexpr std::pair<Flag, const char*> kFlagNames[] = {
-      {kWrite, "write"}, {kReadOnly, "readonly"}, {kAdmin, "admin"}, {kNoAuth, "no_auth"}};
-  for (const Command& c : commands()) {
-    resp::array(out, 6);
-    resp::bulk(out, c.name);
-    resp::integer(out, c.arity);
-    std::size_t flags = 0;
-    for (const auto& [flag, name] : kFlagNames) flags += (c.flags & flag) ? 1 : 0;
-    resp::array(out, flags);
-    for (const auto& [flag, name] : kFlagNames) {
-      if (c.flags & flag) resp::simple(out, name);
-    }
-    resp::integer(out, c.first_key);
-    resp::integer(out, c.last_key);
-    resp::integer(out, c.key_step);
-  }
-}
-
-inline void Dispatcher::client(const Args& a, Session* session, std::string* out) {
-  const std::string sub = detail::lower(a[1]);
-  if (sub == "setname" && a.size() == 3) {
-    if (a[2].find_first_of(" \r\n") != std::string::npos) {
-      return resp::error(out, "ERR Client names cannot contain spaces, newlines or special characters.");
-    }
-    session->name = a[2];
-    return resp::simple(out, "OK");
-  }
-  if (sub == "getname" && a.size() == 2) {
-    if (session->name.empty()) return resp::null_bulk(out);
-    return resp::bulk(out, session->name);
-  }
-  if (sub == "setinfo" && a.size() == 4) return resp::simple(out, "OK");  // accepted, unused
-  resp::error(out, "ERR unknown subcommand or wrong number of arguments for '" + a[1] + "'");
-}
-
-inline void Dispatcher::auth(const Args& a, Session* session, std::string* out) {
-  if (a.size() > 3) return resp::error(out, "ERR syntax error");
-  if (config_.requirepass.empty()) {
-    // As Redis: with no password, the default user accepts any; the one-word form is
-    // the one that says so.
-    if (a.size() == 3) {
-      if (a[1] == "default") return resp::simple(out, "OK");
-      return resp::error(out, "WRONGPASS invalid username-password pair or user is disabled.");
-    }
-    return resp::error(out, "ERR AUTH <password> called without any password configured for "
-                            "the default user. Are you sure your configuration is correct?");
-  }
-  const bool user_ok = a.size() == 2 || a[1] == "default";
-  if (!detail::same_secret(a.back(), config_.requirepass) || !user_ok) {
-    return resp::error(out, "WRONGPASS invalid username-password pair or user is disabled.");
-  }
-  session->authenticated = true;
-  resp::simple(out, "OK");
-}
 
 }  // namespace keystonelight
 

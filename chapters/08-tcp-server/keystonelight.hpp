@@ -16,7 +16,7 @@
 
        Status                  errors as values: a code and a message (1)
        Platform                FileSystem and POSIX files (2), the directory lock (3), the
-                               reader-writer lock (5), sockets (7), PidFile, SignalWaiter (8)
+                               reader-writer lock (5), sockets (8), PidFile, SignalWaiter (9)
        The log                 CRC-32C, the record format, LogWriter, LogReader (2)
        The persistent log      FsyncPolicy, Options, Disk: the log, its lock and fsyncs (3),
                                compaction (4), group commit (5); diagnose: what a bad record
@@ -27,9 +27,10 @@
                                the locks, reads that wait for durability, increment,
                                append, conditional set, the background compactor (5)
                                set_all, del_all, get_all, keys, clear (6)
-       The protocol            RequestParser, resp:: replies, Dispatcher and its commands (6)
+       The protocol            RequestParser, resp:: replies (6)
+                               Dispatcher, its command table and its commands, AUTH (7)
        The TCP server          Server: listener, a thread per connection, pipelining,
-                               limits, graceful stop; Client and Reply (7)
+                               limits, graceful stop; Client and Reply (8)
 
    COMPILE-TIME OPTIONS: define before including to change a default.
 
@@ -107,7 +108,7 @@
 #define KEYSTONELIGHT_MAX_ARGS (1024 * 1024)
 #endif
 
-// The server (chapter 7). Replies a client has not read yet: past this much, its
+// The server (chapter 8). Replies a client has not read yet: past this much, its
 // connection runs no more requests until it reads. A client that reads none of its
 // replies for the send timeout is closed. When the server stops, replies still unsent
 // get the grace period, then their connections close anyway.
@@ -640,7 +641,7 @@ class SharedMutex {
   const int rank_;
 };
 
-// Sockets (chapter 7). A Socket owns one descriptor and closes it once. Every socket made
+// Sockets (chapter 8). A Socket owns one descriptor and closes it once. Every socket made
 // here is non-blocking and close-on-exec: callers wait for readiness with wait_ready(), so
 // that one poll(2) can also watch a Wakeup and a deadline, and no wait lasts for ever.
 class Socket {
@@ -997,7 +998,7 @@ inline FileSystem* default_file_system() {
 // =======================================================================================
 
 enum class RecordType : std::uint8_t {
-  kPut = 1,     // key now has value (and, from chapter 9, the expiry in the header)
+  kPut = 1,     // key now has value (and, from chapter 10, the expiry in the header)
   kDelete = 2,  // key has no value; the value length is 0
 };
 
@@ -1532,7 +1533,7 @@ struct RecoveryReport {
 
 namespace detail {
 
-// Hands a message for a person to `info_log` (Options::info_log; from chapter 7 also
+// Hands a message for a person to `info_log` (Options::info_log; from chapter 8 also
 // ServerConfig::info_log), or to standard error without one.
 inline void note(const std::function<void(const std::string&)>& info_log,
                  const std::string& message) {
@@ -1608,7 +1609,7 @@ class Disk {
   std::uint64_t appended() const { return appended_.load(); }
 
   // The number of records known to be on disk (kAlways: covered by a finished fsync).
-  // From chapter 15: known to be as durable as the policy promises, which is written to
+  // From chapter 16: known to be as durable as the policy promises, which is written to
   // the file in every policy, and under kAlways synced too.
   std::uint64_t synced() const {
     std::lock_guard<std::mutex> lock(mu_);
@@ -2191,7 +2192,7 @@ class Store {
   Status set(std::string_view key, std::string_view value, SetIf condition, bool* stored,
              std::optional<std::string>* previous = nullptr);
 
-  // For the protocol's MSET, DEL, KEYS and FLUSHDB (chapter 6). set_all stores every
+  // For MSET, DEL, KEYS and FLUSHDB, which chapter 7 serves. set_all stores every
   // pair, and del_all removes every key (counting in *removed those that existed), under
   // one writer lock, so no reader sees half of them (a crash can still stop them halfway:
   // each key is its own record). keys() copies every key. clear() removes everything by
@@ -2237,7 +2238,7 @@ class Store {
   Status put(std::string_view key, std::string_view value);
 
   // The entry of `key`, or map_.end(): lookup() for reads, lookup_for_write() with the
-  // writer lock held. From chapter 9 a key whose time has passed is not found, and
+  // writer lock held. From chapter 10 a key whose time has passed is not found, and
   // lookup_for_write() removes it, logging the removal.
   Map::const_iterator lookup(std::string_view key) const;
   Map::iterator lookup_for_write(std::string_view key);
@@ -2247,7 +2248,7 @@ class Store {
 
   // Append one change to the log of a persistent store (nothing for one in memory),
   // after checking the limits that the log's format sets. The expiry (0: none) stays 0
-  // until chapter 9 gives keys one.
+  // until chapter 10 gives keys one.
   Status log_put(std::string_view key, std::string_view value, std::int64_t expire_at_ms = 0);
   Status log_delete(std::string_view key);
 
@@ -2390,7 +2391,7 @@ inline Status Store::del(std::string_view key, bool* existed) {
   if (existed != nullptr) *existed = false;
   if (it == map_.end()) return Status();
   if (Status s = erase(it); !s.ok()) return s;
-  Status s = finish_write(lock);  // the fsync (from chapter 15, the write) may fail here
+  Status s = finish_write(lock);  // the fsync (from chapter 16, the write) may fail here
   if (existed != nullptr) *existed = s.ok();
   return s;
 }
@@ -2784,7 +2785,7 @@ inline void Store::stop_compactor() {
   if (compactor_.joinable()) compactor_.join();
 }
 
-// The store operations the protocol needs beyond chapter 5's (chapter 6).
+// What chapter 7's commands need from the store beyond chapter 5's (chapter 6).
 
 inline Status Store::set_all(const std::vector<std::pair<std::string_view, std::string_view>>& pairs) {
   for (const auto& [key, value] : pairs) {  // refuse before writing any, not halfway
@@ -2915,8 +2916,8 @@ inline Status Store::clear() {
 // A length prefix beats a delimiter for binary values: the value may hold any byte,
 // CR and LF included, and the reader knows how much to wait for. The grammar, the limits
 // and every command are in docs/protocol.md. Nothing here touches a socket: the parser
-// reads bytes from a buffer, the dispatcher writes reply bytes to a string, so both are
-// tested (and fuzzed) byte by byte, and chapter 7 only moves bytes.
+// reads bytes from a buffer and resp:: writes reply bytes to a string, so both are
+// tested (and fuzzed) byte by byte; chapter 7 runs the requests, chapter 8 moves bytes.
 // =======================================================================================
 
 // Limits on what a client may send. A request over a limit is a protocol error: the
@@ -2965,7 +2966,7 @@ class RequestParser {
   // What went wrong, as Redis words it: "Protocol error: invalid bulk length".
   const std::string& error() const { return error_; }
 
-  // New limits from the next request on (chapter 7: the server loosens them after AUTH).
+  // New limits from the next request on (chapter 8: the server loosens them after AUTH).
   void set_limits(ProtocolLimits limits) { limits_ = limits; }
 
  private:
@@ -3141,6 +3142,17 @@ inline void null_array(std::string* out) { out->append("*-1\r\n"); }
 
 }  // namespace resp
 
+// =======================================================================================
+// Chapter 7: the dispatcher
+//
+// The parser gives a request as a list of words; the dispatcher runs it against the
+// store and writes its reply with resp::. Every fact about a command (its name, arity,
+// flags, where its keys are) is a row of one table, as in Redis's command table: the
+// dispatcher checks arity and AUTH from the row before it calls the command's function,
+// and COMMAND reports the rows. A Session holds what outlives one request (AUTH, the
+// client's name, QUIT). Still no socket: chapter 8 moves these bytes over TCP.
+// =======================================================================================
+
 namespace detail {
 
 inline long process_id() { return static_cast<long>(::getpid()); }
@@ -3176,7 +3188,7 @@ struct Session {
   bool shutdown = false;       // SHUTDOWN was asked for: the server decides what follows
 };
 
-// Figures the server keeps current for INFO (chapter 7 fills the client counts).
+// Figures the server keeps current for INFO (chapter 8 fills the client counts).
 struct ServerCounters {
   std::atomic<std::uint64_t> connected_clients{0};
   std::atomic<std::uint64_t> total_connections{0};
@@ -3198,7 +3210,7 @@ struct ServerConfig {
   int timeout_seconds = 0;          // close idle clients after this long; 0 = never
   std::string requirepass;          // AUTH needed when not empty
 
-  // For the server only (chapter 7); see the macros of the same names.
+  // For the server only (chapter 8); see the macros of the same names.
   ProtocolLimits limits;
   std::size_t max_output_bytes = KEYSTONELIGHT_MAX_OUTPUT_BYTES;
   std::size_t max_clients_output_bytes = KEYSTONELIGHT_MAX_CLIENTS_OUTPUT_BYTES;
@@ -3268,7 +3280,7 @@ class Dispatcher {
 
   // Every reply built from many keys or values (MGET, KEYS, and those to come) is bounded
   // while it is built, so that no request makes the server hold more than the client may
-  // be sent (chapter 7's max_output_bytes), nor a copy of it first: the store's walk takes
+  // be sent (chapter 8's max_output_bytes), nor a copy of it first: the store's walk takes
   // bound(), which also carries the stop flag, and reply_all() writes the array, or an
   // error when the walk was cut short or the reply with its framing would pass the bound.
   Store::ReadBound bound() const {
@@ -3733,7 +3745,7 @@ inline void Dispatcher::auth(const Args& a, Session* session, std::string* out) 
 }
 
 // =======================================================================================
-// Chapter 7: the TCP server
+// Chapter 8: the TCP server
 //
 // A listener thread accepts connections and gives each one a thread of its own. That
 // thread's loop reads like the protocol: wait for bytes, run every complete request in
@@ -3750,7 +3762,7 @@ inline void Dispatcher::auth(const Args& a, Session* session, std::string* out) 
 // has a deadline where one applies: no thread can sleep through a stop.
 // =======================================================================================
 
-// Serves a Store over TCP in the protocol of chapter 6. Thread-safe. The store must
+// Serves a Store over TCP in the protocol of chapters 6 and 7. Thread-safe. The store must
 // outlive the server; the server never closes it.
 class Server {
  public:

@@ -16,9 +16,9 @@
 
        Status                  errors as values: a code and a message (1)
        Platform                FileSystem and POSIX files (2), the directory lock (3), the
-                               reader-writer lock (5), sockets (7), PidFile, SignalWaiter (8)
+                               reader-writer lock (5), sockets (8), PidFile, SignalWaiter (9)
        The log                 CRC-32C, the record format, LogWriter, LogReader (2)
-                               the expire record, format version 2 (9)
+                               the expire record, format version 2 (10)
        The persistent log      FsyncPolicy, Options, Disk: the log, its lock and fsyncs (3),
                                compaction (4), group commit (5); diagnose: what a bad record
                                means (3)
@@ -29,14 +29,15 @@
                                append, conditional set, the background compactor (5)
                                set_all, del_all, get_all, keys, clear (6)
                                keys that expire: set with a ttl, expire_at, persist,
-                               expire_time, lazy and active expiry (9)
-       The protocol            RequestParser, resp:: replies, Dispatcher and its commands (6)
+                               expire_time, lazy and active expiry (10)
+       The protocol            RequestParser, resp:: replies (6)
+                               Dispatcher, its command table and its commands, AUTH (7)
                                EXPIRE and its kin, TTL and its kin, PERSIST, SET's EX, PX,
-                               EXAT, PXAT and KEEPTTL, SETEX, PSETEX, GETEX (9)
+                               EXAT, PXAT and KEEPTTL, SETEX, PSETEX, GETEX (10)
        The TCP server          Server: listener, a thread per connection, pipelining,
-                               limits, graceful stop; Client and Reply (7)
+                               limits, graceful stop; Client and Reply (8)
        Process management      the PID file and signal thread are platform code; the server
-                               program is examples/keystonelight-server.cpp (8)
+                               program is examples/keystonelight-server.cpp (9)
 
    COMPILE-TIME OPTIONS: define before including to change a default.
 
@@ -116,7 +117,7 @@
 #define KEYSTONELIGHT_MAX_ARGS (1024 * 1024)
 #endif
 
-// The server (chapter 7). Replies a client has not read yet: past this much, its
+// The server (chapter 8). Replies a client has not read yet: past this much, its
 // connection runs no more requests until it reads. A client that reads none of its
 // replies for the send timeout is closed. When the server stops, replies still unsent
 // get the grace period, then their connections close anyway.
@@ -135,7 +136,7 @@
 #define KEYSTONELIGHT_STOP_GRACE_MS 1000
 #endif
 
-// Active expiry (chapter 9), as Redis samples: every cycle, rounds of this many keys with
+// Active expiry (chapter 10), as Redis samples: every cycle, rounds of this many keys with
 // a TTL, picked at random, are checked and the expired ones removed; another round
 // follows while more than a quarter were expired, within a quarter of the cycle's time.
 #ifndef KEYSTONELIGHT_EXPIRY_CYCLE_MS
@@ -662,7 +663,7 @@ class SharedMutex {
   const int rank_;
 };
 
-// Sockets (chapter 7). A Socket owns one descriptor and closes it once. Every socket made
+// Sockets (chapter 8). A Socket owns one descriptor and closes it once. Every socket made
 // here is non-blocking and close-on-exec: callers wait for readiness with wait_ready(), so
 // that one poll(2) can also watch a Wakeup and a deadline, and no wait lasts for ever.
 class Socket {
@@ -991,7 +992,7 @@ inline std::uint64_t raise_open_files_limit(std::uint64_t wanted) {
 
 }  // namespace detail
 
-// Process management (chapter 8): a PID file, and signals as values.
+// Process management (chapter 9): a PID file, and signals as values.
 //
 // A PID file names the process that serves a data directory and keeps a second one out.
 // "Read the pid, check whether that process lives, write ours" races: two starters can
@@ -1192,10 +1193,10 @@ inline FileSystem* default_file_system() {
 // =======================================================================================
 
 enum class RecordType : std::uint8_t {
-  kPut = 1,     // key now has value (and, from chapter 9, the expiry in the header)
+  kPut = 1,     // key now has value (and, from chapter 10, the expiry in the header)
   kDelete = 2,  // key has no value; the value length is 0
   kExpire = 3,  // key keeps its value, and its expiry becomes the header's (0: none); the
-                // value length is 0. Version 2 of the format (chapter 9) adds it.
+                // value length is 0. Version 2 of the format (chapter 10) adds it.
 };
 
 inline constexpr char kLogMagic[8] = {'K', 'E', 'Y', 'S', 'T', 'O', 'N', 'E'};
@@ -1703,7 +1704,7 @@ struct Options {
   std::uint64_t compact_min_bytes = KEYSTONELIGHT_COMPACT_MIN_BYTES;
   double compact_ratio = KEYSTONELIGHT_COMPACT_RATIO;
 
-  // Expiry (chapter 9). The clock that says when a key's time has come: milliseconds
+  // Expiry (chapter 10). The clock that says when a key's time has come: milliseconds
   // since the Unix epoch, the wall clock, as Redis keeps it. Empty: the system's clock.
   // Tests move time by hand with it. Called with the store's locks held: it must be fast
   // and must not touch the store.
@@ -1734,14 +1735,14 @@ struct RecoveryReport {
   // dropped with it, and the file that keeps every dropped byte (see Damage::kLostPages).
   std::uint64_t records_dropped = 0;
   std::string dropped_file;
-  std::uint64_t keys_expired = 0;  // replayed keys whose time had passed, left out (chapter 9)
-  std::uint32_t log_version = 0;   // the format version the log was found in (chapter 9)
+  std::uint64_t keys_expired = 0;  // replayed keys whose time had passed, left out (chapter 10)
+  std::uint32_t log_version = 0;   // the format version the log was found in (chapter 10)
   std::chrono::microseconds duration{0};
 };
 
 namespace detail {
 
-// Hands a message for a person to `info_log` (Options::info_log; from chapter 7 also
+// Hands a message for a person to `info_log` (Options::info_log; from chapter 8 also
 // ServerConfig::info_log), or to standard error without one.
 inline void note(const std::function<void(const std::string&)>& info_log,
                  const std::string& message) {
@@ -1817,7 +1818,7 @@ class Disk {
   std::uint64_t appended() const { return appended_.load(); }
 
   // The number of records known to be on disk (kAlways: covered by a finished fsync).
-  // From chapter 15: known to be as durable as the policy promises, which is written to
+  // From chapter 16: known to be as durable as the policy promises, which is written to
   // the file in every policy, and under kAlways synced too.
   std::uint64_t synced() const {
     std::lock_guard<std::mutex> lock(mu_);
@@ -2400,7 +2401,7 @@ class Store {
   Status set(std::string_view key, std::string_view value, SetIf condition, bool* stored,
              std::optional<std::string>* previous = nullptr);
 
-  // For the protocol's MSET, DEL, KEYS and FLUSHDB (chapter 6). set_all stores every
+  // For MSET, DEL, KEYS and FLUSHDB, which chapter 7 serves. set_all stores every
   // pair, and del_all removes every key (counting in *removed those that existed), under
   // one writer lock, so no reader sees half of them (a crash can still stop them halfway:
   // each key is its own record). keys() copies every key. clear() removes everything by
@@ -2428,7 +2429,7 @@ class Store {
   std::vector<std::string> keys(std::string_view pattern, const ReadBound& bound,
                                 bool* complete) const;
 
-  // Keys that expire (chapter 9). A key may carry an expiry time: milliseconds since the
+  // Keys that expire (chapter 10). A key may carry an expiry time: milliseconds since the
   // Unix epoch by the store's clock (Options::clock). Once the clock has passed it, the
   // key is gone for every reader at once, and its removal is logged when a writer or the
   // background expiry cycle meets it. The time is in the key's log record, so it survives
@@ -2505,7 +2506,7 @@ class Store {
   Status put(std::string_view key, std::string_view value, std::int64_t expire_at_ms = 0);
 
   // The entry of `key`, or map_.end(): lookup() for reads, lookup_for_write() with the
-  // writer lock held. From chapter 9 a key whose time has passed is not found, and
+  // writer lock held. From chapter 10 a key whose time has passed is not found, and
   // lookup_for_write() removes it, logging the removal.
   Map::const_iterator lookup(std::string_view key) const;
   Map::iterator lookup_for_write(std::string_view key);
@@ -2515,7 +2516,7 @@ class Store {
 
   // Append one change to the log of a persistent store (nothing for one in memory),
   // after checking the limits that the log's format sets. The expiry (0: none) stays 0
-  // until chapter 9 gives keys one.
+  // until chapter 10 gives keys one.
   Status log_put(std::string_view key, std::string_view value, std::int64_t expire_at_ms = 0);
   Status log_delete(std::string_view key);
 
@@ -2606,7 +2607,7 @@ class Store {
   std::deque<Undo> undo_;
   bool undone_ = false;  // a failed fsync's writes were undone: every later write fails
 
-  // Expiry (chapter 9). Only keys with an expiry have an entry in expires_ (Redis keeps
+  // Expiry (chapter 10). Only keys with an expiry have an entry in expires_ (Redis keeps
   // its "expires" table the same way), so a key without one pays nothing, and a store
   // where no key has one checks nothing. Guarded like map_.
   std::unordered_map<std::string, std::int64_t> expires_;  // key -> expiry, ms since epoch
@@ -2698,7 +2699,7 @@ inline Status Store::del(std::string_view key, bool* existed) {
   if (existed != nullptr) *existed = false;
   if (it == map_.end()) return Status();
   if (Status s = erase(it); !s.ok()) return s;
-  Status s = finish_write(lock);  // the fsync (from chapter 15, the write) may fail here
+  Status s = finish_write(lock);  // the fsync (from chapter 16, the write) may fail here
   if (existed != nullptr) *existed = s.ok();
   return s;
 }
@@ -3097,7 +3098,7 @@ inline Status Store::append(std::string_view key, std::string_view suffix, std::
 
 inline Status Store::set(std::string_view key, std::string_view value, SetIf condition,
                          bool* stored, std::optional<std::string>* previous) {
-  SetOptions options;  // chapter 9's set() has every option; this is one of its forms
+  SetOptions options;  // chapter 10's set() has every option; this is one of its forms
   options.condition = condition;
   return set(key, value, options, stored, previous);
 }
@@ -3134,7 +3135,7 @@ inline void Store::stop_compactor() {
   if (compactor_.joinable()) compactor_.join();
 }
 
-// The store operations the protocol needs beyond chapter 5's (chapter 6).
+// What chapter 7's commands need from the store beyond chapter 5's (chapter 6).
 
 inline Status Store::set_all(const std::vector<std::pair<std::string_view, std::string_view>>& pairs) {
   for (const auto& [key, value] : pairs) {  // refuse before writing any, not halfway
@@ -3257,7 +3258,7 @@ inline Status Store::clear() {
 }
 
 // =======================================================================================
-// Chapter 9: keys that expire
+// Chapter 10: keys that expire
 //
 // A cache forgets: a session ends, a page goes stale. A key can carry an expiry time, in
 // milliseconds since the Unix epoch (wall-clock time, as Redis keeps it, so that it
@@ -3491,8 +3492,8 @@ inline void Store::stop_expiry() {
 // A length prefix beats a delimiter for binary values: the value may hold any byte,
 // CR and LF included, and the reader knows how much to wait for. The grammar, the limits
 // and every command are in docs/protocol.md. Nothing here touches a socket: the parser
-// reads bytes from a buffer, the dispatcher writes reply bytes to a string, so both are
-// tested (and fuzzed) byte by byte, and chapter 7 only moves bytes.
+// reads bytes from a buffer and resp:: writes reply bytes to a string, so both are
+// tested (and fuzzed) byte by byte; chapter 7 runs the requests, chapter 8 moves bytes.
 // =======================================================================================
 
 // Limits on what a client may send. A request over a limit is a protocol error: the
@@ -3541,7 +3542,7 @@ class RequestParser {
   // What went wrong, as Redis words it: "Protocol error: invalid bulk length".
   const std::string& error() const { return error_; }
 
-  // New limits from the next request on (chapter 7: the server loosens them after AUTH).
+  // New limits from the next request on (chapter 8: the server loosens them after AUTH).
   void set_limits(ProtocolLimits limits) { limits_ = limits; }
 
  private:
@@ -3717,6 +3718,17 @@ inline void null_array(std::string* out) { out->append("*-1\r\n"); }
 
 }  // namespace resp
 
+// =======================================================================================
+// Chapter 7: the dispatcher
+//
+// The parser gives a request as a list of words; the dispatcher runs it against the
+// store and writes its reply with resp::. Every fact about a command (its name, arity,
+// flags, where its keys are) is a row of one table, as in Redis's command table: the
+// dispatcher checks arity and AUTH from the row before it calls the command's function,
+// and COMMAND reports the rows. A Session holds what outlives one request (AUTH, the
+// client's name, QUIT). Still no socket: chapter 8 moves these bytes over TCP.
+// =======================================================================================
+
 namespace detail {
 
 inline long process_id() { return static_cast<long>(::getpid()); }
@@ -3752,7 +3764,7 @@ struct Session {
   bool shutdown = false;       // SHUTDOWN was asked for: the server decides what follows
 };
 
-// Figures the server keeps current for INFO (chapter 7 fills the client counts).
+// Figures the server keeps current for INFO (chapter 8 fills the client counts).
 struct ServerCounters {
   std::atomic<std::uint64_t> connected_clients{0};
   std::atomic<std::uint64_t> total_connections{0};
@@ -3774,7 +3786,7 @@ struct ServerConfig {
   int timeout_seconds = 0;          // close idle clients after this long; 0 = never
   std::string requirepass;          // AUTH needed when not empty
 
-  // For the server only (chapter 7); see the macros of the same names.
+  // For the server only (chapter 8); see the macros of the same names.
   ProtocolLimits limits;
   std::size_t max_output_bytes = KEYSTONELIGHT_MAX_OUTPUT_BYTES;
   std::size_t max_clients_output_bytes = KEYSTONELIGHT_MAX_CLIENTS_OUTPUT_BYTES;
@@ -3844,7 +3856,7 @@ class Dispatcher {
 
   // Every reply built from many keys or values (MGET, KEYS, and those to come) is bounded
   // while it is built, so that no request makes the server hold more than the client may
-  // be sent (chapter 7's max_output_bytes), nor a copy of it first: the store's walk takes
+  // be sent (chapter 8's max_output_bytes), nor a copy of it first: the store's walk takes
   // bound(), which also carries the stop flag, and reply_all() writes the array, or an
   // error when the walk was cut short or the reply with its framing would pass the bound.
   Store::ReadBound bound() const {
@@ -3997,7 +4009,7 @@ class Dispatcher {
   }
   void auth(const Args& a, Session* session, std::string* out);
 
-  // Expiry (chapter 9). The options SET and GETEX share, as Redis parses them: any order,
+  // Expiry (chapter 10). The options SET and GETEX share, as Redis parses them: any order,
   // repeats allowed (the last value counts), and no two that contradict each other.
   struct StringOptions {
     Store::SetIf condition = Store::SetIf::kAlways;  // NX, XX
@@ -4174,7 +4186,7 @@ inline void Dispatcher::set(const Args& a, Session*, std::string* out) {
   if (string_options(a, 3, true, &o, out)) set_with(a, a[2], o, out);
 }
 
-// SET, SETEX and PSETEX (chapter 9): the options are parsed; the expiry is checked, then
+// SET, SETEX and PSETEX (chapter 10): the options are parsed; the expiry is checked, then
 // the store does the rest in one step.
 inline void Dispatcher::set_with(const Args& a, const std::string& value, const StringOptions& o,
                                  std::string* out) {
@@ -4466,7 +4478,7 @@ inline void Dispatcher::auth(const Args& a, Session* session, std::string* out) 
 }
 
 // =======================================================================================
-// Chapter 7: the TCP server
+// Chapter 8: the TCP server
 //
 // A listener thread accepts connections and gives each one a thread of its own. That
 // thread's loop reads like the protocol: wait for bytes, run every complete request in
@@ -4483,7 +4495,7 @@ inline void Dispatcher::auth(const Args& a, Session* session, std::string* out) 
 // has a deadline where one applies: no thread can sleep through a stop.
 // =======================================================================================
 
-// Serves a Store over TCP in the protocol of chapter 6. Thread-safe. The store must
+// Serves a Store over TCP in the protocol of chapters 6 and 7. Thread-safe. The store must
 // outlive the server; the server never closes it.
 class Server {
  public:
@@ -5230,13 +5242,13 @@ class Client {
 };
 
 // =======================================================================================
-// Chapter 8: process management
+// Chapter 9: process management
 //
 // What a server program needs beyond the Server: a PID file that keeps a second instance
 // out, and signals handled in a thread of their own (SIGHUP compacts; SIGTERM and SIGINT
 // stop gracefully). Both are platform code, defined with the rest of it near the top of
 // this file; the program that puts everything together is
-// examples/keystonelight-server.cpp, which is also chapter 8's example.
+// examples/keystonelight-server.cpp, which is also chapter 9's example.
 // =======================================================================================
 
 }  // namespace keystonelight

@@ -16,12 +16,12 @@
 
        Status                  errors as values: a code and a message (1)
        Platform                FileSystem and POSIX files (2), the directory lock (3), the
-                               reader-writer lock (5), sockets (7), PidFile, SignalWaiter (8)
+                               reader-writer lock (5), sockets (8), PidFile, SignalWaiter (9)
        The log                 CRC-32C, the record format, LogWriter, LogReader (2)
-                               the expire record, format version 2 (9)
-                               the batch record, format version 3 (10)
+                               the expire record, format version 2 (10)
+                               the batch record, format version 3 (11)
                                CRC-32C by the processor's instruction, picked at run
-                               time in the platform section (14)
+                               time in the platform section (15)
        The persistent log      FsyncPolicy, Options, Disk: the log, its lock and fsyncs (3),
                                compaction (4), group commit (5); diagnose: what a bad record
                                means (3)
@@ -32,26 +32,27 @@
                                append, conditional set, the background compactor (5)
                                set_all, del_all, get_all, keys, clear (6)
                                keys that expire: set with a ttl, expire_at, persist,
-                               expire_time, lazy and active expiry (9)
-                               transaction, WriteBatch, Watch (10)
+                               expire_time, lazy and active expiry (10)
+                               transaction, WriteBatch, Watch (11)
                                its own hash table (detail::Table), scan, random_key,
-                               rename, copy (11)
+                               rename, copy (12)
                                a replay that sizes the table from the log, prefetches
-                               and copies nothing it does not keep (14)
-       The protocol            RequestParser, resp:: replies, Dispatcher and its commands (6)
+                               and copies nothing it does not keep (15)
+       The protocol            RequestParser, resp:: replies (6)
+                               Dispatcher, its command table and its commands, AUTH (7)
                                EXPIRE and its kin, TTL and its kin, PERSIST, SET's EX, PX,
-                               EXAT, PXAT and KEEPTTL, SETEX, PSETEX, GETEX (9)
-                               MULTI, EXEC, DISCARD, WATCH, UNWATCH (10)
+                               EXAT, PXAT and KEEPTTL, SETEX, PSETEX, GETEX (10)
+                               MULTI, EXEC, DISCARD, WATCH, UNWATCH (11)
                                SCAN, RANDOMKEY, TYPE, TOUCH, UNLINK, RENAME, RENAMENX,
-                               COPY (11)
+                               COPY (12)
                                the string and bitmap commands: INCRBYFLOAT, GETRANGE,
-                               SETRANGE, LCS, SETBIT, BITCOUNT, BITPOS, BITOP ... (12)
+                               SETRANGE, LCS, SETBIT, BITCOUNT, BITPOS, BITOP ... (13)
        The TCP server          Server: listener, a thread per connection, pipelining,
-                               limits, graceful stop; Client and Reply (7)
+                               limits, graceful stop; Client and Reply (8)
        Process management      the PID file and signal thread are platform code; the server
-                               program is examples/keystonelight-server.cpp (8)
+                               program is examples/keystonelight-server.cpp (9)
        The event loop          Poller (epoll, or poll(2)) in the platform code; Server's
-                               second I/O model: a few loops serving every connection (13)
+                               second I/O model: a few loops serving every connection (14)
 
    COMPILE-TIME OPTIONS: define before including to change a default.
 
@@ -90,8 +91,8 @@
 #define KEYSTONELIGHT_VERSION_PATCH 0
 #define KEYSTONELIGHT_VERSION_STR "0.1.0"
 
-// Chapter 13's event loop is in this header (ServerConfig::io). The server program, which
-// is also chapter 8's example, offers --io only where it is.
+// Chapter 14's event loop is in this header (ServerConfig::io). The server program, which
+// is also chapter 9's example, offers --io only where it is.
 #define KEYSTONELIGHT_HAS_EVENT_LOOP 1
 
 // ---------------------------------------------------------------------------------------
@@ -135,7 +136,7 @@
 #define KEYSTONELIGHT_MAX_ARGS (1024 * 1024)
 #endif
 
-// The server (chapter 7). Replies a client has not read yet: past this much, its
+// The server (chapter 8). Replies a client has not read yet: past this much, its
 // connection runs no more requests until it reads. A client that reads none of its
 // replies for the send timeout is closed. When the server stops, replies still unsent
 // get the grace period, then their connections close anyway.
@@ -154,7 +155,7 @@
 #define KEYSTONELIGHT_STOP_GRACE_MS 1000
 #endif
 
-// Active expiry (chapter 9), as Redis samples: every cycle, rounds of this many keys with
+// Active expiry (chapter 10), as Redis samples: every cycle, rounds of this many keys with
 // a TTL, picked at random, are checked and the expired ones removed; another round
 // follows while more than a quarter were expired, within a quarter of the cycle's time.
 #ifndef KEYSTONELIGHT_EXPIRY_CYCLE_MS
@@ -222,7 +223,7 @@
 #include <sys/epoll.h>
 #endif
 
-// The processor's CRC-32C instruction (chapter 14), where there is one: SSE 4.2 on
+// The processor's CRC-32C instruction (chapter 15), where there is one: SSE 4.2 on
 // x86-64, the CRC extension of ARMv8 on 64-bit ARM. Only the platform section uses them.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <nmmintrin.h>
@@ -697,7 +698,7 @@ class SharedMutex {
   const int rank_;
 };
 
-// Sockets (chapter 7). A Socket owns one descriptor and closes it once. Every socket made
+// Sockets (chapter 8). A Socket owns one descriptor and closes it once. Every socket made
 // here is non-blocking and close-on-exec: callers wait for readiness with wait_ready(), so
 // that one poll(2) can also watch a Wakeup and a deadline, and no wait lasts for ever.
 class Socket {
@@ -1033,7 +1034,7 @@ inline std::uint64_t raise_open_files_limit(std::uint64_t wanted) {
   return as_count(limit.rlim_cur);
 }
 
-// Readiness (chapter 13): which of many descriptors can be read or written now, asked of
+// Readiness (chapter 14): which of many descriptors can be read or written now, asked of
 // the kernel in one call. A Poller watches a set of descriptors, each for POLLIN, POLLOUT
 // or both, and wait() reports those ready (POLLHUP and POLLERR count as ready, as in
 // wait_ready). Level-triggered: a descriptor stays ready until what made it ready is
@@ -1130,7 +1131,7 @@ using Poller = PollPoller;
 
 }  // namespace detail
 
-// Process management (chapter 8): a PID file, and signals as values.
+// Process management (chapter 9): a PID file, and signals as values.
 //
 // A PID file names the process that serves a data directory and keeps a second one out.
 // "Read the pid, check whether that process lives, write ours" races: two starters can
@@ -1305,7 +1306,7 @@ class SignalWaiter {
 
 namespace detail {
 
-// CRC-32C in hardware (chapter 14). SSE 4.2's crc32 instruction and ARMv8's crc32c
+// CRC-32C in hardware (chapter 15). SSE 4.2's crc32 instruction and ARMv8's crc32c
 // compute exactly the CRC of the table in the log section (the Castagnoli polynomial,
 // reflected), 8 bytes per instruction instead of one table lookup per byte. Not every
 // processor has them, and a header must run wherever it is compiled, so the code is
@@ -1398,14 +1399,14 @@ inline FileSystem* default_file_system() {
 // =======================================================================================
 
 enum class RecordType : std::uint8_t {
-  kPut = 1,     // key now has value (and, from chapter 9, the expiry in the header)
+  kPut = 1,     // key now has value (and, from chapter 10, the expiry in the header)
   kDelete = 2,  // key has no value; the value length is 0
   kExpire = 3,  // key keeps its value, and its expiry becomes the header's (0: none); the
-                // value length is 0. Version 2 of the format (chapter 9) adds it.
+                // value length is 0. Version 2 of the format (chapter 10) adds it.
   kBatch = 4,   // several changes that apply together or not at all: no key, and a value
-                // made of entries (see detail::encode_batch_entry). Version 3 (chapter 10).
+                // made of entries (see detail::encode_batch_entry). Version 3 (chapter 11).
   kAppend = 5,  // the value grows by the record's value at its end (a missing key starts
-                // empty); the expiry stays as it was. Version 4 (chapter 12): an APPEND
+                // empty); the expiry stays as it was. Version 4 (chapter 13): an APPEND
                 // of k bytes logs k bytes, not the whole value.
 };
 
@@ -1459,7 +1460,7 @@ struct Crc32cTable {
 };
 inline constexpr Crc32cTable kCrc32cTable{};
 
-// The table's CRC, a byte at a time: what crc32c_extend() falls back on (chapter 14).
+// The table's CRC, a byte at a time: what crc32c_extend() falls back on (chapter 15).
 inline std::uint32_t crc32c_extend_table(std::uint32_t crc, const char* data, std::size_t n) {
   crc = ~crc;
   for (std::size_t i = 0; i < n; ++i) {
@@ -1469,7 +1470,7 @@ inline std::uint32_t crc32c_extend_table(std::uint32_t crc, const char* data, st
 }
 
 // Extends `crc` (the CRC of what came before, 0 at the start) with `n` more bytes: with
-// the processor's CRC instruction where it has one (chapter 14), else with the table.
+// the processor's CRC instruction where it has one (chapter 15), else with the table.
 inline std::uint32_t crc32c_extend(std::uint32_t crc, const char* data, std::size_t n) {
   return crc32c_uses_hardware().load(std::memory_order_relaxed)
              ? crc32c_extend_hardware(crc, data, n)
@@ -1823,7 +1824,7 @@ class LogReader {
   }
 
   // About how many records the log holds from offset() on, to size a table before a
-  // replay (chapter 14): the bytes left over the mean size of the first records, those
+  // replay (chapter 15): the bytes left over the mean size of the first records, those
   // within the read-ahead buffer the replay reads next anyway (a budget of its size
   // keeps a first record of 100 MB from being read twice). Only whole, valid records
   // count, and each is at least kRecordHeaderBytes long, so the answer is never more
@@ -2043,7 +2044,7 @@ struct Options {
   std::uint64_t compact_min_bytes = KEYSTONELIGHT_COMPACT_MIN_BYTES;
   double compact_ratio = KEYSTONELIGHT_COMPACT_RATIO;
 
-  // Expiry (chapter 9). The clock that says when a key's time has come: milliseconds
+  // Expiry (chapter 10). The clock that says when a key's time has come: milliseconds
   // since the Unix epoch, the wall clock, as Redis keeps it. Empty: the system's clock.
   // Tests move time by hand with it. Called with the store's locks held: it must be fast
   // and must not touch the store.
@@ -2074,14 +2075,14 @@ struct RecoveryReport {
   // dropped with it, and the file that keeps every dropped byte (see Damage::kLostPages).
   std::uint64_t records_dropped = 0;
   std::string dropped_file;
-  std::uint64_t keys_expired = 0;  // replayed keys whose time had passed, left out (chapter 9)
-  std::uint32_t log_version = 0;   // the format version the log was found in (chapter 9)
+  std::uint64_t keys_expired = 0;  // replayed keys whose time had passed, left out (chapter 10)
+  std::uint32_t log_version = 0;   // the format version the log was found in (chapter 10)
   std::chrono::microseconds duration{0};
 };
 
 namespace detail {
 
-// Hands a message for a person to `info_log` (Options::info_log; from chapter 7 also
+// Hands a message for a person to `info_log` (Options::info_log; from chapter 8 also
 // ServerConfig::info_log), or to standard error without one.
 inline void note(const std::function<void(const std::string&)>& info_log,
                  const std::string& message) {
@@ -2157,7 +2158,7 @@ class Disk {
   std::uint64_t appended() const { return appended_.load(); }
 
   // The number of records known to be on disk (kAlways: covered by a finished fsync).
-  // From chapter 15: known to be as durable as the policy promises, which is written to
+  // From chapter 16: known to be as durable as the policy promises, which is written to
   // the file in every policy, and under kAlways synced too.
   std::uint64_t synced() const {
     std::lock_guard<std::mutex> lock(mu_);
@@ -2643,7 +2644,7 @@ inline bool glob_match(std::string_view pattern, std::string_view text,
 
 namespace detail {
 
-// The store's hash table (chapter 11), in place of std::unordered_map, for two things
+// The store's hash table (chapter 12), in place of std::unordered_map, for two things
 // the standard one cannot give: a lookup by std::string_view, with no std::string made
 // to ask; and a cursor for SCAN that stays valid while the table grows. Chained, with a
 // power-of-two number of buckets, so a key's bucket is the low bits of its hash; that is
@@ -2744,7 +2745,7 @@ class Table {
   }
 
   // Finds `key`, or adds it with an empty value; says which. The key is copied only when
-  // it is added, so that a replay makes no std::string it does not keep (chapter 14).
+  // it is added, so that a replay makes no std::string it does not keep (chapter 15).
   std::pair<iterator, bool> find_or_add(std::string_view key) {
     if (iterator it = find(key); it != end()) return {it, false};
     return emplace(std::string(key));
@@ -2906,7 +2907,7 @@ class Table {
 // fail. Only the destructor must not race with other calls.
 // =======================================================================================
 
-// Changes to apply to a store together (chapter 10): Store::write applies all of them,
+// Changes to apply to a store together (chapter 11): Store::write applies all of them,
 // in order, in one transaction, or none. A plain value: build it, hand it over, reuse it.
 class WriteBatch {
  public:
@@ -3015,7 +3016,7 @@ class Store {
   Status set(std::string_view key, std::string_view value, SetIf condition, bool* stored,
              std::optional<std::string>* previous = nullptr);
 
-  // For the protocol's MSET, DEL, KEYS and FLUSHDB (chapter 6). set_all stores every
+  // For MSET, DEL, KEYS and FLUSHDB, which chapter 7 serves. set_all stores every
   // pair, and del_all removes every key (counting in *removed those that existed), under
   // one writer lock, so no reader sees half of them (a crash can still stop them halfway:
   // each key is its own record). keys() copies every key. clear() removes everything by
@@ -3043,7 +3044,7 @@ class Store {
   std::vector<std::string> keys(std::string_view pattern, const ReadBound& bound,
                                 bool* complete) const;
 
-  // Keys that expire (chapter 9). A key may carry an expiry time: milliseconds since the
+  // Keys that expire (chapter 10). A key may carry an expiry time: milliseconds since the
   // Unix epoch by the store's clock (Options::clock). Once the clock has passed it, the
   // key is gone for every reader at once, and its removal is logged when a writer or the
   // background expiry cycle meets it. The time is in the key's log record, so it survives
@@ -3101,7 +3102,7 @@ class Store {
   // stores that turn that off and for tests.
   Status remove_expired(std::size_t sample, std::size_t* removed);
 
-  // Batches and transactions (chapter 10).
+  // Batches and transactions (chapter 11).
 
   // Runs `fn` as one transaction. The writer lock is held for the whole of it, so no
   // reader sees part of it and no other write comes between; and every change it makes
@@ -3116,7 +3117,7 @@ class Store {
   // Applies every change of `batch`, in order, in one transaction: all of them or none.
   Status write(const WriteBatch& batch);
 
-  // The keyspace (chapter 11).
+  // The keyspace (chapter 12).
 
   // One step of a walk over every key, as Redis's SCAN: the live keys matching the glob
   // `pattern` (empty: every key) among the next `count` or so, into *keys, and the cursor
@@ -3186,21 +3187,21 @@ class Store {
   Status put(std::string_view key, std::string_view value, std::int64_t expire_at_ms = 0);
 
   // The entry of `key`, or map_.end(): lookup() for reads, lookup_for_write() with the
-  // writer lock held. From chapter 9 a key whose time has passed is not found, and
+  // writer lock held. From chapter 10 a key whose time has passed is not found, and
   // lookup_for_write() removes it, logging the removal.
   Map::const_iterator lookup(std::string_view key) const;
   Map::iterator lookup_for_write(std::string_view key);
 
   // The one place an entry is removed (with the writer lock held, from chapter 5).
   Status erase(Map::iterator it);
-  // The one place a value grows at its end (APPEND, chapter 12): logged as a kAppend
+  // The one place a value grows at its end (APPEND, chapter 13): logged as a kAppend
   // record of the suffix alone, and undone, when it must be, by cutting the suffix off.
   // `it` is the key's entry, or map_.end() to create it. The writer lock held.
   Status extend(Map::iterator it, std::string_view key, std::string_view suffix);
 
   // Append one change to the log of a persistent store (nothing for one in memory),
   // after checking the limits that the log's format sets. The expiry (0: none) stays 0
-  // until chapter 9 gives keys one.
+  // until chapter 10 gives keys one.
   Status log_put(std::string_view key, std::string_view value, std::int64_t expire_at_ms = 0);
   Status log_delete(std::string_view key);
 
@@ -3249,7 +3250,7 @@ class Store {
   Status compact_if_due();
   void stop_compactor();
 
-  // Chapter 11's own table: lookups by string_view, and a cursor for SCAN.
+  // Chapter 12's own table: lookups by string_view, and a cursor for SCAN.
   Map map_;
   std::unique_ptr<detail::Disk> disk_;  // null for a store in memory
   RecoveryReport recovery_;
@@ -3272,7 +3273,7 @@ class Store {
   using WritersMutex = detail::OrderedMutex<1>;
   using CompactorMutex = detail::OrderedMutex<3>;
   struct WriteLock {  // a writer's two locks, in order
-    // Inside a transaction its thread holds both already (chapter 10): it takes neither.
+    // Inside a transaction its thread holds both already (chapter 11): it takes neither.
     explicit WriteLock(Store* store)
         : writers(store->writers_mu_, std::defer_lock), map(store->mu_, std::defer_lock) {
       if (store->in_transaction()) return;
@@ -3302,7 +3303,7 @@ class Store {
   std::deque<Undo> undo_;
   bool undone_ = false;  // a failed fsync's writes were undone: every later write fails
 
-  // Expiry (chapter 9). Only keys with an expiry have an entry in expires_ (Redis keeps
+  // Expiry (chapter 10). Only keys with an expiry have an entry in expires_ (Redis keeps
   // its "expires" table the same way), so a key without one pays nothing, and a store
   // where no key has one checks nothing. Guarded like map_.
   std::unordered_map<std::string, std::int64_t> expires_;  // key -> expiry, ms since epoch
@@ -3331,7 +3332,7 @@ class Store {
   std::thread expiry_thread_;     // started under the writer lock, joined by stop_expiry()
   std::uint64_t expiry_seed_ = 0x9E3779B97F4A7C15u;  // remove_expired's random walk
 
-  // Transactions (chapter 10). The running transaction's batch: the log entries of its
+  // Transactions (chapter 11). The running transaction's batch: the log entries of its
   // changes, and what each replaced, to put back if it fails. Set, read and cleared by
   // the transaction's own thread, under the writer lock.
   struct Batch {
@@ -3456,7 +3457,7 @@ inline Status Store::del(std::string_view key, bool* existed) {
   if (existed != nullptr) *existed = false;
   if (it == map_.end()) return Status();
   if (Status s = erase(it); !s.ok()) return s;
-  Status s = finish_write(lock);  // the fsync (from chapter 15, the write) may fail here
+  Status s = finish_write(lock);  // the fsync (from chapter 16, the write) may fail here
   if (existed != nullptr) *existed = s.ok();
   return s;
 }
@@ -3949,7 +3950,7 @@ inline Status Store::append(std::string_view key, std::string_view suffix, std::
 
 inline Status Store::set(std::string_view key, std::string_view value, SetIf condition,
                          bool* stored, std::optional<std::string>* previous) {
-  SetOptions options;  // chapter 9's set() has every option; this is one of its forms
+  SetOptions options;  // chapter 10's set() has every option; this is one of its forms
   options.condition = condition;
   return set(key, value, options, stored, previous);
 }
@@ -3986,7 +3987,7 @@ inline void Store::stop_compactor() {
   if (compactor_.joinable()) compactor_.join();
 }
 
-// The store operations the protocol needs beyond chapter 5's (chapter 6).
+// What chapter 7's commands need from the store beyond chapter 5's (chapter 6).
 
 inline Status Store::set_all(const std::vector<std::pair<std::string_view, std::string_view>>& pairs) {
   for (const auto& [key, value] : pairs) {  // refuse before writing any, not halfway
@@ -4126,7 +4127,7 @@ inline Status Store::clear() {
 }
 
 // =======================================================================================
-// Chapter 9: keys that expire
+// Chapter 10: keys that expire
 //
 // A cache forgets: a session ends, a page goes stale. A key can carry an expiry time, in
 // milliseconds since the Unix epoch (wall-clock time, as Redis keeps it, so that it
@@ -4350,7 +4351,7 @@ inline void Store::stop_expiry() {
 }
 
 // =======================================================================================
-// Chapter 10: batches and transactions
+// Chapter 11: batches and transactions
 //
 // MSET of ten keys was ten records: a crash between the fourth and the fifth kept four,
 // and no client was ever told. A transaction fixes that for MSET, DEL of many keys,
@@ -4491,7 +4492,7 @@ inline void Store::Watch::clear() {
 }
 
 // =======================================================================================
-// Chapter 11: the keyspace
+// Chapter 12: the keyspace
 //
 // SCAN walks every key a few at a time, with a cursor that is a plain number: no state
 // on the server, so a client may stop, keep the cursor and go on tomorrow. The promise:
@@ -4597,8 +4598,8 @@ inline Status Store::copy(std::string_view from, std::string_view to, bool repla
 // A length prefix beats a delimiter for binary values: the value may hold any byte,
 // CR and LF included, and the reader knows how much to wait for. The grammar, the limits
 // and every command are in docs/protocol.md. Nothing here touches a socket: the parser
-// reads bytes from a buffer, the dispatcher writes reply bytes to a string, so both are
-// tested (and fuzzed) byte by byte, and chapter 7 only moves bytes.
+// reads bytes from a buffer and resp:: writes reply bytes to a string, so both are
+// tested (and fuzzed) byte by byte; chapter 7 runs the requests, chapter 8 moves bytes.
 // =======================================================================================
 
 // Limits on what a client may send. A request over a limit is a protocol error: the
@@ -4647,7 +4648,7 @@ class RequestParser {
   // What went wrong, as Redis words it: "Protocol error: invalid bulk length".
   const std::string& error() const { return error_; }
 
-  // New limits from the next request on (chapter 7: the server loosens them after AUTH).
+  // New limits from the next request on (chapter 8: the server loosens them after AUTH).
   void set_limits(ProtocolLimits limits) { limits_ = limits; }
 
  private:
@@ -4823,6 +4824,17 @@ inline void null_array(std::string* out) { out->append("*-1\r\n"); }
 
 }  // namespace resp
 
+// =======================================================================================
+// Chapter 7: the dispatcher
+//
+// The parser gives a request as a list of words; the dispatcher runs it against the
+// store and writes its reply with resp::. Every fact about a command (its name, arity,
+// flags, where its keys are) is a row of one table, as in Redis's command table: the
+// dispatcher checks arity and AUTH from the row before it calls the command's function,
+// and COMMAND reports the rows. A Session holds what outlives one request (AUTH, the
+// client's name, QUIT). Still no socket: chapter 8 moves these bytes over TCP.
+// =======================================================================================
+
 namespace detail {
 
 inline long process_id() { return static_cast<long>(::getpid()); }
@@ -4856,7 +4868,7 @@ struct Session {
   std::string name;            // CLIENT SETNAME
   bool close = false;          // close the connection once the replies are sent (QUIT)
   bool shutdown = false;       // SHUTDOWN was asked for: the server decides what follows
-  // MULTI ... EXEC (chapter 10): the commands queued, and whether one was refused while
+  // MULTI ... EXEC (chapter 11): the commands queued, and whether one was refused while
   // queuing (EXEC then aborts); the keys WATCHed (null until the first WATCH).
   bool multi = false;
   bool multi_failed = false;
@@ -4864,7 +4876,7 @@ struct Session {
   std::unique_ptr<Store::Watch> watch;
 };
 
-// Figures the server keeps current for INFO (chapter 7 fills the client counts).
+// Figures the server keeps current for INFO (chapter 8 fills the client counts).
 struct ServerCounters {
   std::atomic<std::uint64_t> connected_clients{0};
   std::atomic<std::uint64_t> total_connections{0};
@@ -4886,7 +4898,7 @@ struct ServerConfig {
   int timeout_seconds = 0;          // close idle clients after this long; 0 = never
   std::string requirepass;          // AUTH needed when not empty
 
-  // For the server only (chapter 7); see the macros of the same names.
+  // For the server only (chapter 8); see the macros of the same names.
   ProtocolLimits limits;
   std::size_t max_output_bytes = KEYSTONELIGHT_MAX_OUTPUT_BYTES;
   std::size_t max_clients_output_bytes = KEYSTONELIGHT_MAX_CLIENTS_OUTPUT_BYTES;
@@ -4895,8 +4907,8 @@ struct ServerConfig {
   // Empty means standard error. Called from the server's threads: it must be thread-safe.
   std::function<void(const std::string& message)> info_log;
 
-  // How the server serves its connections (chapter 13): a few event loops, each serving
-  // many connections (the default), or chapter 7's thread per connection.
+  // How the server serves its connections (chapter 14): a few event loops, each serving
+  // many connections (the default), or chapter 8's thread per connection.
   enum class Io { kEvents, kThreads };
   Io io = Io::kEvents;
   std::size_t loops = 0;  // event loops; 0: one per core (std::thread::hardware_concurrency)
@@ -4964,7 +4976,7 @@ class Dispatcher {
 
   // Every reply built from many keys or values (MGET, KEYS, and those to come) is bounded
   // while it is built, so that no request makes the server hold more than the client may
-  // be sent (chapter 7's max_output_bytes), nor a copy of it first: the store's walk takes
+  // be sent (chapter 8's max_output_bytes), nor a copy of it first: the store's walk takes
   // bound(), which also carries the stop flag, and reply_all() writes the array, or an
   // error when the walk was cut short or the reply with its framing would pass the bound.
   Store::ReadBound bound() const {
@@ -5117,7 +5129,7 @@ class Dispatcher {
   }
   void auth(const Args& a, Session* session, std::string* out);
 
-  // Expiry (chapter 9). The options SET and GETEX share, as Redis parses them: any order,
+  // Expiry (chapter 10). The options SET and GETEX share, as Redis parses them: any order,
   // repeats allowed (the last value counts), and no two that contradict each other.
   struct StringOptions {
     Store::SetIf condition = Store::SetIf::kAlways;  // NX, XX
@@ -5161,7 +5173,7 @@ class Dispatcher {
   }
   void getex(const Args& a, Session*, std::string* out);
 
-  // Transactions (chapter 10): MULTI queues what follows, EXEC runs it in one
+  // Transactions (chapter 11): MULTI queues what follows, EXEC runs it in one
   // Store::transaction, unless a WATCHed key changed since WATCH.
   void multi(const Args&, Session* session, std::string* out) {
     if (session->multi) return resp::error(out, "ERR MULTI calls can not be nested");
@@ -5192,7 +5204,7 @@ class Dispatcher {
     if (session->watch) session->watch->clear();
   }
 
-  // The keyspace (chapter 11).
+  // The keyspace (chapter 12).
   void scan(const Args& a, Session*, std::string* out);
   void randomkey(const Args&, Session*, std::string* out) {
     std::optional<std::string> key = store_->random_key();
@@ -5213,7 +5225,7 @@ class Dispatcher {
   }
   void copy(const Args& a, Session*, std::string* out);
 
-  // Strings as Redis sees them (chapter 12): the rest of Redis's string group, and the
+  // Strings as Redis sees them (chapter 13): the rest of Redis's string group, and the
   // bitmap commands. A write that changes a value in place runs through modify(): read,
   // change and write in one Store::transaction, keeping the key's expiry; `change` gets
   // the value (nullopt: no key), may rewrite it, writes its reply to *reply, and returns
@@ -5508,7 +5520,7 @@ inline void Dispatcher::copy(const Args& a, Session*, std::string* out) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Chapter 12: strings as Redis sees them. A Redis string is bytes; some commands read the
+// Chapter 13: strings as Redis sees them. A Redis string is bytes; some commands read the
 // bytes as a number (INCRBYFLOAT), some as a bitmap (SETBIT, BITCOUNT, BITPOS, BITOP),
 // some as a string to cut or patch (GETRANGE, SETRANGE, LCS). Every one that reads and
 // then writes does both in one Store::transaction. No length or offset a client sends is
@@ -5926,7 +5938,7 @@ inline void Dispatcher::set(const Args& a, Session*, std::string* out) {
   if (string_options(a, 3, true, &o, out)) set_with(a, a[2], o, out);
 }
 
-// SET, SETEX and PSETEX (chapter 9): the options are parsed; the expiry is checked, then
+// SET, SETEX and PSETEX (chapter 10): the options are parsed; the expiry is checked, then
 // the store does the rest in one step.
 inline void Dispatcher::set_with(const Args& a, const std::string& value, const StringOptions& o,
                                  std::string* out) {
@@ -6218,7 +6230,7 @@ inline void Dispatcher::auth(const Args& a, Session* session, std::string* out) 
 }
 
 // =======================================================================================
-// Chapter 7: the TCP server
+// Chapter 8: the TCP server
 //
 // A listener thread accepts connections and gives each one a thread of its own. That
 // thread's loop reads like the protocol: wait for bytes, run every complete request in
@@ -6235,7 +6247,7 @@ inline void Dispatcher::auth(const Args& a, Session* session, std::string* out) 
 // has a deadline where one applies: no thread can sleep through a stop.
 // =======================================================================================
 
-// Serves a Store over TCP in the protocol of chapter 6. Thread-safe. The store must
+// Serves a Store over TCP in the protocol of chapters 6 and 7. Thread-safe. The store must
 // outlive the server; the server never closes it.
 class Server {
  public:
@@ -6348,7 +6360,7 @@ class Server {
   // How often a connection with replies waiting looks for an eviction while it waits.
   static constexpr int kEvictionCheckMs = 100;
 
-  // The steps both I/O models share (chapter 13 took them out of chapter 7's serve()):
+  // The steps both I/O models share (chapter 14 took them out of chapter 8's serve()):
   // open_link makes a connection's state, advance() runs what it sent and sends what it
   // can without waiting (false: the connection ends), close_link lets it go.
   std::unique_ptr<Link> open_link(Connection* c) const;
@@ -6838,7 +6850,7 @@ inline void Server::evicted(Link& link) const {
 }
 
 // =======================================================================================
-// Chapter 13: the event loop
+// Chapter 14: the event loop
 //
 // Io::kEvents serves every connection from a few threads, one per core by default. Each
 // loop's thread asks its Poller which of its sockets are ready, and for each one takes
@@ -7217,13 +7229,13 @@ class Client {
 };
 
 // =======================================================================================
-// Chapter 8: process management
+// Chapter 9: process management
 //
 // What a server program needs beyond the Server: a PID file that keeps a second instance
 // out, and signals handled in a thread of their own (SIGHUP compacts; SIGTERM and SIGINT
 // stop gracefully). Both are platform code, defined with the rest of it near the top of
 // this file; the program that puts everything together is
-// examples/keystonelight-server.cpp, which is also chapter 8's example.
+// examples/keystonelight-server.cpp, which is also chapter 9's example.
 // =======================================================================================
 
 }  // namespace keystonelight

@@ -1,4 +1,4 @@
-// libFuzzer target for the Dispatcher (chapter 6) over a store in memory and a persistent
+// libFuzzer target for the Dispatcher (chapter 7) over a store in memory and a persistent
 // one, built and run by `make fuzz`.
 //
 // The input is a stream of requests (RESP arrays or inline commands) that RequestParser
