@@ -25,6 +25,12 @@
 #   make uninstall       remove it again
 #   make clean           remove build/
 
+# Every build uses every core unless told otherwise (make -jN; -j1 for one at a time):
+# CI and the README run plain `make test`, and the builds are most of its time.
+ifeq ($(filter -j%,$(MAKEFLAGS)),)
+MAKEFLAGS += -j$(shell nproc 2>/dev/null || echo 2)
+endif
+
 CXX      ?= g++
 # -g1: line tables, enough for every stack trace a sanitizer or a crash prints, at about
 # two thirds of -g's compile time; for a debugger's view of variables, OPT="-O0 -g".
